@@ -1,0 +1,179 @@
+//! ScrubRun: one execution against one dataset, and its audit trail.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ExpiryAction, LocalRef};
+
+/// One execution: a retention pass over one dataset, or one request's
+/// erasure in one dataset. Created by Lethe with a fixed cutoff; its spec
+/// never changes, so the run's history cannot be rewritten.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "lethe.dev",
+    version = "v1alpha1",
+    kind = "ScrubRun",
+    plural = "scrubruns",
+    shortname = "srun",
+    category = "lethe",
+    namespaced,
+    status = "ScrubRunStatus",
+    doc = "One retention pass or one erasure in one dataset: its fixed cutoff, plan, progress and outcome.",
+    printcolumn(name = "Dataset", type_ = "string", json_path = ".spec.datasetRef.name"),
+    printcolumn(name = "Purpose", type_ = "string", json_path = ".spec.purpose"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Affected", type_ = "integer", json_path = ".status.counts.affected"),
+    printcolumn(name = "Cutoff", type_ = "date", json_path = ".spec.cutoff"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self == oldSelf").message("a ScrubRun's spec is immutable; create a new run"),
+    validation = Rule::new("self.purpose != 'Retention' || has(self.cutoff)").message("a retention run needs its cutoff").field_path(".cutoff"),
+    validation = Rule::new("(self.purpose == 'Erasure') == has(self.deletionRequestRef)").message("an erasure run names its DeletionRequest, a retention run does not").field_path(".deletionRequestRef"),
+)]
+pub struct ScrubRunSpec {
+    /// The dataset scrubbed.
+    pub dataset_ref: LocalRef,
+    /// Retention pass or subject erasure.
+    pub purpose: RunPurpose,
+    /// For an erasure: the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_request_ref: Option<LocalRef>,
+    /// Records whose time basis is before this instant are past their window.
+    /// Computed once when the run is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Records whose time basis is at or after this instant are under
+    /// minimum retention and never deleted by this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_retention_cutoff: Option<DateTime<Utc>>,
+    /// What is done to matching records.
+    #[serde(default)]
+    pub action: ExpiryAction,
+    /// The schedule slot this run belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<DateTime<Utc>>,
+    /// Count, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RunPurpose {
+    Retention,
+    Erasure,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RunPhase {
+    Pending,
+    Planning,
+    AwaitingApproval,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrubRunStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RunPhase>,
+    /// `Ready`, `Succeeded`, `Failed`, `Stalled` (e.g. `BlastRadiusExceeded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// What the run will touch, recorded before anything is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RunPlan>,
+    /// Where a resumed run continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<RunCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<DateTime<Utc>>,
+    /// Wall-clock duration, e.g. `1m20s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Partitions dropped or detached instead of deleted row by row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions_dropped: Vec<String>,
+    /// What a re-query found after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// `Job` or `InProcess`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// The Job executing the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Who approved a run stopped by the blast-radius brake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPlan {
+    /// The cutoff used, copied from spec when planning starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Records in the dataset when planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_records: Option<i64>,
+    /// Records the run expects to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching_records: Option<i64>,
+    /// Records skipped because a legal hold covers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_records: Option<i64>,
+    /// Partitions wholly past the cutoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
+    /// Legal holds in force for this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    pub records_done: i64,
+    pub batches: i64,
+    /// An opaque resume point (the last key handled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunCounts {
+    /// Deleted plus anonymized.
+    pub affected: i64,
+    pub deleted: i64,
+    pub anonymized: i64,
+    pub skipped_held: i64,
+    pub skipped_minimum_retention: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Records that still match after the run.
+    pub remaining: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub verified_at: DateTime<Utc>,
+}

@@ -1,0 +1,103 @@
+//! The `lethe` command line.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lethe::validate::{self, Severity};
+
+#[derive(Parser)]
+#[command(name = "lethe", version, about = "Enforce data-retention policies on the stores where personal data lives")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the current Kubernetes cluster.
+    Operator,
+    /// Execute one ScrubRun (the entrypoint of a scrub Job).
+    Scrub,
+    /// Start a local embedded cluster with Lethe running in it.
+    Dev,
+    /// Print every CRD as YAML (the content of crds/).
+    Crd {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Validate manifests offline: schemas, CEL rules and cross-object checks.
+    Validate {
+        /// Files or directories (recursing into *.yaml, *.yml, *.json).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Treat references to objects outside the given files as warnings.
+        #[arg(long)]
+        partial: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Print the privacy report of deletion requests and retention runs.
+    Report,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn not_yet(what: &str, issue: u32) -> ExitCode {
+    eprintln!("lethe {what} is not implemented yet (tracked in issue {issue}).");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { output_dir } => crd(output_dir),
+        Command::Validate { files, partial, output } => {
+            let problems = validate::validate_paths(&files, &validate::Options { partial });
+            let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+            match output {
+                Format::Text => {
+                    for p in &problems {
+                        println!("{p}");
+                    }
+                    eprintln!("{errors} error(s), {} warning(s)", problems.len() - errors);
+                }
+                Format::Json => match serde_json::to_string_pretty(&problems) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("cannot render problems: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        Command::Operator => not_yet("operator", 5),
+        Command::Scrub => not_yet("scrub", 4),
+        Command::Dev => not_yet("dev", 3),
+        Command::Report => not_yet("report", 7),
+    }
+}
+
+fn crd(output_dir: Option<PathBuf>) -> ExitCode {
+    let result = match output_dir {
+        None => lethe::api::crds_yaml().map(|s| print!("{s}")).map_err(|e| e.to_string()),
+        Some(dir) => lethe::api::crds().iter().try_for_each(|(file, crd)| {
+            let text = lethe::api::crd_document(crd).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join(file), text).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lethe crd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Pure decisions, with no I/O and no Kubernetes client: which rules apply
+//! to a dataset and what window results, which labels a selector matches.
+//! The controllers, `lethe validate` and the tests all call these.
+
+pub mod retention;
+pub mod selector;
