@@ -1,5 +1,7 @@
 //! Lethe: a Kubernetes operator that enforces data-retention policies.
 #![forbid(unsafe_code)]
+// kube's repeated `printcolumn(type_ = ...)` attributes read as duplicates to clippy.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod api;
 pub mod plan;

@@ -143,12 +143,14 @@ fn walk(schema: &Value, value: &mut Value, path: &str, unknown: UnknownFields, e
             let passing = results.iter().filter(|e| e.is_empty()).count();
             match key {
                 "allOf" => errors.extend(results.into_iter().flatten()),
-                "anyOf" if passing == 0 => {
-                    err(errors, FieldErrorKind::Invalid { value: show(value), detail: "must match at least one schema".into() })
-                }
-                "oneOf" if passing != 1 => {
-                    err(errors, FieldErrorKind::Invalid { value: show(value), detail: "must match exactly one schema".into() })
-                }
+                "anyOf" if passing == 0 => err(
+                    errors,
+                    FieldErrorKind::Invalid { value: show(value), detail: "must match at least one schema".into() },
+                ),
+                "oneOf" if passing != 1 => err(
+                    errors,
+                    FieldErrorKind::Invalid { value: show(value), detail: "must match exactly one schema".into() },
+                ),
                 _ => {}
             }
         }
@@ -202,7 +204,10 @@ fn check_scalar_constraints(s: &Map<String, Value>, value: &Value, path: &str, e
             path: path.to_string(),
             kind: FieldErrorKind::Unsupported {
                 value: show(value),
-                supported: options.iter().map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string())).collect(),
+                supported: options
+                    .iter()
+                    .map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string()))
+                    .collect(),
             },
         });
         return;
@@ -349,7 +354,10 @@ fn check_list_uniqueness(s: &Map<String, Value>, items: &[Value], path: &str, er
                 if seen.contains(&key) {
                     errors.push(FieldError {
                         path: format!("{path}[{i}]"),
-                        kind: FieldErrorKind::Invalid { value: show(&Value::Array(key)), detail: "Duplicate value".into() },
+                        kind: FieldErrorKind::Invalid {
+                            value: show(&Value::Array(key)),
+                            detail: "Duplicate value".into(),
+                        },
                     });
                 } else {
                     seen.push(key);
@@ -370,23 +378,36 @@ fn check_list_uniqueness(s: &Map<String, Value>, items: &[Value], path: &str, er
     }
 }
 
-/// Evaluates the schema's CEL rules (`x-kubernetes-validations`) on `value`,
-/// with `old` for transition rules on update.
-pub fn check_cel(schema: &Value, value: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    match kube::core::cel::Validator::new().validate(schema, value, old) {
-        Ok(()) => Vec::new(),
-        Err(errs) => errs
-            .into_vec()
-            .into_iter()
-            .map(|e| {
-                let path = e.field_path.trim_start_matches('.').to_string();
-                let detail = e.message.clone();
-                FieldError {
-                    path: if path.is_empty() { "<root>".into() } else { path },
-                    kind: FieldErrorKind::Invalid { value: "\"object\"".into(), detail },
-                }
-            })
-            .collect(),
+/// A CRD version's schema, with its CEL rules compiled once for many objects.
+pub struct CompiledSchema {
+    pub schema: Value,
+    cel: kube::core::cel::CompiledSchema,
+    validator: kube::core::cel::Validator,
+}
+
+impl CompiledSchema {
+    pub fn new(schema: Value) -> Self {
+        let cel = kube::core::cel::compile_schema(&schema);
+        CompiledSchema { schema, cel, validator: kube::core::cel::Validator::new() }
+    }
+
+    /// Evaluates the CEL rules (`x-kubernetes-validations`) on `value`, with
+    /// `old` for transition rules on update.
+    pub fn check_cel(&self, value: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        match self.validator.validate_compiled(&self.cel, value, old) {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs
+                .into_vec()
+                .into_iter()
+                .map(|e| {
+                    let path = e.field_path.trim_start_matches('.').to_string();
+                    FieldError {
+                        path: if path.is_empty() { "<root>".into() } else { path },
+                        kind: FieldErrorKind::Invalid { value: "\"object\"".into(), detail: e.message },
+                    }
+                })
+                .collect(),
+        }
     }
 }
 
@@ -443,7 +464,10 @@ mod tests {
             errors(json!({"name": "a", "count": 11})),
             vec!["count: Invalid value: 11: count in body should be less than or equal to 10"]
         );
-        assert_eq!(errors(json!({"name": "a", "tags": ["x", "x"]})), vec![r#"tags[1]: Invalid value: "x": Duplicate value"#]);
+        assert_eq!(
+            errors(json!({"name": "a", "tags": ["x", "x"]})),
+            vec![r#"tags[1]: Invalid value: "x": Duplicate value"#]
+        );
         assert_eq!(errors(json!({"name": "a", "labels": {"k": 1}})).len(), 1);
     }
 
@@ -457,8 +481,9 @@ mod tests {
 
     #[test]
     fn cel_rules_are_evaluated() {
-        assert!(check_cel(&schema(), &json!({"name": "a", "count": 3}), None).is_empty());
-        let errs = check_cel(&schema(), &json!({"name": "a", "count": 7}), None);
+        let compiled = CompiledSchema::new(schema());
+        assert!(compiled.check_cel(&json!({"name": "a", "count": 3}), None).is_empty());
+        let errs = compiled.check_cel(&json!({"name": "a", "count": 7}), None);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].to_string().contains("seven is unlucky"));
     }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     api::{self, DataStore, Dataset, DeletionRequest, ExpiryAction, LegalHold, RetentionPolicy, ScrubRun, StoreType},
     plan::{retention, selector},
-    schema::{self, UnknownFields},
+    schema::{self, CompiledSchema, UnknownFields},
 };
 
 /// Larger manifests are refused rather than parsed.
@@ -179,13 +179,21 @@ fn parse_documents(file: &str, text: &str, problems: &mut Vec<Problem>) -> Vec<D
 }
 
 fn validate_docs(docs: Vec<Doc>, options: &Options) -> Vec<Problem> {
-    let schemas: HashMap<String, Value> = api::crds()
+    LETHE_SCHEMAS.with(|schemas| validate_docs_with(docs, options, schemas))
+}
+
+thread_local! {
+    /// Lethe's own CRD schemas, compiled once per thread.
+    static LETHE_SCHEMAS: HashMap<String, CompiledSchema> = api::crds()
         .into_iter()
         .filter_map(|(_, crd)| {
             let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
-            Some((crd.spec.names.kind.clone(), serde_json::to_value(schema).ok()?))
+            Some((crd.spec.names.kind.clone(), CompiledSchema::new(serde_json::to_value(schema).ok()?)))
         })
         .collect();
+}
+
+fn validate_docs_with(docs: Vec<Doc>, options: &Options, schemas: &HashMap<String, CompiledSchema>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut parsed = Vec::new();
     let mut secrets: HashSet<(String, String)> = HashSet::new();
@@ -235,7 +243,12 @@ fn validate_docs(docs: Vec<Doc>, options: &Options) -> Vec<Problem> {
             continue;
         }
         if api_version != api::API_VERSION {
-            p(&label, Some("apiVersion"), format!("unsupported version {api_version:?}; use {}", api::API_VERSION), Severity::Error);
+            p(
+                &label,
+                Some("apiVersion"),
+                format!("unsupported version {api_version:?}; use {}", api::API_VERSION),
+                Severity::Error,
+            );
             continue;
         }
         let Some(schema) = schemas.get(kind) else {
@@ -261,16 +274,19 @@ fn validate_docs(docs: Vec<Doc>, options: &Options) -> Vec<Problem> {
         }
 
         let mut value = doc.value.clone();
-        let structural = schema::check_structure(schema, &mut value, UnknownFields::Reject)
+        let structural = schema::check_structure(&schema.schema, &mut value, UnknownFields::Reject)
             .into_iter()
             .filter(|e| !e.path.starts_with("metadata."))
             .collect::<Vec<_>>();
         for e in &structural {
-            problems_here.push((Some(e.path.clone()), e.to_string().split_once(": ").map(|x| x.1.to_string()).unwrap_or_default()));
+            problems_here.push((
+                Some(e.path.clone()),
+                e.to_string().split_once(": ").map(|x| x.1.to_string()).unwrap_or_default(),
+            ));
         }
         // CEL rules assume a structurally valid object, as in the API server.
         if structural.is_empty() {
-            for e in schema::check_cel(schema, &value, None) {
+            for e in schema.check_cel(&value, None) {
                 let detail = match &e.kind {
                     schema::FieldErrorKind::Invalid { detail, .. } => detail.clone(),
                     other => format!("{other:?}"),
@@ -360,7 +376,16 @@ fn typed(kind: &str, value: &Value) -> Option<Result<LetheObject, (String, Strin
     Some(match kind {
         "DataStore" => parse(value).map(|o| LetheObject::DataStore(Box::new(o))),
         "Dataset" => parse(value).map(|o| LetheObject::Dataset(Box::new(o))),
-        "RetentionPolicy" => parse(value).map(|o| LetheObject::RetentionPolicy(Box::new(o))),
+        "RetentionPolicy" => {
+            // The rule is flattened into spec, which hides field paths from
+            // serde: parse it on its own first to name the field.
+            if let Some(spec) = value.get("spec")
+                && let Err((path, message)) = parse::<api::RetentionRule>(spec)
+            {
+                return Some(Err((format!("spec.{path}"), message)));
+            }
+            parse(value).map(|o| LetheObject::RetentionPolicy(Box::new(o)))
+        }
         "DeletionRequest" => parse(value).map(|o| LetheObject::DeletionRequest(Box::new(o))),
         "LegalHold" => parse(value).map(|o| LetheObject::LegalHold(Box::new(o))),
         "ScrubRun" => parse(value).map(|o| LetheObject::ScrubRun(Box::new(o))),
@@ -406,14 +431,31 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                     push(
                         Severity::Warning,
                         "spec.secretRef.name",
-                        format!("Secret {:?} is not in the validated manifests; it must exist before the store can be probed", secret.name),
+                        format!(
+                            "Secret {:?} is not in the validated manifests; it must exist before the store can be probed",
+                            secret.name
+                        ),
                     );
                 }
             }
             LetheObject::Dataset(d) => {
                 let spec = &d.spec;
+                if let Some(salt) = spec.anonymization.as_ref().and_then(|a| a.salt_secret_ref.as_ref())
+                    && !secrets.contains(&(p.namespace.clone(), salt.name.clone()))
+                {
+                    push(
+                        Severity::Warning,
+                        "spec.anonymization.saltSecretRef.name",
+                        format!(
+                            "Secret {:?} is not in the validated manifests; it must exist before anonymization runs",
+                            salt.name
+                        ),
+                    );
+                }
                 match find(&p.namespace, &spec.store_ref.name, is_store) {
-                    None => push(missing, "spec.storeRef.name", format!("DataStore {:?} not found", spec.store_ref.name)),
+                    None => {
+                        push(missing, "spec.storeRef.name", format!("DataStore {:?} not found", spec.store_ref.name))
+                    }
                     Some(store) => {
                         if let LetheObject::DataStore(s) = &store.object {
                             let t = s.spec.type_;
@@ -427,7 +469,11 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                                 push(
                                     Severity::Error,
                                     "spec",
-                                    format!("store {:?} is of type {}, so the dataset is described by '{want}'", spec.store_ref.name, t.as_str()),
+                                    format!(
+                                        "store {:?} is of type {}, so the dataset is described by '{want}'",
+                                        spec.store_ref.name,
+                                        t.as_str()
+                                    ),
                                 );
                             }
                         }
@@ -435,14 +481,26 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                 }
                 for (i, rel) in spec.relations.iter().enumerate() {
                     if rel.dataset == p.name {
-                        push(Severity::Error, &format!("spec.relations[{i}].dataset"), "a dataset cannot reference itself".into());
+                        push(
+                            Severity::Error,
+                            &format!("spec.relations[{i}].dataset"),
+                            "a dataset cannot reference itself".into(),
+                        );
                     } else if find(&p.namespace, &rel.dataset, is_dataset).is_none() {
-                        push(missing, &format!("spec.relations[{i}].dataset"), format!("Dataset {:?} not found", rel.dataset));
+                        push(
+                            missing,
+                            &format!("spec.relations[{i}].dataset"),
+                            format!("Dataset {:?} not found", rel.dataset),
+                        );
                     }
                 }
                 for (i, name) in spec.retention_policies.iter().enumerate() {
                     if find(&p.namespace, name, is_policy).is_none() {
-                        push(missing, &format!("spec.retentionPolicies[{i}]"), format!("RetentionPolicy {name:?} not found"));
+                        push(
+                            missing,
+                            &format!("spec.retentionPolicies[{i}]"),
+                            format!("RetentionPolicy {name:?} not found"),
+                        );
                     }
                 }
                 // Every rule that applies must be measurable and enforceable here.
@@ -463,12 +521,26 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                         let what = match rule.measured_from {
                             api::TimeBasis::Created => "timestamps.created".to_string(),
                             api::TimeBasis::LastActivity => "timestamps.lastActivity".to_string(),
-                            api::TimeBasis::Event => format!("timestamps.events.{}", rule.event.as_deref().unwrap_or("?")),
+                            api::TimeBasis::Event => {
+                                format!("timestamps.events.{}", rule.event.as_deref().unwrap_or("?"))
+                            }
                         };
-                        push(Severity::Error, &format!("spec.{what}"), format!("RetentionPolicy {name:?} measures its window from it, but the dataset does not declare it"));
+                        push(
+                            Severity::Error,
+                            &format!("spec.{what}"),
+                            format!(
+                                "RetentionPolicy {name:?} measures its window from it, but the dataset does not declare it"
+                            ),
+                        );
                     }
                     if rule.action == ExpiryAction::Anonymize && spec.anonymization.is_none() {
-                        push(Severity::Error, "spec.anonymization", format!("RetentionPolicy {name:?} anonymizes expired records, but the dataset has no anonymization rules"));
+                        push(
+                            Severity::Error,
+                            "spec.anonymization",
+                            format!(
+                                "RetentionPolicy {name:?} anonymizes expired records, but the dataset has no anonymization rules"
+                            ),
+                        );
                     }
                 }
                 let effective = retention::effective(spec, applying.iter().copied(), now);
@@ -476,7 +548,11 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                     push(Severity::Error, "spec", format!("conflicting windows: {conflict}"));
                 }
                 if effective.maximum.is_none() {
-                    push(Severity::Warning, "spec", "no retention rule sets a maximum for this dataset; its records never expire".into());
+                    push(
+                        Severity::Warning,
+                        "spec",
+                        "no retention rule sets a maximum for this dataset; its records never expire".into(),
+                    );
                 }
             }
             LetheObject::RetentionPolicy(r) => {
@@ -495,7 +571,11 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                     }
                 }
                 if r.spec.subject.identifiers.is_some() {
-                    push(Severity::Warning, "spec.subject.identifiers", "inline identifiers are for development; use subject.secretRef".into());
+                    push(
+                        Severity::Warning,
+                        "spec.subject.identifiers",
+                        "inline identifiers are for development; use subject.secretRef".into(),
+                    );
                 }
             }
             LetheObject::LegalHold(h) => {
@@ -605,7 +685,8 @@ mod tests {
 
     #[test]
     fn hostile_values_stay_on_one_line() {
-        let text = "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {name: db}\nspec: {type: \"x\\nFAKE: line\"}\n";
+        let text =
+            "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {name: db}\nspec: {type: \"x\\nFAKE: line\"}\n";
         for e in errors(text) {
             assert!(!e.contains('\n'), "{e}");
         }

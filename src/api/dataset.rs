@@ -27,9 +27,13 @@ use super::{DataCategory, Duration, ExpiryAction, Identifier, LocalRef, Retentio
     printcolumn(name = "Window", type_ = "string", json_path = ".status.effectiveRetention.keepFor"),
     printcolumn(name = "Set By", type_ = "string", json_path = ".status.effectiveRetention.setBy"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Last Run", type_ = "string", json_path = ".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"),
+    printcolumn(
+        name = "Last Run",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"
+    ),
     printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextScheduleTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -27,7 +27,7 @@ use super::{DataCategory, SecretRef};
     printcolumn(name = "Datasets", type_ = "integer", json_path = ".status.coveredDatasets"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".spec.reason", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("size(self.datasets) > 0 || has(self.datasetSelector) || size(self.categories) > 0 || has(self.subjects)").message("a hold covers datasets (by name, selector or category), subjects, or both"))]
@@ -100,4 +100,3 @@ impl LegalHoldSpec {
         self.expires_at.is_none_or(|t| now < t)
     }
 }
-

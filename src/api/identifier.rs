@@ -23,9 +23,7 @@ pub enum IdentifierError {
     Empty,
     #[error("identifier is longer than {MAX_IDENTIFIER_LEN} characters")]
     TooLong,
-    #[error(
-        "unsafe identifier {0:?}: only letters, digits and '_' are allowed, starting with a letter or '_'"
-    )]
+    #[error("unsafe identifier {0:?}: only letters, digits and '_' are allowed, starting with a letter or '_'")]
     Unsafe(String),
 }
 

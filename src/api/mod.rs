@@ -3,8 +3,8 @@
 //! the crate depends on this module; it depends on nothing else in the crate.
 
 mod common;
-mod datastore;
 mod dataset;
+mod datastore;
 mod duration;
 mod hold;
 mod identifier;

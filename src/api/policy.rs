@@ -26,7 +26,7 @@ use super::{DataCategory, RetentionRule, Schedule};
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
     printcolumn(name = "Datasets", type_ = "integer", json_path = ".status.matchedDatasets"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.categories) && size(self.categories) > 0) || has(self.datasetSelector)").message("select datasets by categories, datasetSelector, or both"))]

@@ -27,7 +27,7 @@ use super::{DataCategory, ExpiryAction, IdentifierMap, SecretRef};
     printcolumn(name = "Deadline", type_ = "date", json_path = ".status.deadline"),
     printcolumn(name = "Overdue", type_ = "string", json_path = ".status.conditions[?(@.type==\"Overdue\")].status"),
     printcolumn(name = "Records", type_ = "integer", json_path = ".status.recordsAffected"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.deleteSecretOnCompletion || has(self.subject.secretRef)").message("deleteSecretOnCompletion needs subject.secretRef").field_path(".deleteSecretOnCompletion"))]

@@ -28,7 +28,7 @@ use super::{ExpiryAction, LocalRef};
     printcolumn(name = "Affected", type_ = "integer", json_path = ".status.counts.affected"),
     printcolumn(name = "Cutoff", type_ = "date", json_path = ".spec.cutoff"),
     printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

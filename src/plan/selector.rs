@@ -9,11 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// read must not widen what a policy or hold covers... nor narrow a hold,
 /// which is why callers report it as invalid first).
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_label = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_label = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let by_expr = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
@@ -40,9 +36,9 @@ pub fn problems(selector: &LabelSelector) -> Vec<String> {
                 out.push(format!("matchExpressions[{i}]: operator {} takes no values", e.operator))
             }
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => out.push(format!(
-                "matchExpressions[{i}]: unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
-            )),
+            other => {
+                out.push(format!("matchExpressions[{i}]: unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"))
+            }
         }
     }
     out

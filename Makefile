@@ -1,0 +1,35 @@
+# Lethe — developer entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test setup lint unit crds validate-examples bench clean
+
+## Run Lethe on an embedded default: a local API emulator, an SQLite store with sample data, the examples.
+demo:
+	$(CARGO) build --quiet --bin lethe
+	./target/debug/lethe validate -f examples/
+	./target/debug/lethe dev --demo || true
+
+## Everything CI checks: installs test dependencies, formatting, lints, all tests.
+test: setup lint unit
+
+## Install what the tests need (idempotent; quick when already there).
+setup:
+	bash scripts/setup-test-env.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --locked --all-targets
+
+## Regenerate crds/ from the Rust types.
+crds:
+	$(CARGO) run --quiet --bin lethe -- crd --output-dir crds
+
+validate-examples:
+	$(CARGO) run --quiet --bin lethe -- validate -f examples/
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what Lethe's tests need on a fresh Debian machine. Idempotent and
+# quick when everything is already there. Servers are not started here: each
+# test starts its own on loopback in a temporary directory.
+set -euo pipefail
+
+need_apt=()
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+echo "setup: ready"
