@@ -4,6 +4,8 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod api;
+pub mod dev;
+pub mod emulator;
 pub mod plan;
 pub mod schema;
 pub mod validate;

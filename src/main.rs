@@ -19,8 +19,18 @@ enum Command {
     Operator,
     /// Execute one ScrubRun (the entrypoint of a scrub Job).
     Scrub,
-    /// Start a local embedded cluster with Lethe running in it.
-    Dev,
+    /// Start a local embedded cluster (API emulator) with Lethe's CRDs installed.
+    Dev {
+        /// Where to write the kubeconfig (default: $TMPDIR/lethe-dev.kubeconfig).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Run the emulator without the operator.
+        #[arg(long)]
+        no_operator: bool,
+    },
     /// Print every CRD as YAML (the content of crds/).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -80,7 +90,27 @@ fn main() -> ExitCode {
         }
         Command::Operator => not_yet("operator", 5),
         Command::Scrub => not_yet("scrub", 4),
-        Command::Dev => not_yet("dev", 3),
+        Command::Dev { kubeconfig, port, no_operator } => {
+            let opts = lethe::dev::DevOptions {
+                kubeconfig: kubeconfig.unwrap_or_else(lethe::dev::default_kubeconfig),
+                port,
+                no_operator,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("lethe dev: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(lethe::dev::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lethe dev: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Report => not_yet("report", 7),
     }
 }

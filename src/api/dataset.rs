@@ -32,7 +32,7 @@ use super::{DataCategory, Duration, ExpiryAction, Identifier, LocalRef, Retentio
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"
     ),
-    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextScheduleTime"),
+    printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -23,7 +23,7 @@ use super::{DataCategory, SecretRef};
     status = "LegalHoldStatus",
     doc = "Suspends deletion of whole datasets or of specific data subjects, for a reason, until it is removed or expires.",
     printcolumn(name = "Active", type_ = "string", json_path = ".status.conditions[?(@.type==\"Active\")].status"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt"),
     printcolumn(name = "Datasets", type_ = "integer", json_path = ".status.coveredDatasets"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".spec.reason", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),

@@ -24,7 +24,7 @@ use super::{DataCategory, ExpiryAction, IdentifierMap, SecretRef};
     doc = "A data subject's request to erase their personal data, with a deadline and a receipt on completion.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Regime", type_ = "string", json_path = ".spec.regime"),
-    printcolumn(name = "Deadline", type_ = "date", json_path = ".status.deadline"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.deadline"),
     printcolumn(name = "Overdue", type_ = "string", json_path = ".status.conditions[?(@.type==\"Overdue\")].status"),
     printcolumn(name = "Records", type_ = "integer", json_path = ".status.recordsAffected"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -1,0 +1,83 @@
+//! A Kubernetes API emulator: an HTTP server on loopback speaking enough of
+//! the real Kubernetes REST protocol that unmodified kube-rs controllers and
+//! the real `kubectl` work against it. It knows nothing of Lethe's
+//! controllers; CRDs register kinds dynamically, as in a real cluster.
+
+mod http;
+mod patch;
+mod registry;
+mod select;
+mod store;
+mod table;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use axum::{Router, body::Bytes, extract::State, http::{HeaderMap, Method, Uri}};
+
+pub use store::{ApiError, Store, WriteOptions};
+
+/// State shared by every request.
+pub struct Inner {
+    pub store: Mutex<Store>,
+    /// Pod logs by `namespace/name`.
+    pub logs: Mutex<HashMap<String, String>>,
+}
+
+pub type Shared = Arc<Inner>;
+
+/// A running emulator.
+pub struct Emulator {
+    pub addr: SocketAddr,
+    pub shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Starts serving on `addr` (port 0 picks a free port).
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Emulator> {
+        let shared: Shared = Arc::new(Inner { store: Mutex::new(Store::new()), logs: Mutex::new(HashMap::new()) });
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().fallback(route).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "emulator server stopped");
+            }
+        });
+        Ok(Emulator { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig pointing at this emulator.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        kubeconfig(&self.url(), namespace)
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path, namespace: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig(namespace))
+    }
+
+    /// Stops serving (open watches end).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn route(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    http::handle(shared, method, uri, headers, body).await
+}
+
+/// A kubeconfig for an emulator at `url`.
+pub fn kubeconfig(url: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lethe-dev\n  cluster:\n    server: {url}\ncontexts:\n- name: lethe-dev\n  context:\n    cluster: lethe-dev\n    user: lethe-dev\n    namespace: {namespace}\ncurrent-context: lethe-dev\nusers:\n- name: lethe-dev\n  user:\n    token: lethe-dev\n"
+    )
+}
