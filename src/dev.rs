@@ -18,7 +18,9 @@ pub fn default_kubeconfig() -> PathBuf {
 
 /// Starts the emulator and installs the CRDs; the caller decides how long it runs.
 pub async fn start(opts: &DevOptions) -> Result<Emulator, String> {
-    let emu = Emulator::start(SocketAddr::from(([127, 0, 0, 1], opts.port))).await.map_err(|e| format!("cannot listen: {e}"))?;
+    let emu = Emulator::start(SocketAddr::from(([127, 0, 0, 1], opts.port)))
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
     install_crds(&emu)?;
     emu.write_kubeconfig(&opts.kubeconfig, "default").map_err(|e| format!("{}: {e}", opts.kubeconfig.display()))?;
     Ok(emu)

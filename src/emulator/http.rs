@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    Shared,
-    patch,
+    Shared, patch,
     registry::{self, ResourceType},
     select::{FieldSelector, LabelSelector},
     store::{ApiError, EventType, WriteOptions, type_key},
@@ -51,26 +50,30 @@ struct Target {
 
 pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().trim_end_matches('/').to_string();
-    let query: HashMap<String, String> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query: HashMap<String, String> =
+        uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(%method, %uri, "request");
 
     match (method.clone(), segs.as_slice()) {
         (Method::GET, ["version"]) => {
-            return respond(200, &json!({
-                "major": "1", "minor": MINOR, "gitVersion": format!("v1.{MINOR}.0-lethe-emulator"),
-                "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-                "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
-            }));
+            return respond(
+                200,
+                &json!({
+                    "major": "1", "minor": MINOR, "gitVersion": format!("v1.{MINOR}.0-lethe-emulator"),
+                    "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
+                }),
+            );
         }
         (Method::GET, ["healthz" | "readyz" | "livez"]) => {
             return Response::builder().status(200).body(Body::from("ok")).expect("valid response");
         }
         (Method::GET, ["api"]) => {
-            return respond(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}));
+            return respond(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            );
         }
         (Method::GET, ["apis"]) => {
             let types = shared.store.lock().expect("store lock").types();
@@ -123,7 +126,8 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
         }
         (Method::GET, true, None | Some("status")) => {
             let store = shared.store.lock().expect("store lock");
-            match store.get(&target.rt, target.namespace.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or("")) {
+            match store.get(&target.rt, target.namespace.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or(""))
+            {
                 Ok(obj) if wants_table => {
                     respond(200, &table::table(&target.rt, &[obj], &store.resource_version().to_string(), None))
                 }
@@ -151,7 +155,11 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
         }
         (Method::POST, false, None) => {
             if target.rt.read_only {
-                return error(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+                return error(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             let obj: Value = match parse_body(&body, content_type) {
                 Ok(v) => v,
@@ -177,9 +185,12 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
                 Err(e) => error(e),
             }
         }
-        (Method::PATCH, true, sub @ (None | Some("status"))) => patch_object(&shared, &target, sub, content_type, &body, &query),
+        (Method::PATCH, true, sub @ (None | Some("status"))) => {
+            patch_object(&shared, &target, sub, content_type, &body, &query)
+        }
         (Method::DELETE, true, None) => {
-            let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
+            let opts: Value =
+                if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
             let policy = query
                 .get("propagationPolicy")
                 .cloned()
@@ -192,7 +203,14 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
                 && let Ok(cur) = store.get(&target.rt, ns, name)
                 && cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(want)
             {
-                return error(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record", target.rt.qualified())));
+                return error(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record",
+                        target.rt.qualified()
+                    ),
+                ));
             }
             match store.delete(&target.rt, ns, name, policy.as_deref() == Some("Orphan"), dry_run) {
                 Ok(o) => respond(200, &o),
@@ -217,13 +235,18 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
             }
             respond(200, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}))
         }
-        _ => error(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        _ => error(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
 fn discovery(shared: &Shared, group: &str, version: &str) -> Response {
     let types = shared.store.lock().expect("store lock").types();
-    let refs: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).map(AsRef::as_ref).collect();
+    let refs: Vec<&ResourceType> =
+        types.iter().filter(|t| t.group == group && t.version == version).map(AsRef::as_ref).collect();
     if refs.is_empty() {
         return error(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
@@ -233,7 +256,8 @@ fn discovery(shared: &Shared, group: &str, version: &str) -> Response {
 
 fn openapi(shared: &Shared, group: &str, version: &str) -> Response {
     let types = shared.store.lock().expect("store lock").types();
-    let refs: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).map(AsRef::as_ref).collect();
+    let refs: Vec<&ResourceType> =
+        types.iter().filter(|t| t.group == group && t.version == version).map(AsRef::as_ref).collect();
     if refs.is_empty() {
         return error(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
@@ -248,7 +272,9 @@ fn resolve(shared: &Shared, segs: &[&str]) -> Result<Target, Response> {
         _ => return Err(not_found()),
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, r @ ..] if r.len() >= 1 && !matches!(r, ["status"] | ["finalize"]) => (Some(ns.to_string()), r),
+        ["namespaces", ns, r @ ..] if r.len() >= 1 && !matches!(r, ["status"] | ["finalize"]) => {
+            (Some(ns.to_string()), r)
+        }
         r => (None, r),
     };
     let (plural, name, sub) = match rest {
@@ -270,6 +296,15 @@ fn resolve(shared: &Shared, segs: &[&str]) -> Result<Target, Response> {
 }
 
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Response> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(error(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+            ),
+        )));
+    }
     let parsed = if content_type.contains("yaml") {
         serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string())
     } else {
@@ -289,8 +324,10 @@ fn write_options(query: &HashMap<String, String>) -> WriteOptions {
 }
 
 fn selectors(query: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), Response> {
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(bad_request)?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(bad_request)?;
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(bad_request)?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(bad_request)?;
     Ok((labels, fields))
 }
 
@@ -341,10 +378,20 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>, wants
         meta["continue"] = json!(n);
         meta["remainingItemCount"] = json!(remaining);
     }
-    respond(200, &json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(), "metadata": meta, "items": items}))
+    respond(
+        200,
+        &json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(), "metadata": meta, "items": items}),
+    )
 }
 
-fn patch_object(shared: &Shared, target: &Target, sub: Option<&str>, content_type: &str, body: &Bytes, query: &HashMap<String, String>) -> Response {
+fn patch_object(
+    shared: &Shared,
+    target: &Target,
+    sub: Option<&str>,
+    content_type: &str,
+    body: &Bytes,
+    query: &HashMap<String, String>,
+) -> Response {
     let ns = target.namespace.as_deref().unwrap_or("");
     let name = target.name.as_deref().unwrap_or("");
     let opts = write_options(query);
@@ -363,7 +410,11 @@ fn patch_object(shared: &Shared, target: &Target, sub: Option<&str>, content_typ
     let expected_rv = obj.pointer("/metadata/resourceVersion").cloned();
     if is_apply {
         let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
-            return error(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+            return error(ApiError::new(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
         };
         let schema = target.rt.schema.as_ref().map(|s| &s.schema);
         obj = patch::server_side_apply(&obj, &patch_doc, manager, sub, schema, &target.rt.api_version());
@@ -373,7 +424,11 @@ fn patch_object(shared: &Shared, target: &Target, sub: Option<&str>, content_typ
         }
     } else if content_type.starts_with("application/strategic-merge-patch+json") {
         if target.rt.schema.is_some() {
-            return error(ApiError::new(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom resources; use --type=merge"));
+            return error(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources; use --type=merge",
+            ));
         }
         patch::strategic(&mut obj, &patch_doc);
     } else {
@@ -405,7 +460,8 @@ fn watch(shared: Shared, target: Target, query: &HashMap<String, String>) -> Res
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
     let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
-    let from_rv: Option<u64> = query.get("resourceVersion").filter(|r| !r.is_empty() && *r != "0").and_then(|r| r.parse().ok());
+    let from_rv: Option<u64> =
+        query.get("resourceVersion").filter(|r| !r.is_empty() && *r != "0").and_then(|r| r.parse().ok());
     let rt = target.rt.clone();
     let tkey = type_key(&rt);
     let ns_filter = target.namespace.clone();
@@ -429,6 +485,7 @@ fn watch(shared: Shared, target: Target, query: &HashMap<String, String>) -> Res
         };
         (rx, backlog, rv)
     };
+    let mut disconnect = shared.disconnect.subscribe();
     let (tx, out) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     let line = |ty: &str, obj: &Value| {
         let mut s = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
@@ -474,6 +531,7 @@ fn watch(shared: Shared, target: Target, query: &HashMap<String, String>) -> Res
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
+                _ = disconnect.recv() => return,
                 _ = ticker.tick() => {
                     if bookmarks && tx.send(Ok(line("BOOKMARK", &bookmark(last_rv, false)))).await.is_err() {
                         return;

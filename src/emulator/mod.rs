@@ -17,7 +17,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{Router, body::Bytes, extract::State, http::{HeaderMap, Method, Uri}};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, Uri},
+};
 
 pub use store::{ApiError, Store, WriteOptions};
 
@@ -26,6 +31,8 @@ pub struct Inner {
     pub store: Mutex<Store>,
     /// Pod logs by `namespace/name`.
     pub logs: Mutex<HashMap<String, String>>,
+    /// Ends every open watch when sent to (a network blip, for tests).
+    pub disconnect: tokio::sync::broadcast::Sender<()>,
 }
 
 pub type Shared = Arc<Inner>;
@@ -40,7 +47,11 @@ pub struct Emulator {
 impl Emulator {
     /// Starts serving on `addr` (port 0 picks a free port).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Emulator> {
-        let shared: Shared = Arc::new(Inner { store: Mutex::new(Store::new()), logs: Mutex::new(HashMap::new()) });
+        let shared: Shared = Arc::new(Inner {
+            store: Mutex::new(Store::new()),
+            logs: Mutex::new(HashMap::new()),
+            disconnect: tokio::sync::broadcast::channel(4).0,
+        });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(route).with_state(shared.clone());
@@ -65,13 +76,29 @@ impl Emulator {
         std::fs::write(path, self.kubeconfig(namespace))
     }
 
+    /// Ends every open watch stream, as a dropped connection would.
+    pub fn disconnect_watches(&self) {
+        let _ = self.shared.disconnect.send(());
+    }
+
+    /// Compacts the watch history so resuming watchers get `410 Gone`.
+    pub fn compact(&self) {
+        self.shared.store.lock().expect("store lock").compact();
+    }
+
     /// Stops serving (open watches end).
     pub fn stop(self) {
         self.task.abort();
     }
 }
 
-async fn route(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn route(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     http::handle(shared, method, uri, headers, body).await
 }
 

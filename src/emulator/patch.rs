@@ -23,9 +23,9 @@ pub fn strategic(target: &mut Value, patch: &Value) {
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
     }
@@ -99,7 +99,11 @@ fn to_fields_v1(set: &BTreeSet<FieldPath>) -> Value {
     for path in set {
         let mut cur = &mut root;
         for seg in path {
-            cur = cur.as_object_mut().expect("fieldsV1 nodes are objects").entry(seg.clone()).or_insert_with(|| json!({}));
+            cur = cur
+                .as_object_mut()
+                .expect("fieldsV1 nodes are objects")
+                .entry(seg.clone())
+                .or_insert_with(|| json!({}));
         }
     }
     root
@@ -173,7 +177,14 @@ fn apply_merge(live: &mut Value, applied: &Value, schema: Option<&Value>) {
 /// object, or an empty one for a create). Fields the manager set before
 /// and no longer sets are removed unless another manager also set them.
 /// Conflicts are resolved in the applier's favour (as with `force=true`).
-pub fn server_side_apply(live: &Value, applied: &Value, manager: &str, subresource: Option<&str>, schema: Option<&Value>, api_version: &str) -> Value {
+pub fn server_side_apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    schema: Option<&Value>,
+    api_version: &str,
+) -> Value {
     let mut result = live.clone();
     // What the applier means, without what the server owns.
     let mut config = applied.clone();
@@ -194,7 +205,8 @@ pub fn server_side_apply(live: &Value, applied: &Value, manager: &str, subresour
     }
     field_set(&scoped, schema, &mut Vec::new(), &mut new_set);
 
-    let entries: Vec<Value> = live.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let entries: Vec<Value> =
+        live.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
     let same = |e: &Value| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
@@ -251,8 +263,22 @@ mod tests {
     fn apply_merges_conditions_by_type_across_managers() {
         let s = conditions_schema();
         let live = json!({"metadata": {"name": "x"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}});
-        let a = server_side_apply(&live, &json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}), "a", Some("status"), Some(&s), "v1");
-        let b = server_side_apply(&a, &json!({"status": {"conditions": [{"type": "Synced", "status": "True"}]}}), "b", Some("status"), Some(&s), "v1");
+        let a = server_side_apply(
+            &live,
+            &json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            "a",
+            Some("status"),
+            Some(&s),
+            "v1",
+        );
+        let b = server_side_apply(
+            &a,
+            &json!({"status": {"conditions": [{"type": "Synced", "status": "True"}]}}),
+            "b",
+            Some("status"),
+            Some(&s),
+            "v1",
+        );
         let conds = b["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 2);
         assert_eq!(conds[0], json!({"type": "Ready", "status": "True"}));
@@ -262,7 +288,14 @@ mod tests {
     #[test]
     fn apply_removes_fields_the_manager_stopped_setting() {
         let s = conditions_schema();
-        let one = server_side_apply(&json!({"metadata": {}}), &json!({"status": {"phase": "Running", "count": 3}}), "m", None, Some(&s), "v1");
+        let one = server_side_apply(
+            &json!({"metadata": {}}),
+            &json!({"status": {"phase": "Running", "count": 3}}),
+            "m",
+            None,
+            Some(&s),
+            "v1",
+        );
         let two = server_side_apply(&one, &json!({"status": {"phase": "Done"}}), "m", None, Some(&s), "v1");
         assert_eq!(two["status"], json!({"phase": "Done"}));
         // A field another manager also set survives.

@@ -149,7 +149,9 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         return Err(format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"));
     }
     let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default()
     };
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let mut out = Vec::new();
@@ -158,7 +160,8 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             continue;
         }
         let version = v.get("name").and_then(Value::as_str).ok_or("spec.versions[].name is required")?;
-        let schema = v.pointer("/schema/openAPIV3Schema").cloned().ok_or("versions[].schema.openAPIV3Schema is required")?;
+        let schema =
+            v.pointer("/schema/openAPIV3Schema").cloned().ok_or("versions[].schema.openAPIV3Schema is required")?;
         let columns = v
             .get("additionalPrinterColumns")
             .and_then(Value::as_array)
@@ -179,7 +182,11 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             version: version.into(),
             kind: kind.into(),
             plural: plural.into(),
-            singular: names.get("singular").and_then(Value::as_str).map(String::from).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names
+                .get("singular")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| kind.to_lowercase()),
             namespaced,
             short_names: strings(names.get("shortNames")),
             categories: strings(names.get("categories")),
@@ -216,7 +223,9 @@ pub fn resource_list(group_version: &str, types: &[&ResourceType]) -> Value {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
         if t.kind == "Pod" {
-            resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            resources.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
+            );
         }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
@@ -234,7 +243,8 @@ pub fn group_list(types: &[&ResourceType]) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            let versions: Vec<Value> =
+                vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
             json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
         })
         .collect();
@@ -277,7 +287,8 @@ pub fn openapi_document(types: &[&ResourceType]) -> Value {
         }
         schemas.insert(name.clone(), schema);
         let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
-        let base = if t.group.is_empty() { format!("/api/{}", t.version) } else { format!("/apis/{}/{}", t.group, t.version) };
+        let base =
+            if t.group.is_empty() { format!("/api/{}", t.version) } else { format!("/apis/{}/{}", t.group, t.version) };
         let item_path = if t.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
         } else {
@@ -299,7 +310,10 @@ pub fn openapi_document(types: &[&ResourceType]) -> Value {
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}}
             })
         };
-        paths.insert(item_path, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+        paths.insert(
+            item_path,
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
     }
     json!({
         "openapi": "3.0.0",

@@ -93,6 +93,8 @@ pub struct Store {
     objects: BTreeMap<ObjKey, Value>,
     rv: u64,
     history: VecDeque<Arc<WatchEvent>>,
+    /// Watches from a resourceVersion before this get `410 Gone`.
+    compacted: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
 }
 
@@ -122,6 +124,7 @@ impl Store {
             objects: BTreeMap::new(),
             rv: 1,
             history: VecDeque::new(),
+            compacted: 0,
             tx,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -152,16 +155,17 @@ impl Store {
     /// Events after `rv` for a watcher resuming there; `None` if `rv` is older
     /// than the history kept (the watcher must relist: 410 Gone).
     pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<WatchEvent>>> {
-        if let Some(first) = self.history.front()
-            && first.rv > rv + 1
-            && self.history.len() >= HISTORY
-        {
+        if rv < self.compacted {
             return None;
         }
-        if rv > self.rv {
-            return Some(Vec::new());
-        }
         Some(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    /// Forgets the watch history, as etcd compaction does: watchers resuming
+    /// from an older resourceVersion get `410 Gone` and must relist.
+    pub fn compact(&mut self) {
+        self.compacted = self.rv;
+        self.history.clear();
     }
 
     fn emit(&mut self, rt: &ResourceType, namespace: &str, kind: EventType, object: Value) {
@@ -172,8 +176,10 @@ impl Store {
             rv: self.rv,
             object,
         });
-        if self.history.len() >= HISTORY {
-            self.history.pop_front();
+        if self.history.len() >= HISTORY
+            && let Some(old) = self.history.pop_front()
+        {
+            self.compacted = old.rv;
         }
         self.history.push_back(ev.clone());
         let _ = self.tx.send(ev);
@@ -212,7 +218,10 @@ impl Store {
             Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::new(
                 403,
                 "Forbidden",
-                format!("{} is forbidden: unable to create new content in namespace {ns} because it is being terminated", rt.qualified()),
+                format!(
+                    "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    rt.qualified()
+                ),
             )),
             Some(_) => Ok(()),
         }
@@ -220,7 +229,13 @@ impl Store {
 
     /// Validates a custom resource against its schema (pruning or rejecting
     /// unknown fields, applying defaults) and CEL rules.
-    fn admit(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>, opts: WriteOptions) -> Result<(), ApiError> {
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: WriteOptions,
+    ) -> Result<(), ApiError> {
         let Some(schema) = &rt.schema else { return Ok(()) };
         let mut errors = schema::check_structure(&schema.schema, obj, opts.unknown);
         if errors.is_empty() {
@@ -278,7 +293,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn create(&mut self, rt: &Arc<ResourceType>, ns: &str, mut obj: Value, opts: WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        ns: &str,
+        mut obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiError> {
         self.prepare_common(rt, &mut obj, ns)?;
         let ns = if rt.namespaced { ns } else { "" };
         if meta_str(&obj, "name").is_none_or(str::is_empty) {
@@ -288,7 +309,14 @@ impl Store {
                     obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
                 }
                 None => {
-                    return Err(ApiError::new(422, "Invalid", format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", rt.qualified_kind())));
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                            rt.qualified_kind()
+                        ),
+                    ));
                 }
             }
         }
@@ -307,7 +335,13 @@ impl Store {
         }
         self.admit(rt, &mut obj, None, opts)?;
         let crd_types = if rt.kind == "CustomResourceDefinition" {
-            Some(registry::from_crd(&obj).map_err(|e| ApiError::new(422, "Invalid", format!("CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {e}")))?)
+            Some(registry::from_crd(&obj).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {e}"),
+                )
+            })?)
         } else {
             None
         };
@@ -418,7 +452,14 @@ impl Store {
             let old_f = old.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
             let new_f = new.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
             if new_f.iter().any(|f| !old_f.contains(f)) {
-                return Err(ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted", rt.qualified_kind())));
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "{} \"{name}\" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
+                        rt.qualified_kind()
+                    ),
+                ));
             }
         }
         self.admit(rt, &mut new, Some(&old), opts)?;
@@ -457,7 +498,14 @@ impl Store {
 
     /// Starts deletion: with finalizers the object only gets a
     /// deletionTimestamp; without, it is removed and its dependents collected.
-    pub fn delete(&mut self, rt: &Arc<ResourceType>, ns: &str, name: &str, orphan: bool, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let key = (type_key(rt), ns.to_string(), name.to_string());
         let obj = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -505,7 +553,8 @@ impl Store {
     }
 
     fn unregister(&mut self, crd_name: &str) {
-        let gone: Vec<Arc<ResourceType>> = self.types.iter().filter(|t| t.crd.as_deref() == Some(crd_name)).cloned().collect();
+        let gone: Vec<Arc<ResourceType>> =
+            self.types.iter().filter(|t| t.crd.as_deref() == Some(crd_name)).cloned().collect();
         for rt in &gone {
             for obj in self.list(rt, None) {
                 let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
@@ -527,12 +576,8 @@ impl Store {
 
     /// Background garbage collection: objects owned by `uid` are deleted.
     fn collect_dependents(&mut self, uid: &str) {
-        let dependents: Vec<ObjKey> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| owned_by(o, uid))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let dependents: Vec<ObjKey> =
+            self.objects.iter().filter(|(_, o)| owned_by(o, uid)).map(|(k, _)| k.clone()).collect();
         for (tk, ns, name) in dependents {
             if let Some(rt) = self.types.iter().find(|t| type_key(t) == tk).cloned() {
                 let _ = self.delete(&rt, &ns, &name, false, false);
@@ -542,7 +587,8 @@ impl Store {
 
     fn orphan_dependents(&mut self, owner: &Value) {
         let Some(uid) = meta_str(owner, "uid").map(String::from) else { return };
-        let keys: Vec<ObjKey> = self.objects.iter().filter(|(_, o)| owned_by(o, &uid)).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<ObjKey> =
+            self.objects.iter().filter(|(_, o)| owned_by(o, &uid)).map(|(k, _)| k.clone()).collect();
         for key in keys {
             let Some(rt) = self.types.iter().find(|t| type_key(t) == key.0).cloned() else { continue };
             let mut o = self.objects[&key].clone();

@@ -64,7 +64,8 @@ fn cell(obj: &Value, col_type: &str, path: &str, now: DateTime<Utc>) -> Value {
         return first.as_str().map(|s| json!(age(s, now))).unwrap_or(Value::Null);
     }
     if found.len() > 1 {
-        let parts: Vec<String> = found.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect();
+        let parts: Vec<String> =
+            found.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect();
         return json!(parts.join(","));
     }
     (*first).clone()
@@ -74,7 +75,9 @@ fn cell(obj: &Value, col_type: &str, path: &str, now: DateTime<Utc>) -> Value {
 /// when the kind has no columns of its own).
 pub fn table(rt: &ResourceType, objects: &[Value], resource_version: &str, continue_token: Option<&str>) -> Value {
     let now = Utc::now();
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     let mut cols = rt.columns.clone();
     if !cols.iter().any(|c| c.json_path == ".metadata.creationTimestamp") {
         cols.push(super::registry::Column {
@@ -87,7 +90,9 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: &str, conti
     }
     for c in &cols {
         let t = if c.type_ == "date" { "string" } else { c.type_.as_str() };
-        defs.push(json!({"name": c.name, "type": t, "format": "", "description": c.description, "priority": c.priority}));
+        defs.push(
+            json!({"name": c.name, "type": t, "format": "", "description": c.description, "priority": c.priority}),
+        );
     }
     let rows: Vec<Value> = objects
         .iter()
