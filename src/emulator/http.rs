@@ -502,6 +502,7 @@ fn watch(shared: Shared, target: Target, query: &HashMap<String, String>) -> Res
     tokio::spawn(async move {
         match backlog {
             Err(()) => {
+                shared.gone_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let gone = ApiError::new(410, "Expired", "too old resource version").status();
                 let _ = tx.send(Ok(line("ERROR", &gone))).await;
                 return;

@@ -33,6 +33,8 @@ pub struct Inner {
     pub logs: Mutex<HashMap<String, String>>,
     /// Ends every open watch when sent to (a network blip, for tests).
     pub disconnect: tokio::sync::broadcast::Sender<()>,
+    /// How many watches were answered `410 Gone` (for tests and diagnostics).
+    pub gone_sent: std::sync::atomic::AtomicU64,
 }
 
 pub type Shared = Arc<Inner>;
@@ -51,6 +53,7 @@ impl Emulator {
             store: Mutex::new(Store::new()),
             logs: Mutex::new(HashMap::new()),
             disconnect: tokio::sync::broadcast::channel(4).0,
+            gone_sent: std::sync::atomic::AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
