@@ -241,3 +241,73 @@ fn label_and_field_selectors_and_paging() {
     let out = c.ok(&["get", "-n", &ns, "dset", "--chunk-size=2", "-o", "name"]);
     assert_eq!(out.lines().count(), 5, "paging returns every item once:\n{out}");
 }
+
+#[test]
+fn jobs_run_as_local_processes_with_secret_env_and_logs() {
+    let c = Cluster::start();
+    let ns = c.namespace("jobs");
+    c.apply_text(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: greeting}
+stringData: {word: hello-from-a-secret}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: greet}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "echo \"$WORD in $POD_NAMESPACE\""]
+        env:
+        - name: WORD
+          valueFrom: {secretKeyRef: {name: greeting, key: word}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: lethe-crd}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: lethe
+        image: ghcr.io/lethe/lethe:dev
+        command: ["/lethe"]
+        args: ["crd"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fails}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: busybox, command: ["sh", "-c", "echo failing; exit 3"]}
+"#,
+        &["-n", &ns],
+    );
+    c.ok(&["wait", "-n", &ns, "--for=condition=Complete", "job/greet", "job/lethe-crd", "--timeout=30s"]);
+    let logs = c.ok(&["logs", "-n", &ns, "job/greet"]);
+    assert_eq!(logs.trim(), "hello-from-a-secret in jobs");
+    let logs = c.ok(&["logs", "-n", &ns, "job/lethe-crd"]);
+    assert!(logs.contains("kind: CustomResourceDefinition"), "the Lethe binary ran: {logs}");
+    c.ok(&["wait", "-n", &ns, "--for=condition=Failed", "job/fails", "--timeout=30s"]);
+    let reason =
+        c.ok(&["get", "-n", &ns, "job", "fails", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    assert_eq!(reason, "BackoffLimitExceeded");
+    let failed = c.ok(&["get", "-n", &ns, "job", "fails", "-o", "jsonpath={.status.failed}"]);
+    assert_eq!(failed, "2", "one try plus backoffLimit retries");
+    let pods = c.ok(&["get", "-n", &ns, "pods", "-l", "job-name=greet", "-o", "jsonpath={.items[0].status.phase}"]);
+    assert_eq!(pods, "Succeeded");
+    // Deleting a Job collects its Pods.
+    c.ok(&["delete", "-n", &ns, "job", "greet"]);
+    let pods = c.ok(&["get", "-n", &ns, "pods", "-l", "job-name=greet", "-o", "name"]);
+    assert_eq!(pods.trim(), "");
+}

@@ -4,6 +4,7 @@
 //! controllers; CRDs register kinds dynamically, as in a real cluster.
 
 mod http;
+mod kubelet;
 mod patch;
 mod registry;
 mod select;
@@ -58,10 +59,14 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(route).with_state(shared.clone());
+        let kubeconfig_path = std::env::temp_dir().join(format!("lethe-emulator-{}.kubeconfig", addr.port()));
+        std::fs::write(&kubeconfig_path, kubeconfig(&format!("http://{addr}"), "default"))?;
+        let jobs = tokio::spawn(kubelet::run(shared.clone(), kubeconfig_path));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "emulator server stopped");
             }
+            jobs.abort();
         });
         Ok(Emulator { addr, shared, task })
     }

@@ -358,6 +358,9 @@ impl Store {
         if rt.kind == "Namespace" && rt.group.is_empty() {
             obj["status"] = json!({"phase": "Active"});
         }
+        if rt.kind == "Job" && rt.group == "batch" {
+            default_job(&mut obj);
+        }
         if let Some(types) = crd_types {
             self.register(&name, types, &mut obj);
         }
@@ -599,6 +602,37 @@ impl Store {
             self.objects.insert(key.clone(), o.clone());
             self.emit(&rt, &key.1, EventType::Modified, o);
         }
+    }
+}
+
+/// What the API server defaults on a Job: the selector by controller uid,
+/// the matching template labels, and the retry and completion counts.
+fn default_job(job: &mut Value) {
+    let uid = meta_str(job, "uid").unwrap_or_default().to_string();
+    let name = meta_str(job, "name").unwrap_or_default().to_string();
+    let spec = job.as_object_mut().expect("object").entry("spec").or_insert_with(|| json!({}));
+    if spec.get("selector").is_none() {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    }
+    for (k, v) in [("backoffLimit", 6), ("completions", 1), ("parallelism", 1)] {
+        if spec.get(k).is_none() {
+            spec[k] = json!(v);
+        }
+    }
+    let labels = spec
+        .as_object_mut()
+        .expect("object")
+        .entry("template")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
+        .and_then(|m| m.as_object_mut())
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+    if let Some(Value::Object(labels)) = labels {
+        labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+        labels.insert("controller-uid".into(), json!(uid));
+        labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
+        labels.insert("job-name".into(), json!(name));
     }
 }
 
