@@ -4,11 +4,9 @@ CARGO ?= cargo
 
 .PHONY: demo test setup lint unit crds validate-examples bench clean
 
-## Run Lethe on an embedded default: a local API emulator, an SQLite store with sample data, the examples.
+## Run Lethe on an embedded default: a local API emulator with the CRDs, the examples applied with kubectl.
 demo:
-	$(CARGO) build --quiet --bin lethe
-	./target/debug/lethe validate -f examples/
-	./target/debug/lethe dev --demo || true
+	bash scripts/demo.sh
 
 ## Everything CI checks: installs test dependencies, formatting, lints, all tests.
 test: setup lint unit
@@ -33,3 +31,7 @@ validate-examples:
 
 clean:
 	$(CARGO) clean
+
+## Benchmarks: print ratios and timings measured in the same run (never asserted in tests).
+bench:
+	$(CARGO) bench --bench emulator
