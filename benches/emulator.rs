@@ -70,7 +70,11 @@ async fn main() {
     assert_eq!(seen, N);
 
     println!("emulator, {N} RetentionPolicies (2-core machine, debug or release as built):");
-    println!("  create (16 in flight)      {:>8.2} s  ({:.0} objects/s)", create.as_secs_f64(), N as f64 / create.as_secs_f64());
+    println!(
+        "  create (16 in flight)      {:>8.2} s  ({:.0} objects/s)",
+        create.as_secs_f64(),
+        N as f64 / create.as_secs_f64()
+    );
     println!("  list all in one request    {:>8.3} s", list_all.as_secs_f64());
     println!("  list in {pages} pages of 500     {:>8.3} s", list_paged.as_secs_f64());
     println!("  watcher initial sync       {:>8.3} s", watch_init.as_secs_f64());

@@ -1,6 +1,9 @@
 //! The Kubernetes REST protocol over HTTP: discovery, OpenAPI, CRUD, PATCH,
 //! watch streams, Table output and Pod logs.
 
+// Helpers return a ready error response as their `Err`; it is built once per failed request.
+#![allow(clippy::result_large_err)]
+
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
@@ -195,7 +198,7 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
                 .get("propagationPolicy")
                 .cloned()
                 .or_else(|| opts.get("propagationPolicy").and_then(Value::as_str).map(String::from));
-            let dry_run = query.get("dryRun").is_some() || opts.get("dryRun").is_some_and(|d| !d.is_null());
+            let dry_run = query.contains_key("dryRun") || opts.get("dryRun").is_some_and(|d| !d.is_null());
             let mut store = shared.store.lock().expect("store lock");
             let ns = target.namespace.as_deref().unwrap_or("");
             let name = target.name.as_deref().unwrap_or("");
@@ -272,7 +275,7 @@ fn resolve(shared: &Shared, segs: &[&str]) -> Result<Target, Response> {
         _ => return Err(not_found()),
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, r @ ..] if r.len() >= 1 && !matches!(r, ["status"] | ["finalize"]) => {
+        ["namespaces", ns, r @ ..] if !r.is_empty() && !matches!(r, ["status"] | ["finalize"]) => {
             (Some(ns.to_string()), r)
         }
         r => (None, r),
