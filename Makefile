@@ -20,7 +20,7 @@ lint:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 unit:
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked
 
 ## Regenerate crds/ from the Rust types.
 crds:
