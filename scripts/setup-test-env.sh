@@ -6,6 +6,9 @@ set -euo pipefail
 
 need_apt=()
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+# PostgreSQL server binaries (tests start their own servers on loopback).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+id postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

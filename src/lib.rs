@@ -8,4 +8,5 @@ pub mod dev;
 pub mod emulator;
 pub mod plan;
 pub mod schema;
+pub mod scrub;
 pub mod validate;

@@ -83,3 +83,4 @@ impl Cluster {
         rx.recv().unwrap()
     }
 }
+pub mod pg;

@@ -1,0 +1,191 @@
+//! The scrub engine: what one run selects, how it deletes or anonymizes in
+//! bounded batches, and what it reports. One file per store driver; the SQL
+//! quoting and predicate building is shared by the SQL drivers.
+//!
+//! Safety rests on the selection being fixed for the whole run: the cutoff,
+//! the minimum-retention boundary and the held subjects are decided before
+//! the first batch and re-checked by every statement that changes data, so
+//! a crash, a retry or a concurrent writer can never widen what a run
+//! touches. Resuming is re-running the same selection: what was done is no
+//! longer selected.
+
+pub mod postgres;
+pub mod sql;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{AnonymizeStrategy, Identifier};
+
+/// A table, optionally schema-qualified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: Option<Identifier>,
+    pub name: Identifier,
+}
+
+/// Which records a run touches. Every condition is ANDed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub table: Table,
+    /// Only records whose time column is before the instant (NULL never expires).
+    pub older_than: Option<(Identifier, DateTime<Utc>)>,
+    /// Only records of the subject: any of these columns equal to any of the values.
+    pub subject: Vec<(Identifier, Vec<String>)>,
+    /// Never records whose column is at or after the instant (minimum
+    /// retention; a NULL there is treated as "too young to know" and kept).
+    pub keep_newer_than: Option<(Identifier, DateTime<Utc>)>,
+    /// Never records of held subjects: a column equal to any of the values.
+    pub held: Vec<(Identifier, Vec<String>)>,
+}
+
+impl Selection {
+    /// A selection with no condition at all would select every record;
+    /// refuse it so no bug upstream can turn into a table wipe.
+    pub fn check(&self) -> Result<(), ScrubError> {
+        if self.older_than.is_none() && self.subject.iter().all(|(_, v)| v.is_empty()) {
+            return Err(ScrubError::Config("a run must select by time, by subject, or both".into()));
+        }
+        if self.subject.iter().any(|(_, v)| v.is_empty()) && self.older_than.is_none() {
+            return Err(ScrubError::Config("a subject column without values selects nothing".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One anonymization rule, resolved for a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldRule {
+    pub field: Identifier,
+    pub strategy: AnonymizeStrategy,
+    pub value: Option<String>,
+}
+
+/// What happens to selected records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Delete,
+    Anonymize { rules: Vec<FieldRule>, salt: String },
+}
+
+/// How hard a run may work the store.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Batches are sized to take about this long.
+    pub target_batch: Duration,
+    pub initial_batch: i64,
+    pub min_batch: i64,
+    pub max_batch: i64,
+    pub max_records_per_second: Option<i64>,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            target_batch: Duration::from_millis(200),
+            initial_batch: 1_000,
+            min_batch: 100,
+            max_batch: 100_000,
+            max_records_per_second: None,
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Progress reported after every committed batch, for the ScrubRun status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Records changed by this run, including before a resume.
+    pub records_done: i64,
+    pub batches: i64,
+    pub last_batch_size: i64,
+    pub last_batch: Duration,
+    pub elapsed: Duration,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub records_done: i64,
+    pub batches: i64,
+    /// Batch durations, for p50/p99 reporting.
+    pub batch_durations: Vec<Duration>,
+    /// Records still selected after the run (0 expected).
+    pub remaining: i64,
+}
+
+/// What a dry run or a plan finds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Records the run would change.
+    pub selected: i64,
+    /// Records in the table.
+    pub total: i64,
+    /// Records that would be selected but for a hold.
+    pub held: i64,
+    /// Records that would be selected but for minimum retention.
+    pub under_minimum: i64,
+}
+
+/// Errors, each with what should happen next.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrubError {
+    /// Wrong configuration: retrying will not help; nothing was changed.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Authentication or privileges: fix credentials or grants.
+    #[error("access denied: {0}")]
+    Access(String),
+    /// The store went away or timed out: retry later, resuming.
+    #[error("store unavailable (retryable): {0}")]
+    Unavailable(String),
+}
+
+impl ScrubError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, ScrubError::Unavailable(_))
+    }
+
+    /// A stable CamelCase reason for conditions and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrubError::Config(_) => "InvalidConfiguration",
+            ScrubError::Access(_) => "AccessDenied",
+            ScrubError::Unavailable(_) => "StoreUnavailable",
+        }
+    }
+}
+
+/// Next batch size: aim for the target duration, never more than double or
+/// less than half the last one, within the limits.
+pub fn next_batch_size(limits: &Limits, current: i64, took: Duration) -> i64 {
+    let took = took.as_secs_f64().max(0.001);
+    let ideal = (current as f64 * limits.target_batch.as_secs_f64() / took) as i64;
+    ideal.clamp(current / 2, current * 2).clamp(limits.min_batch, limits.max_batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_size_adapts_within_bounds() {
+        let l = Limits::default();
+        assert_eq!(next_batch_size(&l, 1000, Duration::from_millis(100)), 2000);
+        assert_eq!(next_batch_size(&l, 1000, Duration::from_millis(800)), 500);
+        assert_eq!(next_batch_size(&l, 1000, Duration::from_millis(250)), 800);
+        assert_eq!(next_batch_size(&l, 100, Duration::from_secs(5)), 100);
+        assert_eq!(next_batch_size(&l, 100_000, Duration::from_millis(1)), 100_000);
+    }
+
+    #[test]
+    fn a_selection_without_conditions_is_refused() {
+        let t = Table { schema: None, name: Identifier::new("t").unwrap() };
+        let s = Selection { table: t, older_than: None, subject: vec![], keep_newer_than: None, held: vec![] };
+        assert!(matches!(s.check(), Err(ScrubError::Config(_))));
+    }
+}

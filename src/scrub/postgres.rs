@@ -1,0 +1,394 @@
+//! The PostgreSQL driver.
+//!
+//! Each batch is one statement in its own transaction:
+//!
+//! ```sql
+//! DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE <selection> LIMIT n))
+//!                 AND <selection>
+//! ```
+//!
+//! The inner query finds a bounded batch through whatever index fits the
+//! selection; the outer condition is re-checked by PostgreSQL on the row
+//! version it actually deletes, so a row changed concurrently (its time
+//! moved past the cutoff, its subject put on hold) is skipped, never
+//! deleted. Parameter types are inferred by the server from the columns
+//! and the values converted to them, so identifier and time columns keep
+//! their indexes.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{
+    Client, NoTls, Statement,
+    error::SqlState,
+    types::{ToSql, Type},
+};
+
+use super::{
+    Action, Counts, Limits, Outcome, Progress, ScrubError, Selection, next_batch_size,
+    sql::{self, Dialect, Param, Params},
+};
+use crate::api::Identifier;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// What a probe finds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub server_version: String,
+    pub can_select: bool,
+    pub can_delete: bool,
+    pub can_update: bool,
+}
+
+pub struct Postgres {
+    client: Client,
+    _connection: tokio::task::JoinHandle<()>,
+}
+
+/// Classifies a server error by what should happen next.
+fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
+    let text = match e.as_db_error() {
+        Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
+        None => format!("{what}: {e}"),
+    };
+    match e.code() {
+        None => ScrubError::Unavailable(text),
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                || *c == SqlState::INSUFFICIENT_PRIVILEGE =>
+        {
+            ScrubError::Access(text)
+        }
+        Some(c)
+            if *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::QUERY_CANCELED
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            ScrubError::Unavailable(text)
+        }
+        Some(_) => ScrubError::Config(text),
+    }
+}
+
+/// Whether a failed batch may simply be retried smaller (lock or statement timeout).
+fn transient(e: &ScrubError) -> bool {
+    matches!(e, ScrubError::Unavailable(t) if t.contains("(55P03)") || t.contains("(57014)") || t.contains("(40001)") || t.contains("(40P01)"))
+}
+
+type BoxedParam = Box<dyn ToSql + Sync + Send>;
+
+/// Converts parameters to the types the server inferred for them.
+fn bind(stmt: &Statement, params: &[Param], extra: &[i64]) -> Result<Vec<BoxedParam>, ScrubError> {
+    let types = stmt.params();
+    let mut out: Vec<BoxedParam> = Vec::with_capacity(types.len());
+    for (i, p) in params.iter().enumerate() {
+        let ty = types.get(i).ok_or_else(|| ScrubError::Config("parameter count mismatch".into()))?;
+        out.push(convert(p, ty)?);
+    }
+    for n in extra {
+        out.push(Box::new(*n));
+    }
+    Ok(out)
+}
+
+fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
+    Ok(match (p, ty) {
+        (Param::Time(t), &Type::TIMESTAMPTZ) => Box::new(*t),
+        (Param::Time(t), &Type::TIMESTAMP) => Box::new(t.naive_utc()),
+        // Whole days: a record dated the cutoff's day is not before it.
+        (Param::Time(t), &Type::DATE) => Box::new(t.date_naive()),
+        (Param::Time(_), other) => {
+            return Err(ScrubError::Config(format!(
+                "a time column has type {other}; it must be timestamptz, timestamp or date"
+            )));
+        }
+        // Values that cannot be of the column's type cannot match a row: dropped.
+        (Param::Values(v), &Type::INT2_ARRAY) => {
+            Box::new(v.iter().filter_map(|s| s.trim().parse::<i16>().ok()).collect::<Vec<_>>())
+        }
+        (Param::Values(v), &Type::INT4_ARRAY) => {
+            Box::new(v.iter().filter_map(|s| s.trim().parse::<i32>().ok()).collect::<Vec<_>>())
+        }
+        (Param::Values(v), &Type::INT8_ARRAY) => {
+            Box::new(v.iter().filter_map(|s| s.trim().parse::<i64>().ok()).collect::<Vec<_>>())
+        }
+        (Param::Values(v), &Type::TEXT_ARRAY | &Type::VARCHAR_ARRAY | &Type::BPCHAR_ARRAY | &Type::NAME_ARRAY) => {
+            Box::new(v.clone())
+        }
+        (Param::Values(_), other) => {
+            return Err(ScrubError::Config(format!(
+                "an identifier column has type {}; supported: smallint, integer, bigint, text, varchar, char",
+                other.name().trim_start_matches('_')
+            )));
+        }
+        (Param::Text(s), _) => Box::new(s.clone()),
+    })
+}
+
+fn as_refs(v: &[BoxedParam]) -> Vec<&(dyn ToSql + Sync)> {
+    v.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+impl Postgres {
+    /// Connects and sets the session's lock and statement timeouts.
+    pub async fn connect(opts: &ConnectOptions, limits: &Limits) -> Result<Postgres, ScrubError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&opts.host)
+            .port(opts.port)
+            .dbname(&opts.database)
+            .user(&opts.user)
+            .application_name("lethe")
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(p) = &opts.password {
+            cfg.password(p);
+        }
+        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(e, "connect"))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        // Numbers only: nothing user-written reaches these statements.
+        let setup = format!(
+            "SET lock_timeout = {}; SET statement_timeout = {}",
+            limits.lock_timeout.as_millis().max(1),
+            limits.statement_timeout.as_millis().max(1)
+        );
+        client.batch_execute(&setup).await.map_err(|e| classify(e, "session setup"))?;
+        Ok(Postgres { client, _connection: task })
+    }
+
+    pub async fn server_version(&self) -> Result<String, ScrubError> {
+        let row = self.client.query_one("SELECT version()", &[]).await.map_err(|e| classify(e, "version"))?;
+        Ok(row.get(0))
+    }
+
+    fn qualified(table: &super::Table) -> String {
+        sql::table_name(Dialect::Postgres, table.schema.as_ref(), &table.name)
+    }
+
+    /// Checks the table exists and what the user may do with it.
+    pub async fn probe(&self, table: &super::Table) -> Result<Probe, ScrubError> {
+        let name = Self::qualified(table);
+        let row = self
+            .client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL,
+                        CASE WHEN to_regclass($1) IS NULL THEN false ELSE has_table_privilege(to_regclass($1), 'SELECT') END,
+                        CASE WHEN to_regclass($1) IS NULL THEN false ELSE has_table_privilege(to_regclass($1), 'DELETE') END,
+                        CASE WHEN to_regclass($1) IS NULL THEN false ELSE has_table_privilege(to_regclass($1), 'UPDATE') END",
+                &[&name],
+            )
+            .await
+            .map_err(|e| classify(e, "probe"))?;
+        if !row.get::<_, bool>(0) {
+            return Err(ScrubError::Config(format!("table {name} does not exist")));
+        }
+        Ok(Probe {
+            server_version: self.server_version().await?,
+            can_select: row.get(1),
+            can_delete: row.get(2),
+            can_update: row.get(3),
+        })
+    }
+
+    async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
+        let q = format!("SELECT count(*) FROM {} WHERE {predicate}", Self::qualified(table));
+        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
+        let bound = bind(&stmt, params, &[])?;
+        let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "count"))?;
+        Ok(row.get(0))
+    }
+
+    /// Records a selection would change now.
+    pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        let mut params = Params::new(Dialect::Postgres);
+        let pred = sql::pg_predicate(sel, &mut params);
+        self.count_where(&sel.table, &pred, &params.values).await
+    }
+
+    /// The dry run: what the run would change, and what holds and minimum
+    /// retention keep.
+    pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        sel.check()?;
+        self.probe(&sel.table).await?;
+        let selected = self.count(sel).await?;
+        let without_holds = Selection { held: vec![], ..sel.clone() };
+        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
+        let total = self.count_where(&sel.table, "true", &[]).await?;
+        Ok(Counts {
+            selected,
+            total,
+            held: self.count(&without_holds).await? - selected,
+            under_minimum: self.count(&without_minimum).await? - selected,
+        })
+    }
+
+    /// Column facts anonymization needs: (nullable, is text, max length).
+    async fn columns(&self, table: &super::Table) -> Result<Vec<(String, bool, bool, Option<i64>)>, ScrubError> {
+        let schema = table.schema.as_ref().map(Identifier::as_str).unwrap_or("public");
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text, is_nullable = 'YES', data_type IN ('text', 'character varying', 'character'),
+                        character_maximum_length::bigint
+                   FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+                &[&schema, &table.name.as_str()],
+            )
+            .await
+            .map_err(|e| classify(e, "columns"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    /// Refuses anonymization rules the table cannot take, before any change.
+    async fn check_rules(
+        &self,
+        sel: &Selection,
+        rules: &[super::FieldRule],
+    ) -> Result<Vec<(String, Option<i64>)>, ScrubError> {
+        use crate::api::AnonymizeStrategy::*;
+        let cols = self.columns(&sel.table).await?;
+        let mut lengths = Vec::new();
+        for r in rules {
+            let Some((_, nullable, text, len)) = cols.iter().find(|c| c.0 == r.field.as_str()) else {
+                return Err(ScrubError::Config(format!("column {} does not exist", r.field)));
+            };
+            match r.strategy {
+                Null if !nullable => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is NOT NULL; use fixed, hash or redact",
+                        r.field
+                    )));
+                }
+                Hash | Redact if !text => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is not text; hash and redact need a text column",
+                        r.field
+                    )));
+                }
+                Hash if len.is_some_and(|l| l < 13) => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} holds at most {} characters, too few for a hash",
+                        r.field,
+                        len.unwrap_or(0)
+                    )));
+                }
+                _ => {}
+            }
+            lengths.push((r.field.as_str().to_string(), *len));
+        }
+        Ok(lengths)
+    }
+
+    /// Runs a selection to the end in bounded batches, reporting progress
+    /// after every committed batch. `done_before` carries the count of an
+    /// interrupted earlier attempt of the same run.
+    pub async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        mut on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        sel.check()?;
+        let table = Self::qualified(&sel.table);
+        let mut params = Params::new(Dialect::Postgres);
+        let pred = sql::pg_predicate(sel, &mut params);
+        let statement = match action {
+            Action::Delete => {
+                let limit = format!("${}", params.values.len() + 1);
+                format!(
+                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
+                )
+            }
+            Action::Anonymize { rules, salt } => {
+                let lengths = self.check_rules(sel, rules).await?;
+                let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
+                let (sets, done) = sql::pg_anonymize(rules, salt, &max_len, &mut params);
+                let limit = format!("${}", params.values.len() + 1);
+                format!(
+                    "UPDATE {table} SET {sets} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} AND NOT {done} LIMIT {limit})) AND {pred} AND NOT {done}"
+                )
+            }
+        };
+        let stmt = self.client.prepare(&statement).await.map_err(|e| classify(e, "prepare"))?;
+        let start = Instant::now();
+        let mut progress = Progress { records_done: done_before, ..Progress::default() };
+        let mut outcome = Outcome::default();
+        let mut size = limits.initial_batch;
+        let mut retries = 0;
+        loop {
+            let bound = bind(&stmt, &params.values, &[size])?;
+            let t = Instant::now();
+            let n = match self.client.execute(&stmt, &as_refs(&bound)).await {
+                Ok(n) => n as i64,
+                Err(e) => {
+                    let e = classify(e, "batch");
+                    if transient(&e) && retries < 5 {
+                        // Smaller and a little later: do not fight the application for locks.
+                        retries += 1;
+                        size = (size / 2).max(limits.min_batch);
+                        tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            retries = 0;
+            let took = t.elapsed();
+            if n == 0 {
+                break;
+            }
+            outcome.batch_durations.push(took);
+            progress.records_done += n;
+            progress.batches += 1;
+            progress.last_batch_size = n;
+            progress.last_batch = took;
+            progress.elapsed = start.elapsed();
+            on_progress(&progress);
+            if let Some(rps) = limits.max_records_per_second {
+                let min = Duration::from_secs_f64((progress.records_done - done_before) as f64 / rps as f64);
+                if let Some(wait) = min.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            size = next_batch_size(limits, size, took);
+        }
+        outcome.records_done = progress.records_done;
+        outcome.batches = progress.batches;
+        outcome.remaining = match action {
+            Action::Delete => self.count(sel).await?,
+            Action::Anonymize { rules, .. } => {
+                let mut p = Params::new(Dialect::Postgres);
+                let pred = sql::pg_predicate(sel, &mut p);
+                let done = sql::pg_anonymized(rules, &mut p);
+                self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await?
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// For tests and tools: runs SQL text as is.
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), ScrubError> {
+        self.client.batch_execute(sql).await.map_err(|e| classify(e, "execute"))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}

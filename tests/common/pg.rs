@@ -1,0 +1,116 @@
+//! A real PostgreSQL 15 server for a test, on a free loopback port in a
+//! temporary directory, with password authentication over TCP. Stopped
+//! (immediately) when dropped.
+#![allow(dead_code)]
+
+use std::{path::PathBuf, process::Command};
+
+pub const PASSWORD: &str = "lethe-test-password";
+
+pub struct PgServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+fn bin_dir() -> PathBuf {
+    for v in ["17", "16", "15"] {
+        let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    panic!("PostgreSQL server binaries not found under /usr/lib/postgresql (run scripts/setup-test-env.sh)");
+}
+
+fn as_postgres(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let mut cmd = if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).output().expect("run a PostgreSQL tool")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new().prefix("lethe-pg-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let server = PgServer { port, dir, bin };
+        server.start_again();
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the server (again, after `stop`).
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data().to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server at once, as a crash or an operator restart would.
+    pub fn stop(&self) {
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    pub fn options(&self) -> lethe::scrub::postgres::ConnectOptions {
+        lethe::scrub::postgres::ConnectOptions {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            database: "postgres".into(),
+            user: "postgres".into(),
+            password: Some(PASSWORD.into()),
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,357 @@
+//! The PostgreSQL driver against a real PostgreSQL 15 server on loopback.
+//! Every test checks the exact final state of the table, not just counts:
+//! nothing newer than the cutoff, nothing held and nothing under minimum
+//! retention is ever deleted, and everything else selected is gone.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::pg::PgServer;
+use lethe::{
+    api::{AnonymizeStrategy, Identifier},
+    scrub::{
+        Action, FieldRule, Limits, ScrubError, Selection, Table,
+        postgres::{ConnectOptions, Postgres},
+    },
+};
+use proptest::prelude::*;
+
+fn id(s: &str) -> Identifier {
+    Identifier::new(s).unwrap()
+}
+
+fn table(name: &str) -> Table {
+    Table { schema: None, name: id(name) }
+}
+
+fn cutoff() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn connect(pg: &PgServer) -> Postgres {
+    Postgres::connect(&pg.options(), &Limits::default()).await.unwrap()
+}
+
+async fn ids(db: &Postgres, sql: &str) -> BTreeSet<i64> {
+    db.client().query(sql, &[]).await.unwrap().iter().map(|r| r.get::<_, i64>(0)).collect()
+}
+
+/// One generated row: id, user, created (days from the cutoff, or NULL),
+/// issued (days from the minimum-retention boundary, or NULL).
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    user: i32,
+    created: Option<i32>,
+    issued: Option<i32>,
+}
+
+fn rows() -> impl Strategy<Value = Vec<Row>> {
+    prop::collection::vec(
+        (0i32..20, prop::option::weighted(0.9, -50i32..50), prop::option::weighted(0.9, -50i32..50)),
+        0..300,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (user, created, issued))| Row { id: i as i64, user, created, issued })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The invariants, over generated tables: exactly the rows older than
+    /// the cutoff, not held and not under minimum retention are deleted.
+    #[test]
+    fn retention_deletes_exactly_the_expired_unheld_rows(
+        data in rows(),
+        held in prop::collection::btree_set(0i32..20, 0..5),
+        with_minimum in any::<bool>(),
+        batch in 1i64..50,
+    ) {
+        let pg = shared_pg();
+        rt().block_on(async {
+            let db = connect(pg).await;
+            db.execute_batch("DROP TABLE IF EXISTS events; CREATE TABLE events (id bigint PRIMARY KEY, user_id int, created_at timestamptz, issued_at timestamptz); CREATE INDEX ON events (created_at)").await.unwrap();
+            let minimum = cutoff() - chrono::Duration::days(20);
+            for r in &data {
+                let created = r.created.map(|d| cutoff() + chrono::Duration::hours(d as i64 * 12));
+                let issued = r.issued.map(|d| minimum + chrono::Duration::hours(d as i64 * 12));
+                db.client().execute("INSERT INTO events VALUES ($1, $2, $3, $4)", &[&r.id, &r.user, &created, &issued]).await.unwrap();
+            }
+            let sel = Selection {
+                table: table("events"),
+                older_than: Some((id("created_at"), cutoff())),
+                subject: vec![],
+                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
+                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+            };
+            let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
+            let planned = db.plan(&sel).await.unwrap();
+            let outcome = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
+
+            let survives = |r: &Row| {
+                let expired = r.created.is_some_and(|d| d < 0);
+                let under_minimum = with_minimum && r.issued.is_none_or(|d| d >= 0);
+                !expired || held.contains(&r.user) || under_minimum
+            };
+            let expected: BTreeSet<i64> = data.iter().filter(|r| survives(r)).map(|r| r.id).collect();
+            let actual = ids(&db, "SELECT id FROM events").await;
+            assert_eq!(actual, expected, "exact survivors");
+            assert_eq!(outcome.records_done as usize, data.len() - expected.len());
+            assert_eq!(outcome.records_done, planned.selected, "the plan predicted the run");
+            assert_eq!(outcome.remaining, 0);
+        });
+    }
+}
+
+/// One server for the property test's many cases.
+fn shared_pg() -> &'static PgServer {
+    static PG: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
+    PG.get_or_init(PgServer::start)
+}
+
+#[test]
+fn erasure_removes_a_subject_by_any_identifier_and_keeps_what_must_be_kept() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE invoices (id bigserial PRIMARY KEY, customer_id int NOT NULL, email text, issued_at timestamptz NOT NULL);
+             INSERT INTO invoices (customer_id, email, issued_at) VALUES
+               (42, 'jane@example.com', '2015-01-01'), (42, 'jane@example.com', '2025-06-01'),
+               (7, 'jane@example.com', '2016-01-01'), (7, 'bob@example.com', '2016-01-01'),
+               (8, 'x'' OR ''1''=''1', '2010-01-01');",
+        )
+        .await
+        .unwrap();
+        let minimum = Utc.with_ymd_and_hms(2019, 1, 1, 0, 0, 0).unwrap();
+        let sel = Selection {
+            table: table("invoices"),
+            older_than: None,
+            subject: vec![(id("customer_id"), vec!["42".into()]), (id("email"), vec!["jane@example.com".into()])],
+            keep_newer_than: Some((id("issued_at"), minimum)),
+            held: vec![],
+        };
+        let plan = db.plan(&sel).await.unwrap();
+        assert_eq!((plan.selected, plan.under_minimum), (2, 1));
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 2);
+        let left = ids(&db, "SELECT id FROM invoices ORDER BY id").await;
+        assert_eq!(left, BTreeSet::from([2, 4, 5]), "the 2025 invoice is under minimum retention; bob and the quote row are untouched");
+
+        // A value that looks like SQL is only ever a value.
+        let sneaky = Selection {
+            subject: vec![(id("email"), vec!["x' OR '1'='1".into(), "' OR 1=1 --".into()])],
+            keep_newer_than: None,
+            ..sel.clone()
+        };
+        let out = db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 1, "only the row whose email is literally that text");
+        assert_eq!(ids(&db, "SELECT id FROM invoices ORDER BY id").await, BTreeSet::from([2, 4]));
+    });
+}
+
+#[test]
+fn interrupted_runs_resume_to_the_exact_end_state() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        // 1,000,000 rows, every even one past the cutoff; users 0..999, user 14 (even ids only) held.
+        db.execute_batch(
+            "CREATE TABLE logs (id bigint PRIMARY KEY, user_id int NOT NULL, logged_at timestamptz NOT NULL);
+             INSERT INTO logs SELECT g, g % 1000, timestamptz '2026-01-01' + (CASE WHEN g % 2 = 0 THEN -1 ELSE 1 END) * (g % 500 + 1) * interval '1 hour'
+               FROM generate_series(1, 1000000) g;
+             CREATE INDEX ON logs (logged_at);",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("logs"),
+            older_than: Some((id("logged_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), vec!["14".into()])],
+        };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        assert_eq!(planned, 499_000, "every even id except user 14's 1000 rows");
+        let newer_before = db.client().query_one("SELECT count(*) FROM logs WHERE logged_at >= '2026-01-01'", &[]).await.unwrap().get::<_, i64>(0);
+
+        // Abort the run at pseudo-random points, as a killed scrub would stop.
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut aborts = 0;
+        for _ in 0..12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let after = Duration::from_millis(5 + seed % 60);
+            let remaining = db.count(&sel).await.unwrap();
+            let done_before = planned - remaining;
+            let limits = Limits { max_batch: 5_000, ..Limits::default() };
+            match tokio::time::timeout(after, db.run(&sel, &Action::Delete, &limits, done_before, |_| {})).await {
+                Err(_) => aborts += 1,
+                Ok(r) => {
+                    r.unwrap();
+                }
+            }
+            // Between attempts the invariants hold.
+            let newer = db.client().query_one("SELECT count(*) FROM logs WHERE logged_at >= '2026-01-01'", &[]).await.unwrap().get::<_, i64>(0);
+            assert_eq!(newer, newer_before, "nothing newer than the cutoff deleted");
+            let held = db.client().query_one("SELECT count(*) FROM logs WHERE user_id = 14", &[]).await.unwrap().get::<_, i64>(0);
+            assert_eq!(held, 1000, "nothing held deleted");
+        }
+        assert!(aborts >= 10, "at least ten interruptions ({aborts})");
+        let remaining = db.count(&sel).await.unwrap();
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, planned, "counts survive the interruptions");
+        assert_eq!(out.remaining, 0);
+        let total = db.client().query_one("SELECT count(*) FROM logs", &[]).await.unwrap().get::<_, i64>(0);
+        assert_eq!(total, 1_000_000 - planned);
+    });
+}
+
+#[test]
+fn schemas_that_break_naive_code() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            r#"CREATE SCHEMA "Audit";
+               CREATE TABLE "Audit"."UserEvents" ("order" timestamptz, "User" text, payload text);
+               INSERT INTO "Audit"."UserEvents" VALUES ('2020-01-01', 'a', 'x'), ('2020-01-01', 'a', 'x'), ('2030-01-01', 'b', 'y'), (NULL, 'c', 'z');
+               CREATE TABLE composite (tenant int, n int, at date, PRIMARY KEY (tenant, n));
+               INSERT INTO composite VALUES (1, 1, '2020-01-01'), (1, 2, '2025-12-31'), (2, 1, '2026-01-01'), (2, 2, '2027-01-01');"#,
+        )
+        .await
+        .unwrap();
+        // No primary key, duplicate rows, mixed case, a reserved word as the time column.
+        let sel = Selection {
+            table: Table { schema: Some(id("Audit")), name: id("UserEvents") },
+            older_than: Some((id("order"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: 1, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 2);
+        let left: Vec<String> = db.client().query(r#"SELECT "User" FROM "Audit"."UserEvents" ORDER BY "User""#, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(left, vec!["b", "c"], "the future row and the row without a time stay");
+        // Composite key and a date column: the cutoff's own day is not before it.
+        let out = db.run(&Selection { table: table("composite"), older_than: Some((id("at"), cutoff())), ..sel.clone() }, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 2);
+        let left = db.client().query("SELECT tenant, n FROM composite ORDER BY 1, 2", &[]).await.unwrap().iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1))).collect::<Vec<_>>();
+        assert_eq!(left, vec![(2, 1), (2, 2)]);
+    });
+}
+
+#[test]
+fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE customers (id serial PRIMARY KEY, email varchar(80) NOT NULL UNIQUE, phone text, full_name varchar(40) NOT NULL, closed_at timestamptz);
+             INSERT INTO customers (email, phone, full_name, closed_at)
+               SELECT 'user' || g || '@example.com', '+49 ' || g, 'Person ' || g, CASE WHEN g % 3 = 0 THEN NULL ELSE timestamptz '2025-01-01' + g * interval '1 day' END
+               FROM generate_series(1, 600) g;",
+        )
+        .await
+        .unwrap();
+        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let rules = vec![
+            FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
+            FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let action = Action::Anonymize { rules: rules.clone(), salt: "s3cret".into() };
+        let expected: i64 = db.client().query_one("SELECT count(*) FROM customers WHERE closed_at < '2026-01-01'", &[]).await.unwrap().get(0);
+        let out = db.run(&sel, &action, &Limits { initial_batch: 50, ..Limits::default() }, 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, expected);
+        assert_eq!(out.remaining, 0);
+        let row = db.client().query_one(
+            "SELECT count(*) FILTER (WHERE email LIKE 'anon-%'), count(DISTINCT email) FILTER (WHERE email LIKE 'anon-%'),
+                    count(*) FILTER (WHERE phone IS NULL), count(*) FILTER (WHERE full_name ~ '^[*]+$'), max(length(email))
+               FROM customers", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), expected);
+        assert_eq!(row.get::<_, i64>(1), expected, "hashes stay distinct for a UNIQUE column");
+        assert_eq!(row.get::<_, i64>(2), expected);
+        assert_eq!(row.get::<_, i64>(3), expected);
+        assert!(row.get::<_, i32>(4) <= 80, "hash fits the column");
+        let untouched: i64 = db.client().query_one("SELECT count(*) FROM customers WHERE closed_at IS NULL OR closed_at >= '2026-01-01' AND email LIKE 'user%' AND phone IS NOT NULL", &[]).await.unwrap().get(0);
+        assert_eq!(untouched, 600 - expected);
+        // Running again changes nothing.
+        let again = db.run(&sel, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(again.records_done, 0);
+
+        // A rule the table cannot take is refused before anything changes.
+        let bad = Action::Anonymize { rules: vec![FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
+        db.execute_batch("UPDATE customers SET closed_at = '2020-01-01' WHERE closed_at IS NULL").await.unwrap();
+        let before = ids(&db, "SELECT id::bigint FROM customers WHERE full_name LIKE 'Person%'").await;
+        match db.run(&sel, &bad, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("NOT NULL"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        assert_eq!(ids(&db, "SELECT id::bigint FROM customers WHERE full_name LIKE 'Person%'").await, before, "nothing changed");
+    });
+}
+
+#[test]
+fn store_faults_are_classified_and_a_restart_mid_run_resumes() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let wrong = ConnectOptions { password: Some("wrong".into()), ..pg.options() };
+        match Postgres::connect(&wrong, &Limits::default()).await {
+            Err(e @ ScrubError::Access(_)) => assert!(!e.retryable()),
+            other => panic!("expected access denied, got {:?}", other.err()),
+        }
+        let db = connect(&pg).await;
+        match db.probe(&table("missing_table")).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("\"missing_table\" does not exist"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        db.execute_batch(
+            "CREATE TABLE sessions (id bigint PRIMARY KEY, seen timestamptz NOT NULL);
+             INSERT INTO sessions SELECT g, timestamptz '2025-01-01' + (g % 730) * interval '1 day' FROM generate_series(1, 300000) g;",
+        )
+        .await
+        .unwrap();
+        let probe = db.probe(&table("sessions")).await.unwrap();
+        assert!(probe.can_select && probe.can_delete && probe.can_update);
+        assert!(probe.server_version.starts_with("PostgreSQL"), "{}", probe.server_version);
+        let sel = Selection { table: table("sessions"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        // Stop the server after the first batch.
+        let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
+        let mut stopped = false;
+        let result = db
+            .run(&sel, &Action::Delete, &small, 0, |p| {
+                if !stopped && p.batches == 1 {
+                    stopped = true;
+                    pg.stop();
+                }
+            })
+            .await;
+        match result {
+            Err(e) => assert!(e.retryable(), "a restart is retryable: {e}"),
+            Ok(o) => panic!("the run cannot finish without its server: {o:?}"),
+        }
+        pg.start_again();
+        let db = connect(&pg).await;
+        let remaining = db.count(&sel).await.unwrap();
+        assert!(remaining < planned, "the first batch was committed");
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, planned);
+        let newer: i64 = db.client().query_one("SELECT count(*) FROM sessions", &[]).await.unwrap().get(0);
+        assert_eq!(newer, 300_000 - planned);
+        let oldest: DateTime<Utc> = db.client().query_one("SELECT min(seen) FROM sessions", &[]).await.unwrap().get(0);
+        assert!(oldest >= cutoff());
+    });
+}
