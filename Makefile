@@ -35,3 +35,4 @@ clean:
 ## Benchmarks: print ratios and timings measured in the same run (never asserted in tests).
 bench:
 	$(CARGO) bench --bench emulator
+	$(CARGO) bench --bench postgres
