@@ -206,20 +206,14 @@ async fn run_job(shared: &Shared, job: &Value, kubeconfig: &std::path::Path, can
         .await;
         match outcome {
             PodOutcome::Succeeded => {
-                let t = now();
-                set_status(
-                    shared,
-                    ("batch", "v1", "jobs"),
-                    &ns,
-                    &job_name,
-                    json!({
-                        "startTime": start, "completionTime": t, "succeeded": 1, "failed": failed, "active": 0,
-                        "conditions": [
-                            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": t, "lastTransitionTime": t},
-                            {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": t, "lastTransitionTime": t}
-                        ]
-                    }),
+                let mut status =
+                    json!({"startTime": start, "completionTime": now(), "succeeded": 1, "failed": failed, "active": 0});
+                status["conditions"] = terminal_conditions(
+                    ["SuccessCriteriaMet", "Complete"],
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
                 );
+                set_status(shared, ("batch", "v1", "jobs"), &ns, &job_name, status);
                 return;
             }
             PodOutcome::Cancelled => return,
@@ -227,25 +221,14 @@ async fn run_job(shared: &Shared, job: &Value, kubeconfig: &std::path::Path, can
                 failed += 1;
                 let deadline_hit = matches!(outcome, PodOutcome::DeadlineExceeded);
                 if deadline_hit || failed > backoff_limit {
-                    let t = now();
                     let (reason, message) = if deadline_hit {
                         ("DeadlineExceeded", "Job was active longer than specified deadline")
                     } else {
                         ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
                     };
-                    set_status(
-                        shared,
-                        ("batch", "v1", "jobs"),
-                        &ns,
-                        &job_name,
-                        json!({
-                            "startTime": start, "failed": failed, "succeeded": 0, "active": 0,
-                            "conditions": [
-                                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastProbeTime": t, "lastTransitionTime": t},
-                                {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastProbeTime": t, "lastTransitionTime": t}
-                            ]
-                        }),
-                    );
+                    let mut status = json!({"startTime": start, "failed": failed, "succeeded": 0, "active": 0});
+                    status["conditions"] = terminal_conditions(["FailureTarget", "Failed"], reason, message);
+                    set_status(shared, ("batch", "v1", "jobs"), &ns, &job_name, status);
                     return;
                 }
                 // Back off a little before the next pod, as the Job controller does.
@@ -253,6 +236,24 @@ async fn run_job(shared: &Shared, job: &Value, kubeconfig: &std::path::Path, can
             }
         }
     }
+}
+
+fn append_log(shared: &Shared, key: &str, line: &str) {
+    let mut logs = shared.logs.lock().expect("log lock");
+    let entry = logs.entry(key.to_string()).or_default();
+    entry.push_str(line);
+    entry.push('\n');
+}
+
+/// The two conditions a finished Job carries (the target, then the outcome).
+fn terminal_conditions(types: [&str; 2], reason: &str, message: &str) -> Value {
+    let t = now();
+    Value::Array(
+        types
+            .iter()
+            .map(|ty| json!({"type": ty, "status": "True", "reason": reason, "message": message, "lastProbeTime": t, "lastTransitionTime": t}))
+            .collect(),
+    )
 }
 
 enum PodOutcome {
@@ -297,12 +298,7 @@ async fn run_pod(
     let container = template.pointer("/spec/containers/0").cloned().unwrap_or_else(|| json!({}));
     let container_name = container.get("name").and_then(Value::as_str).unwrap_or("main").to_string();
     let log_key = format!("{ns}/{pod_name}");
-    let log = |line: &str| {
-        let mut logs = shared.logs.lock().expect("log lock");
-        let entry = logs.entry(log_key.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    };
+    let log = |line: &str| append_log(shared, &log_key, line);
     let pod_status = |phase: &str, exit: Option<i32>, reason: &str| {
         let state = match exit {
             None => json!({"running": {"startedAt": now()}}),
@@ -379,10 +375,7 @@ async fn run_pod(
             let Some(stream) = stream else { return };
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut logs = shared.logs.lock().expect("log lock");
-                let entry = logs.entry(key.clone()).or_default();
-                entry.push_str(&line);
-                entry.push('\n');
+                append_log(&shared, &key, &line);
             }
         })
     };
