@@ -76,6 +76,7 @@ proptest! {
         held in prop::collection::btree_set(0i32..20, 0..5),
         with_minimum in any::<bool>(),
         batch in 1i64..50,
+        block_pass in any::<bool>(),
     ) {
         let pg = shared_pg();
         rt().block_on(async {
@@ -94,7 +95,8 @@ proptest! {
                 keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
                 held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
             };
-            let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
+            // Both ways of finding batches: block ranges, and index-found rows.
+            let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if block_pass { 0.0 } else { 2.0 }, ..Limits::default() };
             let planned = db.plan(&sel).await.unwrap();
             let outcome = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
 

@@ -80,6 +80,10 @@ pub struct Limits {
     pub max_records_per_second: Option<i64>,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Above this estimated share of the table selected, a delete reads the
+    /// table once in block ranges instead of finding rows through an index
+    /// batch by batch.
+    pub block_pass_above: f64,
 }
 
 impl Default for Limits {
@@ -92,6 +96,7 @@ impl Default for Limits {
             max_records_per_second: None,
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(30),
+            block_pass_above: 0.05,
         }
     }
 }

@@ -1,19 +1,22 @@
 //! The PostgreSQL driver.
 //!
-//! Each batch is one statement in its own transaction:
+//! Each batch is one statement in its own transaction. A large selection
+//! (by the planner's estimate) is deleted in consecutive ranges of the
+//! table's blocks, read in physical order as one scan would; a small one
+//! in bounded sets of rows found through whatever index fits:
 //!
 //! ```sql
+//! DELETE FROM t WHERE ctid >= '(a,0)' AND ctid < '(b,0)' AND <selection>
 //! DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE <selection> LIMIT n))
 //!                 AND <selection>
 //! ```
 //!
-//! The inner query finds a bounded batch through whatever index fits the
-//! selection; the outer condition is re-checked by PostgreSQL on the row
-//! version it actually deletes, so a row changed concurrently (its time
-//! moved past the cutoff, its subject put on hold) is skipped, never
-//! deleted. Parameter types are inferred by the server from the columns
-//! and the values converted to them, so identifier and time columns keep
-//! their indexes.
+//! The selection is part of every statement that changes data, and
+//! PostgreSQL re-checks it on the row version it actually deletes, so a row
+//! changed concurrently (its time moved past the cutoff, its subject put on
+//! hold) is skipped, never deleted. Parameter types are inferred by the
+//! server from the columns and the values converted to them, so identifier
+//! and time columns keep their indexes.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,31 @@ pub struct Probe {
     pub can_select: bool,
     pub can_delete: bool,
     pub can_update: bool,
+}
+
+/// How a run finds its batches.
+enum Batches {
+    /// `LIMIT n` rows found by the selection (through an index where one
+    /// fits), re-checked on delete/update.
+    Limited(Statement),
+    /// Consecutive ranges of the table's blocks, read in physical order like
+    /// a single scan would, each range its own statement; then `Limited`
+    /// for anything left (rows moved or added while the pass ran).
+    BlockRanges { delete: Statement, range_index: usize, next_block: i64, end_block: i64, then: Statement },
+}
+
+impl Batches {
+    fn in_block_pass(&self) -> bool {
+        matches!(self, Batches::BlockRanges { next_block, end_block, .. } if *next_block < *end_block)
+    }
+
+    /// (initial, minimum, maximum) batch size: records, or blocks for block ranges.
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        match self {
+            _ if self.in_block_pass() => (128, 8, 1 << 20),
+            _ => (limits.initial_batch, limits.min_batch, limits.max_batch),
+        }
+    }
 }
 
 pub struct Postgres {
@@ -303,57 +331,168 @@ impl Postgres {
         action: &Action,
         limits: &Limits,
         done_before: i64,
-        mut on_progress: impl FnMut(&Progress),
+        on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
         let table = Self::qualified(&sel.table);
         let mut params = Params::new(Dialect::Postgres);
         let pred = sql::pg_predicate(sel, &mut params);
-        let statement = match action {
-            Action::Delete => {
+        let mut batches = match (action, &sel.older_than) {
+            // Retention deletes: consecutive ranges of the time column.
+            // A large share of the table: one pass over its blocks in ranges.
+            (Action::Delete, _)
+                if self.estimated_share(&table, &pred, &params.values).await? > limits.block_pass_above =>
+            {
                 let limit = format!("${}", params.values.len() + 1);
-                format!(
-                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
-                )
+                let then = self
+                    .client
+                    .prepare(&format!(
+                        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
+                    ))
+                    .await
+                    .map_err(|e| classify(e, "prepare"))?;
+                let range_index = params.values.len();
+                let from = params.push(Param::Text(String::new()));
+                let to = params.push(Param::Text(String::new()));
+                let delete = self
+                    .client
+                    .prepare(&format!(
+                        "DELETE FROM {table} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}"
+                    ))
+                    .await
+                    .map_err(|e| classify(e, "prepare"))?;
+                let row = self
+                    .client
+                    .query_one(
+                        "SELECT (pg_relation_size(to_regclass($1)) / current_setting('block_size')::int)::bigint",
+                        &[&table],
+                    )
+                    .await
+                    .map_err(|e| classify(e, "size"))?;
+                Batches::BlockRanges { delete, range_index, next_block: 0, end_block: row.get(0), then }
             }
-            Action::Anonymize { rules, salt } => {
+            (Action::Delete, _) => {
+                let limit = format!("${}", params.values.len() + 1);
+                let q = format!(
+                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
+                );
+                Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
+            }
+            (Action::Anonymize { rules, salt }, _) => {
                 let lengths = self.check_rules(sel, rules).await?;
                 let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
                 let (sets, done) = sql::pg_anonymize(rules, salt, &max_len, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
-                format!(
+                let q = format!(
                     "UPDATE {table} SET {sets} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} AND NOT {done} LIMIT {limit})) AND {pred} AND NOT {done}"
-                )
+                );
+                Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
             }
         };
-        let stmt = self.client.prepare(&statement).await.map_err(|e| classify(e, "prepare"))?;
+        let mut outcome = self.drive(&mut batches, &mut params.values, limits, done_before, on_progress).await?;
+        outcome.remaining = match action {
+            Action::Delete => self.count(sel).await?,
+            Action::Anonymize { rules, .. } => {
+                let mut p = Params::new(Dialect::Postgres);
+                let pred = sql::pg_predicate(sel, &mut p);
+                let done = sql::pg_anonymized(rules, &mut p);
+                self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await?
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// The planner's estimate of the share of the table a predicate selects.
+    async fn estimated_share(&self, table: &str, pred: &str, params: &[Param]) -> Result<f64, ScrubError> {
+        let stmt = self
+            .client
+            .prepare(&format!("EXPLAIN SELECT 1 FROM {table} WHERE {pred}"))
+            .await
+            .map_err(|e| classify(e, "estimate"))?;
+        let bound = bind(&stmt, params, &[])?;
+        let rows = self.client.query(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "estimate"))?;
+        // The top plan line reads "... (cost=a..b rows=N width=w)".
+        let line: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
+        let rows = line
+            .split("rows=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let total = self
+            .client
+            .query_one("SELECT greatest(reltuples, 1)::float8 FROM pg_class WHERE oid = to_regclass($1)", &[&table])
+            .await
+            .map_err(|e| classify(e, "estimate"))?
+            .get::<_, f64>(0);
+        Ok(rows / total)
+    }
+
+    /// One batch; returns the records changed, or `None` once the selection is exhausted.
+    async fn batch(&self, batches: &mut Batches, params: &mut [Param], size: i64) -> Result<Option<i64>, ScrubError> {
+        match batches {
+            Batches::Limited(stmt) => Self::limited(&self.client, stmt, params, size).await,
+            Batches::BlockRanges { delete, range_index, next_block, end_block, then } => {
+                let i = *range_index;
+                if *next_block >= *end_block {
+                    // The pass is over; pick up whatever it could not see.
+                    return Self::limited(&self.client, then, &params[..i], size).await;
+                }
+                let to = (*next_block + size).min(*end_block);
+                params[i] = Param::Text(format!("({},0)", next_block));
+                // The last range is open-ended, for rows added past the end meanwhile.
+                params[i + 1] =
+                    Param::Text(if to >= *end_block { format!("({},0)", u32::MAX) } else { format!("({to},0)") });
+                let bound = bind(delete, params, &[])?;
+                let n = self.client.execute(delete, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
+                *next_block = to;
+                Ok(Some(n))
+            }
+        }
+    }
+
+    async fn limited(
+        client: &Client,
+        stmt: &Statement,
+        params: &[Param],
+        size: i64,
+    ) -> Result<Option<i64>, ScrubError> {
+        let bound = bind(stmt, params, &[size])?;
+        let n = client.execute(stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
+        Ok((n > 0).then_some(n))
+    }
+
+    /// The batch loop: adaptive sizing, retries of lock timeouts, pacing, progress.
+    async fn drive(
+        &self,
+        batches: &mut Batches,
+        params: &mut [Param],
+        limits: &Limits,
+        done_before: i64,
+        mut on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
         let start = Instant::now();
         let mut progress = Progress { records_done: done_before, ..Progress::default() };
         let mut outcome = Outcome::default();
-        let mut size = limits.initial_batch;
+        let (mut size, _, _) = batches.sizes(limits);
+        let mut block_pass = matches!(batches, Batches::BlockRanges { .. });
         let mut retries = 0;
         loop {
-            let bound = bind(&stmt, &params.values, &[size])?;
             let t = Instant::now();
-            let n = match self.client.execute(&stmt, &as_refs(&bound)).await {
-                Ok(n) => n as i64,
-                Err(e) => {
-                    let e = classify(e, "batch");
-                    if transient(&e) && retries < 5 {
-                        // Smaller and a little later: do not fight the application for locks.
-                        retries += 1;
-                        size = (size / 2).max(limits.min_batch);
-                        tokio::time::sleep(Duration::from_millis(100 * retries)).await;
-                        continue;
-                    }
-                    return Err(e);
+            let n = match self.batch(batches, params, size).await {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) if transient(&e) && retries < 5 => {
+                    // Smaller and a little later: do not fight the application for locks.
+                    retries += 1;
+                    size = (size / 2).max(batches.sizes(limits).1);
+                    tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+                    continue;
                 }
+                Err(e) => return Err(e),
             };
             retries = 0;
             let took = t.elapsed();
-            if n == 0 {
-                break;
-            }
             outcome.batch_durations.push(took);
             progress.records_done += n;
             progress.batches += 1;
@@ -367,19 +506,17 @@ impl Postgres {
                     tokio::time::sleep(wait).await;
                 }
             }
-            size = next_batch_size(limits, size, took);
+            let (initial, min, max) = batches.sizes(limits);
+            if block_pass && !batches.in_block_pass() {
+                // From blocks to records: start the sizing afresh.
+                block_pass = false;
+                size = initial;
+            } else {
+                size = next_batch_size(&Limits { min_batch: min, max_batch: max, ..limits.clone() }, size, took);
+            }
         }
         outcome.records_done = progress.records_done;
         outcome.batches = progress.batches;
-        outcome.remaining = match action {
-            Action::Delete => self.count(sel).await?,
-            Action::Anonymize { rules, .. } => {
-                let mut p = Params::new(Dialect::Postgres);
-                let pred = sql::pg_predicate(sel, &mut p);
-                let done = sql::pg_anonymized(rules, &mut p);
-                self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await?
-            }
-        };
         Ok(outcome)
     }
 
