@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit crds validate-examples bench clean
+.PHONY: demo test setup lint unit crds validate-examples bench fuzz clean
 
 ## Run Lethe on an embedded default: a local API emulator with the CRDs, the examples applied with kubectl.
 demo:
@@ -36,3 +36,7 @@ clean:
 bench:
 	$(CARGO) bench --bench emulator
 	$(CARGO) bench --bench postgres
+
+## Fuzz each target for a while (needs `cargo install cargo-fuzz`; RUSTC_BOOTSTRAP lets the stable toolchain build it).
+fuzz:
+	for t in duration identifier validate; do RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=60 || exit 1; done
