@@ -9,6 +9,7 @@
 //! touches. Resuming is re-running the same selection: what was done is no
 //! longer selected.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sql;
 
@@ -17,6 +18,25 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::{AnonymizeStrategy, Identifier};
+
+/// Where and as whom an SQL driver connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// What a probe finds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub server_version: String,
+    pub can_select: bool,
+    pub can_delete: bool,
+    pub can_update: bool,
+}
 
 /// A table, optionally schema-qualified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +165,17 @@ pub enum ScrubError {
     /// Authentication or privileges: fix credentials or grants.
     #[error("access denied: {0}")]
     Access(String),
-    /// The store went away or timed out: retry later, resuming.
+    /// The store went away: retry later, resuming.
     #[error("store unavailable (retryable): {0}")]
     Unavailable(String),
+    /// A lock or statement timeout, a deadlock: retry the batch smaller.
+    #[error("store busy (retryable): {0}")]
+    Busy(String),
 }
 
 impl ScrubError {
     pub fn retryable(&self) -> bool {
-        matches!(self, ScrubError::Unavailable(_))
+        matches!(self, ScrubError::Unavailable(_) | ScrubError::Busy(_))
     }
 
     /// A stable CamelCase reason for conditions and Events.
@@ -161,6 +184,7 @@ impl ScrubError {
             ScrubError::Config(_) => "InvalidConfiguration",
             ScrubError::Access(_) => "AccessDenied",
             ScrubError::Unavailable(_) => "StoreUnavailable",
+            ScrubError::Busy(_) => "StoreBusy",
         }
     }
 }
@@ -171,6 +195,71 @@ pub fn next_batch_size(limits: &Limits, current: i64, took: Duration) -> i64 {
     let took = took.as_secs_f64().max(0.001);
     let ideal = (current as f64 * limits.target_batch.as_secs_f64() / took) as i64;
     ideal.clamp(current / 2, current * 2).clamp(limits.min_batch, limits.max_batch)
+}
+
+/// Where a run's batches come from: each driver's way of finding and
+/// changing one bounded batch.
+pub(crate) trait BatchSource {
+    /// (initial, minimum, maximum) batch size in the source's unit.
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64);
+    /// Changes one batch; `None` once the selection is exhausted.
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError>;
+}
+
+/// The batch loop shared by the drivers: adaptive sizing, smaller retries
+/// when the store is busy, pacing, and progress after every batch.
+pub(crate) async fn drive<B: BatchSource>(
+    source: &mut B,
+    limits: &Limits,
+    done_before: i64,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Outcome, ScrubError> {
+    let start = std::time::Instant::now();
+    let mut progress = Progress { records_done: done_before, ..Progress::default() };
+    let mut outcome = Outcome::default();
+    let (mut size, _, _) = source.sizes(limits);
+    let mut retries = 0;
+    loop {
+        let before = source.sizes(limits);
+        let t = std::time::Instant::now();
+        let n = match source.batch(size).await {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(ScrubError::Busy(_)) if retries < 5 => {
+                // Smaller and a little later: do not fight the application for locks.
+                retries += 1;
+                size = (size / 2).max(before.1);
+                tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        retries = 0;
+        let took = t.elapsed();
+        outcome.batch_durations.push(took);
+        progress.records_done += n;
+        progress.batches += 1;
+        progress.last_batch_size = n;
+        progress.last_batch = took;
+        progress.elapsed = start.elapsed();
+        on_progress(&progress);
+        if let Some(rps) = limits.max_records_per_second {
+            let min = Duration::from_secs_f64((progress.records_done - done_before) as f64 / rps as f64);
+            if let Some(wait) = min.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let (initial, min, max) = source.sizes(limits);
+        size = if (initial, min, max) != before {
+            // The source changed its unit (blocks to records): start afresh.
+            initial
+        } else {
+            next_batch_size(&Limits { min_batch: min, max_batch: max, ..limits.clone() }, size, took)
+        };
+    }
+    outcome.records_done = progress.records_done;
+    outcome.batches = progress.batches;
+    Ok(outcome)
 }
 
 #[cfg(test)]

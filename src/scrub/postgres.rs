@@ -18,7 +18,7 @@
 //! server from the columns and the values converted to them, so identifier
 //! and time columns keep their indexes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::{
     Client, NoTls, Statement,
@@ -27,28 +27,28 @@ use tokio_postgres::{
 };
 
 use super::{
-    Action, Counts, Limits, Outcome, Progress, ScrubError, Selection, next_batch_size,
+    Action, Counts, Limits, Outcome, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
 use crate::api::Identifier;
 
-/// Where and as whom to connect.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub user: String,
-    pub password: Option<String>,
+pub use super::{ConnectOptions, Probe};
+
+/// A run's batches on one connection.
+struct PgBatches<'a> {
+    db: &'a Postgres,
+    batches: Batches,
+    params: Vec<Param>,
 }
 
-/// What a probe finds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
-    pub server_version: String,
-    pub can_select: bool,
-    pub can_delete: bool,
-    pub can_update: bool,
+impl super::BatchSource for PgBatches<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        self.batches.sizes(limits)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        self.db.batch(&mut self.batches, &mut self.params, size).await
+    }
 }
 
 /// How a run finds its batches.
@@ -99,22 +99,21 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
         Some(c)
             if *c == SqlState::LOCK_NOT_AVAILABLE
                 || *c == SqlState::QUERY_CANCELED
-                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            ScrubError::Busy(text)
+        }
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CRASH_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
                 || *c == SqlState::TOO_MANY_CONNECTIONS =>
         {
             ScrubError::Unavailable(text)
         }
         Some(_) => ScrubError::Config(text),
     }
-}
-
-/// Whether a failed batch may simply be retried smaller (lock or statement timeout).
-fn transient(e: &ScrubError) -> bool {
-    matches!(e, ScrubError::Unavailable(t) if t.contains("(55P03)") || t.contains("(57014)") || t.contains("(40001)") || t.contains("(40P01)"))
 }
 
 type BoxedParam = Box<dyn ToSql + Sync + Send>;
@@ -337,7 +336,7 @@ impl Postgres {
         let table = Self::qualified(&sel.table);
         let mut params = Params::new(Dialect::Postgres);
         let pred = sql::pg_predicate(sel, &mut params);
-        let mut batches = match (action, &sel.older_than) {
+        let batches = match (action, &sel.older_than) {
             // Retention deletes: consecutive ranges of the time column.
             // A large share of the table: one pass over its blocks in ranges.
             (Action::Delete, _)
@@ -389,7 +388,8 @@ impl Postgres {
                 Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
             }
         };
-        let mut outcome = self.drive(&mut batches, &mut params.values, limits, done_before, on_progress).await?;
+        let mut source = PgBatches { db: self, batches, params: params.values };
+        let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
         outcome.remaining = match action {
             Action::Delete => self.count(sel).await?,
             Action::Anonymize { rules, .. } => {
@@ -460,64 +460,6 @@ impl Postgres {
         let bound = bind(stmt, params, &[size])?;
         let n = client.execute(stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
         Ok((n > 0).then_some(n))
-    }
-
-    /// The batch loop: adaptive sizing, retries of lock timeouts, pacing, progress.
-    async fn drive(
-        &self,
-        batches: &mut Batches,
-        params: &mut [Param],
-        limits: &Limits,
-        done_before: i64,
-        mut on_progress: impl FnMut(&Progress),
-    ) -> Result<Outcome, ScrubError> {
-        let start = Instant::now();
-        let mut progress = Progress { records_done: done_before, ..Progress::default() };
-        let mut outcome = Outcome::default();
-        let (mut size, _, _) = batches.sizes(limits);
-        let mut block_pass = matches!(batches, Batches::BlockRanges { .. });
-        let mut retries = 0;
-        loop {
-            let t = Instant::now();
-            let n = match self.batch(batches, params, size).await {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) if transient(&e) && retries < 5 => {
-                    // Smaller and a little later: do not fight the application for locks.
-                    retries += 1;
-                    size = (size / 2).max(batches.sizes(limits).1);
-                    tokio::time::sleep(Duration::from_millis(100 * retries)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            retries = 0;
-            let took = t.elapsed();
-            outcome.batch_durations.push(took);
-            progress.records_done += n;
-            progress.batches += 1;
-            progress.last_batch_size = n;
-            progress.last_batch = took;
-            progress.elapsed = start.elapsed();
-            on_progress(&progress);
-            if let Some(rps) = limits.max_records_per_second {
-                let min = Duration::from_secs_f64((progress.records_done - done_before) as f64 / rps as f64);
-                if let Some(wait) = min.checked_sub(start.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            let (initial, min, max) = batches.sizes(limits);
-            if block_pass && !batches.in_block_pass() {
-                // From blocks to records: start the sizing afresh.
-                block_pass = false;
-                size = initial;
-            } else {
-                size = next_batch_size(&Limits { min_batch: min, max_batch: max, ..limits.clone() }, size, took);
-            }
-        }
-        outcome.records_done = progress.records_done;
-        outcome.batches = progress.batches;
-        Ok(outcome)
     }
 
     /// For tests and tools: runs SQL text as is.
