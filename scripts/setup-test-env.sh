@@ -9,6 +9,9 @@ command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 # PostgreSQL server binaries (tests start their own servers on loopback).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+# MariaDB server and client (tests start their own servers on loopback).
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+command -v mariadb >/dev/null || need_apt+=(mariadb-client)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

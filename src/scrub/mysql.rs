@@ -1,1 +1,359 @@
+//! The MySQL and MariaDB driver.
+//!
+//! Each batch is one statement in its own transaction,
+//! `DELETE FROM t WHERE <selection> LIMIT n` (or the matching `UPDATE` for
+//! anonymization). InnoDB evaluates the condition on the current row
+//! version it locks, so a row changed concurrently is judged by its new
+//! values. Values are bound parameters converted to the column's type
+//! first: MySQL would otherwise compare `'42abc'` equal to the integer 42.
+//! The session runs in UTC; DATETIME columns are taken to hold UTC.
 
+use std::time::Duration;
+
+use mysql_async::{Conn, OptsBuilder, Value, prelude::Queryable};
+
+use super::{
+    Action, ConnectOptions, Counts, FieldRule, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table,
+    sql::{self, Dialect},
+};
+use crate::api::{AnonymizeStrategy, Identifier};
+
+/// One column's facts from `information_schema`.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    data_type: String,
+    nullable: bool,
+    max_len: Option<i64>,
+}
+
+impl Column {
+    fn is_integer(&self) -> bool {
+        matches!(self.data_type.as_str(), "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint")
+    }
+
+    fn is_text(&self) -> bool {
+        matches!(self.data_type.as_str(), "char" | "varchar" | "text" | "tinytext" | "mediumtext" | "longtext")
+    }
+}
+
+pub struct Mysql {
+    conn: tokio::sync::Mutex<Conn>,
+    version: String,
+}
+
+fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
+    match e {
+        mysql_async::Error::Server(s) => {
+            let text = format!("{what}: {} ({})", s.message, s.code);
+            match s.code {
+                // Access denied, command denied, column command denied.
+                1044 | 1045 | 1142 | 1143 | 1227 | 1698 => ScrubError::Access(text),
+                // Lock wait timeout, deadlock, statement time exceeded (MariaDB, MySQL).
+                1205 | 1213 | 1969 | 3024 => ScrubError::Busy(text),
+                // Server shutting down, too many connections.
+                1040 | 1053 | 1927 => ScrubError::Unavailable(text),
+                _ => ScrubError::Config(text),
+            }
+        }
+        other => ScrubError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+fn time_value(t: chrono::DateTime<chrono::Utc>) -> Value {
+    Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+}
+
+/// A predicate under construction: MySQL's `?` placeholders and their values.
+struct Bound {
+    sql: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl Mysql {
+    pub async fn connect(opts: &ConnectOptions, limits: &Limits) -> Result<Mysql, ScrubError> {
+        let lock_secs = limits.lock_timeout.as_secs().max(1);
+        let builder = OptsBuilder::default()
+            .ip_or_hostname(opts.host.clone())
+            .tcp_port(opts.port)
+            .user(Some(opts.user.clone()))
+            .pass(opts.password.clone())
+            .db_name(Some(opts.database.clone()))
+            // Numbers only: nothing user-written reaches these statements.
+            .init(vec![
+                "SET SESSION time_zone = '+00:00'".to_string(),
+                format!("SET SESSION innodb_lock_wait_timeout = {lock_secs}"),
+            ]);
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), Conn::new(builder))
+            .await
+            .map_err(|_| ScrubError::Unavailable("connect: timed out".into()))?
+            .map_err(|e| classify(e, "connect"))?;
+        let version: String =
+            conn.query_first("SELECT VERSION()").await.map_err(|e| classify(e, "version"))?.unwrap_or_default();
+        let statement_timeout = if version.contains("MariaDB") {
+            format!("SET SESSION max_statement_time = {}", limits.statement_timeout.as_secs_f64().max(0.001))
+        } else {
+            format!("SET SESSION max_execution_time = {}", limits.statement_timeout.as_millis().max(1))
+        };
+        conn.query_drop(statement_timeout).await.map_err(|e| classify(e, "session setup"))?;
+        Ok(Mysql { conn: tokio::sync::Mutex::new(conn), version })
+    }
+
+    fn qualified(table: &Table) -> String {
+        sql::table_name(Dialect::Mysql, table.schema.as_ref(), &table.name)
+    }
+
+    async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
+        let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
+        let rows: Vec<(String, String, String, Option<i64>)> = self
+            .conn
+            .lock()
+            .await
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                (schema, table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "columns"))?;
+        if rows.is_empty() {
+            return Err(ScrubError::Config(format!("table {} does not exist", Self::qualified(table))));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(name, data_type, nullable, max_len)| Column {
+                name,
+                data_type: data_type.to_lowercase(),
+                nullable: nullable == "YES",
+                max_len,
+            })
+            .collect())
+    }
+
+    /// The selection as SQL with its values converted to the columns' types.
+    fn predicate(sel: &Selection, cols: &[Column]) -> Result<Bound, ScrubError> {
+        let d = Dialect::Mysql;
+        let column = |c: &Identifier| {
+            cols.iter()
+                .find(|x| x.name.eq_ignore_ascii_case(c.as_str()))
+                .ok_or_else(|| ScrubError::Config(format!("column {c} does not exist")))
+        };
+        // Values that cannot be of the column's type cannot match a row: dropped.
+        let typed = |c: &Column, values: &[String]| -> Vec<Value> {
+            if c.is_integer() {
+                values.iter().filter_map(|v| v.trim().parse::<i64>().ok()).map(Value::from).collect()
+            } else {
+                values.iter().map(|v| Value::from(v.as_str())).collect()
+            }
+        };
+        let list = |n: usize| vec!["?"; n].join(", ");
+        let mut b = Bound { sql: Vec::new(), values: Vec::new() };
+        if let Some((c, t)) = &sel.older_than {
+            column(c)?;
+            b.sql.push(format!("{} < ?", sql::quote(d, c)));
+            b.values.push(time_value(*t));
+        }
+        let mut any = Vec::new();
+        for (c, values) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
+            let vals = typed(column(c)?, values);
+            if !vals.is_empty() {
+                any.push(format!("{} IN ({})", sql::quote(d, c), list(vals.len())));
+                b.values.extend(vals);
+            }
+        }
+        if sel.subject.iter().any(|(_, v)| !v.is_empty()) {
+            b.sql.push(if any.is_empty() { "FALSE".into() } else { format!("({})", any.join(" OR ")) });
+        }
+        if let Some((c, t)) = &sel.keep_newer_than {
+            column(c)?;
+            // NULL compares as unknown, so a record of unknown age is kept.
+            b.sql.push(format!("{} < ?", sql::quote(d, c)));
+            b.values.push(time_value(*t));
+        }
+        for (c, values) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
+            let vals = typed(column(c)?, values);
+            if !vals.is_empty() {
+                b.sql.push(format!("NOT COALESCE({} IN ({}), FALSE)", sql::quote(d, c), list(vals.len())));
+                b.values.extend(vals);
+            }
+        }
+        Ok(b)
+    }
+
+    fn where_clause(b: &Bound) -> String {
+        if b.sql.is_empty() { "FALSE".into() } else { b.sql.join(" AND ") }
+    }
+
+    pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
+        let cols = self.columns(table).await?;
+        let name = Self::qualified(table);
+        let first = sql::quote(
+            Dialect::Mysql,
+            &Identifier::new(cols[0].name.clone()).map_err(|e| ScrubError::Config(e.to_string()))?,
+        );
+        // Asking the server to plan each statement checks the privilege for it.
+        let can_select = self.allowed(format!("EXPLAIN SELECT 1 FROM {name} LIMIT 0")).await?;
+        let can_delete = self.allowed(format!("EXPLAIN DELETE FROM {name} WHERE FALSE")).await?;
+        let can_update = self.allowed(format!("EXPLAIN UPDATE {name} SET {first} = {first} WHERE FALSE")).await?;
+        Ok(Probe { server_version: self.version.clone(), can_select, can_delete, can_update })
+    }
+
+    async fn allowed(&self, q: String) -> Result<bool, ScrubError> {
+        match self.conn.lock().await.query_drop(q).await {
+            Ok(()) => Ok(true),
+            Err(e) => match classify(e, "probe") {
+                ScrubError::Access(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn count_where(&self, table: &Table, cond: &str, values: Vec<Value>) -> Result<i64, ScrubError> {
+        let q = format!("SELECT COUNT(*) FROM {} WHERE {cond}", Self::qualified(table));
+        let n: Option<i64> = self.conn.lock().await.exec_first(q, values).await.map_err(|e| classify(e, "count"))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        let cols = self.columns(&sel.table).await?;
+        let b = Self::predicate(sel, &cols)?;
+        self.count_where(&sel.table, &Self::where_clause(&b), b.values).await
+    }
+
+    pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        sel.check()?;
+        let selected = self.count(sel).await?;
+        let total = self.count_where(&sel.table, "TRUE", vec![]).await?;
+        let without_holds = Selection { held: vec![], ..sel.clone() };
+        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
+        Ok(Counts {
+            selected,
+            total,
+            held: self.count(&without_holds).await? - selected,
+            under_minimum: self.count(&without_minimum).await? - selected,
+        })
+    }
+
+    /// SET list and "already anonymized" condition, refusing rules the table cannot take.
+    fn anonymize(
+        rules: &[FieldRule],
+        salt: &str,
+        cols: &[Column],
+    ) -> Result<(String, Vec<Value>, String, Vec<Value>), ScrubError> {
+        let d = Dialect::Mysql;
+        let (mut sets, mut set_values, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in rules {
+            let col = cols
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
+                .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
+            let c = sql::quote(d, &r.field);
+            match r.strategy {
+                AnonymizeStrategy::Null if !col.nullable => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is NOT NULL; use fixed, hash or redact",
+                        r.field
+                    )));
+                }
+                AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !col.is_text() => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is not text; hash and redact need a text column",
+                        r.field
+                    )));
+                }
+                AnonymizeStrategy::Hash if col.max_len.is_some_and(|l| l < 13) => {
+                    return Err(ScrubError::Config(format!("column {} holds too few characters for a hash", r.field)));
+                }
+                AnonymizeStrategy::Null => {
+                    sets.push(format!("{c} = NULL"));
+                    done.push(format!("{c} IS NULL"));
+                }
+                AnonymizeStrategy::Fixed => {
+                    let v = r.value.clone().unwrap_or_default();
+                    sets.push(format!("{c} = ?"));
+                    set_values.push(Value::from(v.as_str()));
+                    done.push(format!("{c} <=> ?"));
+                    done_values.push(Value::from(v.as_str()));
+                }
+                AnonymizeStrategy::Redact => {
+                    sets.push(format!("{c} = REPEAT('*', GREATEST(CHAR_LENGTH({c}), 1))"));
+                    done.push(format!("({c} IS NULL OR {c} REGEXP '^[*]+$')"));
+                }
+                AnonymizeStrategy::Hash => {
+                    // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
+                    let keep = col.max_len.map_or(64, |l| (l - 5).clamp(1, 64));
+                    sets.push(format!("{c} = CONCAT('anon-', LEFT(SHA2(CONCAT(?, {c}), 256), {keep}))"));
+                    set_values.push(Value::from(salt));
+                    done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
+                }
+            }
+        }
+        Ok((sets.join(", "), set_values, format!("({})", done.join(" AND ")), done_values))
+    }
+
+    /// Runs a selection to the end in bounded batches (see the module docs).
+    pub async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        sel.check()?;
+        let cols = self.columns(&sel.table).await?;
+        let b = Self::predicate(sel, &cols)?;
+        let pred = Self::where_clause(&b);
+        let table = Self::qualified(&sel.table);
+        let (statement, values, remaining_cond, remaining_values) = match action {
+            Action::Delete => {
+                (format!("DELETE FROM {table} WHERE {pred}"), b.values.clone(), pred.clone(), b.values.clone())
+            }
+            Action::Anonymize { rules, salt } => {
+                let (sets, set_values, done, done_values) = Self::anonymize(rules, salt, &cols)?;
+                let mut values = set_values;
+                values.extend(b.values.iter().cloned());
+                values.extend(done_values.iter().cloned());
+                let mut remaining = b.values.clone();
+                remaining.extend(done_values);
+                let cond = format!("{pred} AND NOT {done}");
+                (format!("UPDATE {table} SET {sets} WHERE {cond}"), values, cond, remaining)
+            }
+        };
+        let mut source = MyBatches { db: self, statement, values };
+        let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
+        outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values).await?;
+        Ok(outcome)
+    }
+
+    /// For tests and tools: runs SQL text as is.
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), ScrubError> {
+        self.conn.lock().await.query_drop(sql).await.map_err(|e| classify(e, "execute"))
+    }
+
+    /// For tests and tools: a query's first column as integers.
+    pub async fn query_i64(&self, sql: &str) -> Result<Vec<i64>, ScrubError> {
+        self.conn.lock().await.query(sql).await.map_err(|e| classify(e, "query"))
+    }
+}
+
+struct MyBatches<'a> {
+    db: &'a Mysql,
+    statement: String,
+    values: Vec<Value>,
+}
+
+impl super::BatchSource for MyBatches<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        (limits.initial_batch, limits.min_batch, limits.max_batch)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        // The limit is a number of ours, not a user's value.
+        let q = format!("{} LIMIT {}", self.statement, size.max(1));
+        let mut conn = self.db.conn.lock().await;
+        conn.exec_drop(q, self.values.clone()).await.map_err(|e| classify(e, "batch"))?;
+        let n = conn.affected_rows() as i64;
+        Ok((n > 0).then_some(n))
+    }
+}

@@ -83,4 +83,5 @@ impl Cluster {
         rx.recv().unwrap()
     }
 }
+pub mod mariadb;
 pub mod pg;

@@ -1,0 +1,118 @@
+//! A real MariaDB server for a test, on a free loopback port in a temporary
+//! directory, with a password user `lethe` and a database `app`. Killed
+//! when dropped.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+pub const PASSWORD: &str = "lethe-test-password";
+
+pub struct MariaDb {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl MariaDb {
+    pub fn start() -> MariaDb {
+        let dir = tempfile::Builder::new().prefix("lethe-mariadb-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db (run scripts/setup-test-env.sh)");
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let db = MariaDb { port: free_port(), dir, child: Mutex::new(None) };
+        db.start_again();
+        let sql = format!(
+            "CREATE USER 'lethe'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'lethe'@'%'; CREATE DATABASE app;"
+        );
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-u", "root", "-S"])
+            .arg(db.socket())
+            .args(["-e", &sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "create user: {}", String::from_utf8_lossy(&out.stderr));
+        db
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// Starts the server (again, after `kill`) and waits until it answers.
+    pub fn start_again(&self) {
+        let d = self.dir.path();
+        // Debian puts the server in /usr/sbin, which a non-root PATH may lack.
+        let server =
+            if std::path::Path::new("/usr/sbin/mariadbd").exists() { "/usr/sbin/mariadbd" } else { "mariadbd" };
+        let child = Command::new(server)
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=128M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--skip-log-bin",
+            ])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("err.log").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        *self.child.lock().unwrap() = Some(child);
+        for _ in 0..200 {
+            let ok = Command::new("mariadb-admin")
+                .args(["--no-defaults", "-u", "root", "-S"])
+                .arg(self.socket())
+                .arg("ping")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mariadbd did not start: {}", std::fs::read_to_string(d.join("err.log")).unwrap_or_default());
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn options(&self) -> lethe::scrub::ConnectOptions {
+        lethe::scrub::ConnectOptions {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            database: "app".into(),
+            user: "lethe".into(),
+            password: Some(PASSWORD.into()),
+        }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

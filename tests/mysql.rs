@@ -1,0 +1,270 @@
+//! The MySQL/MariaDB driver against a real MariaDB server on loopback.
+//! As for PostgreSQL, every test checks the exact final state.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::mariadb::MariaDb;
+use lethe::{
+    api::{AnonymizeStrategy, Identifier},
+    scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, mysql::Mysql},
+};
+use proptest::prelude::*;
+
+fn id(s: &str) -> Identifier {
+    Identifier::new(s).unwrap()
+}
+
+fn table(name: &str) -> Table {
+    Table { schema: None, name: id(name) }
+}
+
+fn cutoff() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn connect(db: &MariaDb) -> Mysql {
+    Mysql::connect(&db.options(), &Limits::default()).await.unwrap()
+}
+
+async fn ids(db: &Mysql, sql: &str) -> BTreeSet<i64> {
+    db.query_i64(sql).await.unwrap().into_iter().collect()
+}
+
+fn shared() -> &'static MariaDb {
+    static DB: std::sync::OnceLock<MariaDb> = std::sync::OnceLock::new();
+    DB.get_or_init(MariaDb::start)
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The invariants, over generated tables: exactly the rows older than
+    /// the cutoff, not held and not under minimum retention are deleted.
+    #[test]
+    fn retention_deletes_exactly_the_expired_unheld_rows(
+        data in prop::collection::vec((0i32..20, prop::option::weighted(0.9, -50i64..50), prop::option::weighted(0.9, -50i64..50)), 0..200),
+        held in prop::collection::btree_set(0i32..20, 0..5),
+        with_minimum in any::<bool>(),
+        batch in 1i64..50,
+    ) {
+        rt().block_on(async {
+            let db = connect(shared()).await;
+            db.execute_batch("DROP TABLE IF EXISTS events; CREATE TABLE events (id bigint PRIMARY KEY, user_id int, created_at datetime(6), issued_at datetime(6), KEY (created_at))").await.unwrap();
+            let minimum = cutoff() - chrono::Duration::days(20);
+            let values: Vec<String> = data.iter().enumerate().map(|(i, (u, c, iss))| {
+                let c = c.map(|d| ts(cutoff() + chrono::Duration::hours(d * 12))).unwrap_or("NULL".into());
+                let iss = iss.map(|d| ts(minimum + chrono::Duration::hours(d * 12))).unwrap_or("NULL".into());
+                format!("({i}, {u}, {c}, {iss})")
+            }).collect();
+            if !values.is_empty() {
+                db.execute_batch(&format!("INSERT INTO events VALUES {}", values.join(", "))).await.unwrap();
+            }
+            let sel = Selection {
+                table: table("events"),
+                older_than: Some((id("created_at"), cutoff())),
+                subject: vec![],
+                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
+                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+            };
+            let planned = db.plan(&sel).await.unwrap();
+            let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: batch, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
+            let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, iss))| {
+                let expired = c.is_some_and(|d| d < 0);
+                let under_minimum = with_minimum && iss.is_none_or(|d| d >= 0);
+                !expired || held.contains(u) || under_minimum
+            }).map(|(i, _)| i as i64).collect();
+            assert_eq!(ids(&db, "SELECT id FROM events").await, expected, "exact survivors");
+            assert_eq!(out.records_done, planned.selected);
+            assert_eq!(out.remaining, 0);
+        });
+    }
+}
+
+#[test]
+fn erasure_binds_values_by_column_type() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        db.execute_batch(
+            "CREATE TABLE `order` (id int PRIMARY KEY, `User` int NOT NULL, email varchar(100), placed_at datetime NOT NULL);
+             INSERT INTO `order` VALUES (1, 42, 'jane@example.com', '2015-01-01'), (2, 42, NULL, '2025-06-01'),
+               (3, 7, 'jane@example.com', '2016-01-01'), (4, 7, 'bob@example.com', '2016-01-01'), (5, 8, NULL, '2010-01-01');",
+        )
+        .await
+        .unwrap();
+        // '8abc' would equal 8 to MySQL's own conversion; bound as a typed value it matches nothing.
+        let sneaky = Selection {
+            table: table("order"),
+            older_than: None,
+            subject: vec![(id("User"), vec!["8abc".into(), "8 OR 1=1".into()])],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 0, "no row matches a malformed integer identifier");
+        let sel = Selection {
+            subject: vec![(id("User"), vec!["42".into()]), (id("email"), vec!["jane@example.com".into()])],
+            keep_newer_than: Some((id("placed_at"), Utc.with_ymd_and_hms(2019, 1, 1, 0, 0, 0).unwrap())),
+            ..sneaky
+        };
+        let plan = db.plan(&sel).await.unwrap();
+        assert_eq!((plan.selected, plan.under_minimum), (2, 1));
+        db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(ids(&db, "SELECT id FROM `order` ORDER BY id").await, BTreeSet::from([2, 4, 5]));
+    });
+}
+
+#[test]
+fn interrupted_runs_resume_to_the_exact_end_state() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        // 200,000 rows (MariaDB's sequence engine), every even one past the cutoff; user 14 held.
+        db.execute_batch(
+            "CREATE TABLE logs (id bigint PRIMARY KEY, user_id int NOT NULL, logged_at datetime NOT NULL, KEY (logged_at));
+             INSERT INTO logs SELECT seq, seq % 1000, TIMESTAMPADD(HOUR, IF(seq % 2 = 0, -1, 1) * CAST(seq % 500 + 1 AS SIGNED), '2026-01-01') FROM seq_1_to_200000;",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("logs"),
+            older_than: Some((id("logged_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), vec!["14".into()])],
+        };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        assert_eq!(planned, 99_800);
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut aborts = 0;
+        for _ in 0..12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let remaining = db.count(&sel).await.unwrap();
+            // A fresh connection per attempt: an aborted one may be mid-statement.
+            let attempt = connect(&server).await;
+            let limits = Limits { max_batch: 2_000, ..Limits::default() };
+            let after = Duration::from_millis(5 + seed % 60);
+            if tokio::time::timeout(after, attempt.run(&sel, &Action::Delete, &limits, planned - remaining, |_| {})).await.is_err() {
+                aborts += 1;
+            }
+            let newer = db.query_i64("SELECT COUNT(*) FROM logs WHERE logged_at >= '2026-01-01'").await.unwrap()[0];
+            assert_eq!(newer, 100_000, "nothing newer than the cutoff deleted");
+            let held = db.query_i64("SELECT COUNT(*) FROM logs WHERE user_id = 14").await.unwrap()[0];
+            assert_eq!(held, 200, "nothing held deleted");
+        }
+        assert!(aborts >= 10, "at least ten interruptions ({aborts})");
+        // Let any statement of an aborted attempt finish before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let remaining = db.count(&sel).await.unwrap();
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, planned);
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM logs").await.unwrap()[0], 200_000 - planned);
+    });
+}
+
+#[test]
+fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        db.execute_batch(
+            "CREATE TABLE customers (id int PRIMARY KEY, email varchar(80) NOT NULL UNIQUE, phone varchar(30), full_name varchar(40) NOT NULL, closed_at datetime);
+             INSERT INTO customers SELECT seq, CONCAT('user', seq, '@example.com'), CONCAT('+49 ', seq), CONCAT('Person ', seq),
+               IF(seq % 3 = 0, NULL, TIMESTAMPADD(DAY, seq, '2025-01-01')) FROM seq_1_to_600;",
+        )
+        .await
+        .unwrap();
+        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let rules = vec![
+            FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
+            FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let action = Action::Anonymize { rules, salt: "s3cret".into() };
+        let expected = db.query_i64("SELECT COUNT(*) FROM customers WHERE closed_at < '2026-01-01'").await.unwrap()[0];
+        let out = db.run(&sel, &action, &Limits { initial_batch: 50, ..Limits::default() }, 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (expected, 0));
+        let stats = db
+            .query_i64("SELECT COUNT(DISTINCT email) FROM customers WHERE email LIKE 'anon-%' AND phone IS NULL AND full_name REGEXP '^[*]+$'")
+            .await
+            .unwrap();
+        assert_eq!(stats[0], expected, "every selected record anonymized, hashes distinct");
+        let untouched = db.query_i64("SELECT COUNT(*) FROM customers WHERE email LIKE 'user%' AND phone IS NOT NULL").await.unwrap()[0];
+        assert_eq!(untouched, 600 - expected);
+        assert_eq!(db.run(&sel, &action, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0, "idempotent");
+        let bad = Action::Anonymize { rules: vec![FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
+        match db.run(&sel, &bad, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("NOT NULL"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn store_faults_are_classified_and_a_crash_mid_run_resumes() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let wrong = ConnectOptions { password: Some("wrong".into()), ..server.options() };
+        match Mysql::connect(&wrong, &Limits::default()).await {
+            Err(e @ ScrubError::Access(_)) => assert!(!e.retryable()),
+            other => panic!("expected access denied, got {:?}", other.err()),
+        }
+        let db = connect(&server).await;
+        match db.probe(&table("missing_table")).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("`missing_table` does not exist"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        db.execute_batch(
+            "CREATE TABLE sessions (id bigint PRIMARY KEY, seen datetime NOT NULL, KEY (seen));
+             INSERT INTO sessions SELECT seq, TIMESTAMPADD(DAY, seq % 730, '2025-01-01') FROM seq_1_to_100000;",
+        )
+        .await
+        .unwrap();
+        let probe = db.probe(&table("sessions")).await.unwrap();
+        assert!(probe.can_select && probe.can_delete && probe.can_update);
+        assert!(probe.server_version.contains("MariaDB"), "{}", probe.server_version);
+        let sel = Selection {
+            table: table("sessions"),
+            older_than: Some((id("seen"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
+        let mut killed = false;
+        let result = db
+            .run(&sel, &Action::Delete, &small, 0, |p| {
+                if !killed && p.batches == 1 {
+                    killed = true;
+                    server.kill();
+                }
+            })
+            .await;
+        match result {
+            Err(e) => assert!(e.retryable(), "a crash is retryable: {e}"),
+            Ok(o) => panic!("the run cannot finish without its server: {o:?}"),
+        }
+        server.start_again();
+        let db = connect(&server).await;
+        let remaining = db.count(&sel).await.unwrap();
+        assert!(remaining < planned, "the first batch was committed");
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, planned);
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM sessions WHERE seen < '2026-01-01'").await.unwrap()[0], 0);
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM sessions").await.unwrap()[0], 100_000 - planned);
+    });
+}
