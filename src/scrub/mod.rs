@@ -12,6 +12,7 @@
 pub mod mysql;
 pub mod postgres;
 pub mod sql;
+pub mod sqlite;
 
 use std::time::Duration;
 

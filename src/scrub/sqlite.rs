@@ -1,0 +1,364 @@
+//! The SQLite driver: the embedded store for the demo and small installs.
+//!
+//! Each batch is one statement in its own transaction:
+//! `DELETE FROM t WHERE rowid IN (SELECT rowid FROM t WHERE <selection> LIMIT n) AND <selection>`.
+//! SQLite stores times as ISO-8601 text or as Unix seconds; both are read
+//! (`unixepoch(.., 'subsec')` for text), and a value that is neither reads
+//! as NULL, which never expires. Values are bound; column affinity keeps
+//! `'42abc'` from equalling the integer 42.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use rusqlite::{Connection, OpenFlags, functions::FunctionFlags, types::Value};
+use sha2::Digest;
+
+use super::{
+    Action, Counts, FieldRule, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table,
+    sql::{self, Dialect},
+};
+use crate::api::{AnonymizeStrategy, Identifier};
+
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    readonly: bool,
+}
+
+fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
+    use rusqlite::ErrorCode::*;
+    let text = format!("{what}: {e}");
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => ScrubError::Busy(text),
+        Some(PermissionDenied | ReadOnly | AuthorizationForStatementDenied) => ScrubError::Access(text),
+        Some(CannotOpen | SystemIoFailure | DiskFull) => ScrubError::Unavailable(text),
+        _ => ScrubError::Config(text),
+    }
+}
+
+/// A time column read as Unix seconds, whether stored as text or a number.
+fn time_expr(col: &str) -> String {
+    format!("(CASE typeof({col}) WHEN 'integer' THEN {col} WHEN 'real' THEN {col} ELSE unixepoch({col}, 'subsec') END)")
+}
+
+fn seconds(t: chrono::DateTime<chrono::Utc>) -> Value {
+    Value::Real(t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6)
+}
+
+struct Column {
+    name: String,
+    decl: String,
+    not_null: bool,
+}
+
+impl Sqlite {
+    /// Opens an existing database file (a missing file is a configuration error, not a new database).
+    pub async fn open(path: impl Into<PathBuf>, limits: &Limits) -> Result<Sqlite, ScrubError> {
+        let path = path.into();
+        let busy = limits.lock_timeout;
+        tokio::task::spawn_blocking(move || {
+            if !path.exists() {
+                return Err(ScrubError::Config(format!("database file {} does not exist", path.display())));
+            }
+            let conn =
+                Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .or_else(|_| Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+                    .map_err(|e| classify(e, "open"))?;
+            conn.busy_timeout(busy).map_err(|e| classify(e, "open"))?;
+            conn.create_scalar_function(
+                "lethe_sha256",
+                1,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| {
+                    let v: String = ctx.get(0)?;
+                    Ok(format!("{:x}", sha2::Sha256::digest(v.as_bytes())))
+                },
+            )
+            .map_err(|e| classify(e, "open"))?;
+            let readonly = conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
+            Ok(Sqlite { conn: Arc::new(Mutex::new(conn)), readonly })
+        })
+        .await
+        .map_err(|e| ScrubError::Unavailable(format!("open: {e}")))?
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ScrubError> + Send + 'static,
+    ) -> Result<T, ScrubError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| ScrubError::Unavailable(format!("sqlite worker: {e}")))?
+    }
+
+    fn qualified(table: &Table) -> String {
+        sql::table_name(Dialect::Sqlite, table.schema.as_ref(), &table.name)
+    }
+
+    async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let name = table.name.as_str().to_string();
+        let shown = Self::qualified(table);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1, ?2)")
+                .map_err(|e| classify(e, "columns"))?;
+            let cols = stmt
+                .query_map((&name, &schema), |r| {
+                    Ok(Column {
+                        name: r.get(0)?,
+                        decl: r.get::<_, String>(1)?.to_uppercase(),
+                        not_null: r.get::<_, i64>(2)? != 0,
+                    })
+                })
+                .map_err(|e| classify(e, "columns"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| classify(e, "columns"))?;
+            if cols.is_empty() {
+                return Err(ScrubError::Config(format!("table {shown} does not exist")));
+            }
+            Ok(cols)
+        })
+        .await
+    }
+
+    fn predicate(sel: &Selection, cols: &[Column]) -> Result<(String, Vec<Value>), ScrubError> {
+        let d = Dialect::Sqlite;
+        let exists = |c: &Identifier| {
+            cols.iter()
+                .any(|x| x.name.eq_ignore_ascii_case(c.as_str()))
+                .then_some(())
+                .ok_or_else(|| ScrubError::Config(format!("column {c} does not exist")))
+        };
+        let list = |n: usize| vec!["?"; n].join(", ");
+        let (mut parts, mut values) = (Vec::new(), Vec::new());
+        if let Some((c, t)) = &sel.older_than {
+            exists(c)?;
+            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c))));
+            values.push(seconds(*t));
+        }
+        let mut any = Vec::new();
+        for (c, vs) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
+            exists(c)?;
+            any.push(format!("{} IN ({})", sql::quote(d, c), list(vs.len())));
+            values.extend(vs.iter().map(|v| Value::Text(v.clone())));
+        }
+        if !any.is_empty() {
+            parts.push(format!("({})", any.join(" OR ")));
+        }
+        if let Some((c, t)) = &sel.keep_newer_than {
+            exists(c)?;
+            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c))));
+            values.push(seconds(*t));
+        }
+        for (c, vs) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
+            exists(c)?;
+            parts.push(format!("NOT COALESCE({} IN ({}), 0)", sql::quote(d, c), list(vs.len())));
+            values.extend(vs.iter().map(|v| Value::Text(v.clone())));
+        }
+        Ok((if parts.is_empty() { "0".into() } else { parts.join(" AND ") }, values))
+    }
+
+    async fn count_where(&self, table: &Table, cond: String, values: Vec<Value>) -> Result<i64, ScrubError> {
+        let q = format!("SELECT count(*) FROM {} WHERE {cond}", Self::qualified(table));
+        self.with(move |c| {
+            c.query_row(&q, rusqlite::params_from_iter(values), |r| r.get(0)).map_err(|e| classify(e, "count"))
+        })
+        .await
+    }
+
+    pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
+        self.columns(table).await?;
+        let version: String = self
+            .with(|c| {
+                c.query_row("SELECT 'SQLite ' || sqlite_version()", [], |r| r.get(0))
+                    .map_err(|e| classify(e, "version"))
+            })
+            .await?;
+        Ok(Probe { server_version: version, can_select: true, can_delete: !self.readonly, can_update: !self.readonly })
+    }
+
+    pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        let cols = self.columns(&sel.table).await?;
+        let (cond, values) = Self::predicate(sel, &cols)?;
+        self.count_where(&sel.table, cond, values).await
+    }
+
+    pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        sel.check()?;
+        let selected = self.count(sel).await?;
+        let total = self.count_where(&sel.table, "1".into(), vec![]).await?;
+        let without_holds = Selection { held: vec![], ..sel.clone() };
+        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
+        Ok(Counts {
+            selected,
+            total,
+            held: self.count(&without_holds).await? - selected,
+            under_minimum: self.count(&without_minimum).await? - selected,
+        })
+    }
+
+    fn anonymize(
+        rules: &[FieldRule],
+        salt: &str,
+        cols: &[Column],
+    ) -> Result<(String, Vec<Value>, String, Vec<Value>), ScrubError> {
+        let d = Dialect::Sqlite;
+        let (mut sets, mut set_values, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in rules {
+            let col = cols
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
+                .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
+            let is_text = ["CHAR", "TEXT", "CLOB"].iter().any(|t| col.decl.contains(t)) || col.decl.is_empty();
+            let c = sql::quote(d, &r.field);
+            match r.strategy {
+                AnonymizeStrategy::Null if col.not_null => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is NOT NULL; use fixed, hash or redact",
+                        r.field
+                    )));
+                }
+                AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !is_text => {
+                    return Err(ScrubError::Config(format!(
+                        "column {} is not text; hash and redact need a text column",
+                        r.field
+                    )));
+                }
+                AnonymizeStrategy::Null => {
+                    sets.push(format!("{c} = NULL"));
+                    done.push(format!("{c} IS NULL"));
+                }
+                AnonymizeStrategy::Fixed => {
+                    let v = r.value.clone().unwrap_or_default();
+                    sets.push(format!("{c} = ?"));
+                    set_values.push(Value::Text(v.clone()));
+                    done.push(format!("{c} IS ?"));
+                    done_values.push(Value::Text(v));
+                }
+                AnonymizeStrategy::Redact => {
+                    sets.push(format!("{c} = replace(hex(zeroblob(max(length({c}), 1))), '00', '*')"));
+                    done.push(format!("({c} IS NULL OR ({c} <> '' AND {c} NOT GLOB '*[^*]*'))"));
+                }
+                AnonymizeStrategy::Hash => {
+                    // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
+                    sets.push(format!("{c} = 'anon-' || lethe_sha256(? || {c})"));
+                    set_values.push(Value::Text(salt.to_string()));
+                    done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
+                }
+            }
+        }
+        Ok((sets.join(", "), set_values, format!("({})", done.join(" AND ")), done_values))
+    }
+
+    pub async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        sel.check()?;
+        let cols = self.columns(&sel.table).await?;
+        let (pred, values) = Self::predicate(sel, &cols)?;
+        let table = Self::qualified(&sel.table);
+        let (statement, bound, remaining_cond, remaining_values) = match action {
+            Action::Delete => (
+                format!(
+                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {pred} LIMIT ?) AND {pred}"
+                ),
+                // The selection's values twice: inside and outside; the limit goes between.
+                Bound::Split(values.clone()),
+                pred.clone(),
+                values,
+            ),
+            Action::Anonymize { rules, salt } => {
+                let (sets, set_values, done, done_values) = Self::anonymize(rules, salt, &cols)?;
+                let cond = format!("{pred} AND NOT {done}");
+                let mut inner = values.clone();
+                inner.extend(done_values.clone());
+                let mut remaining = values;
+                remaining.extend(done_values);
+                (
+                    format!(
+                        "UPDATE {table} SET {sets} WHERE rowid IN (SELECT rowid FROM {table} WHERE {cond} LIMIT ?) AND {cond}"
+                    ),
+                    Bound::Update { sets: set_values, cond: inner },
+                    cond,
+                    remaining,
+                )
+            }
+        };
+        let mut source = LiteBatches { db: self, statement: Arc::new(statement), bound };
+        let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
+        outcome.remaining = self.count_where(&sel.table, remaining_cond, remaining_values).await?;
+        Ok(outcome)
+    }
+
+    /// For tests and tools: runs SQL text as is.
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), ScrubError> {
+        let sql = sql.to_string();
+        self.with(move |c| c.execute_batch(&sql).map_err(|e| classify(e, "execute"))).await
+    }
+
+    /// For tests and tools: a query's first column as integers.
+    pub async fn query_i64(&self, sql: &str) -> Result<Vec<i64>, ScrubError> {
+        let sql = sql.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&sql).map_err(|e| classify(e, "query"))?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(|e| classify(e, "query"))?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(|e| classify(e, "query"))
+        })
+        .await
+    }
+}
+
+/// How a batch statement's values are laid out around its `LIMIT ?`.
+#[derive(Clone)]
+enum Bound {
+    /// Selection values, the limit, the selection values again.
+    Split(Vec<Value>),
+    /// SET values, condition values, the limit, condition values again.
+    Update { sets: Vec<Value>, cond: Vec<Value> },
+}
+
+impl Bound {
+    fn with_limit(&self, n: i64) -> Vec<Value> {
+        let (head, cond) = match self {
+            Bound::Split(v) => (Vec::new(), v),
+            Bound::Update { sets, cond } => (sets.clone(), cond),
+        };
+        let mut out = head;
+        out.extend(cond.iter().cloned());
+        out.push(Value::Integer(n));
+        out.extend(cond.iter().cloned());
+        out
+    }
+}
+
+struct LiteBatches<'a> {
+    db: &'a Sqlite,
+    statement: Arc<String>,
+    bound: Bound,
+}
+
+impl super::BatchSource for LiteBatches<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        (limits.initial_batch, limits.min_batch, limits.max_batch)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        let (q, values) = (self.statement.clone(), self.bound.with_limit(size));
+        let n = self
+            .db
+            .with(move |c| c.execute(&q, rusqlite::params_from_iter(values)).map_err(|e| classify(e, "batch")))
+            .await? as i64;
+        Ok((n > 0).then_some(n))
+    }
+}

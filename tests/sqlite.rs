@@ -1,0 +1,186 @@
+//! The SQLite driver on real database files. Times stored as ISO-8601 text
+//! and as Unix seconds side by side; every test checks the exact end state.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use lethe::{
+    api::{AnonymizeStrategy, Identifier},
+    scrub::{Action, FieldRule, Limits, ScrubError, Selection, Table, sqlite::Sqlite},
+};
+use proptest::prelude::*;
+
+fn id(s: &str) -> Identifier {
+    Identifier::new(s).unwrap()
+}
+
+fn table(name: &str) -> Table {
+    Table { schema: None, name: id(name) }
+}
+
+fn cutoff() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A new database file with `setup` run in it.
+async fn database(dir: &tempfile::TempDir, setup: &str) -> Sqlite {
+    let path = dir.path().join("data.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch(setup).unwrap();
+    Sqlite::open(&path, &Limits::default()).await.unwrap()
+}
+
+async fn ids(db: &Sqlite, sql: &str) -> BTreeSet<i64> {
+    db.query_i64(sql).await.unwrap().into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn retention_deletes_exactly_the_expired_unheld_rows(
+        data in prop::collection::vec((0i32..20, prop::option::weighted(0.9, -50i64..50), any::<bool>(), prop::option::weighted(0.9, -50i64..50)), 0..200),
+        held in prop::collection::btree_set(0i32..20, 0..5),
+        with_minimum in any::<bool>(),
+        batch in 1i64..50,
+    ) {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let minimum = cutoff() - chrono::Duration::days(20);
+            let rows: Vec<String> = data.iter().enumerate().map(|(i, (u, c, as_text, iss))| {
+                // Half-second offsets: sub-second precision must not let a newer row through.
+                let c = c.map(|d| cutoff() + chrono::Duration::milliseconds(d * 500));
+                let c = match c {
+                    None => "NULL".into(),
+                    Some(t) if *as_text => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f")),
+                    Some(t) => format!("{}.{:03}", t.timestamp(), t.timestamp_subsec_millis()),
+                };
+                let iss = iss.map(|d| format!("'{}'", (minimum + chrono::Duration::hours(d * 12)).format("%Y-%m-%dT%H:%M:%SZ"))).unwrap_or("NULL".into());
+                format!("({i}, {u}, {c}, {iss})")
+            }).collect();
+            let mut setup = "CREATE TABLE events (id INTEGER PRIMARY KEY, user_id INTEGER, created_at, issued_at TEXT);".to_string();
+            if !rows.is_empty() {
+                setup.push_str(&format!("INSERT INTO events VALUES {};", rows.join(", ")));
+            }
+            let db = database(&dir, &setup).await;
+            let sel = Selection {
+                table: table("events"),
+                older_than: Some((id("created_at"), cutoff())),
+                subject: vec![],
+                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
+                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+            };
+            let planned = db.plan(&sel).await.unwrap();
+            let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: batch, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
+            let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, _, iss))| {
+                let expired = c.is_some_and(|d| d < 0);
+                let under_minimum = with_minimum && iss.is_none_or(|d| d >= 0);
+                !expired || held.contains(u) || under_minimum
+            }).map(|(i, _)| i as i64).collect();
+            assert_eq!(ids(&db, "SELECT id FROM events").await, expected, "exact survivors");
+            assert_eq!(out.records_done, planned.selected);
+            assert_eq!(out.remaining, 0);
+        });
+    }
+}
+
+#[test]
+fn erasure_and_anonymization() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, email TEXT NOT NULL UNIQUE, phone TEXT, full_name TEXT NOT NULL, closed_at TEXT);
+             INSERT INTO customers VALUES (1, 42, 'jane@example.com', '+1', 'Jane', '2025-02-01'), (2, 8, 'bob@example.com', '+2', 'Bob', '2025-03-01'),
+                                          (3, 9, 'eve@example.com', '+3', 'Eve', NULL), (4, 10, 'amy@example.com', NULL, 'Amy', '2026-06-01');",
+        )
+        .await;
+        // '8abc' is not the integer 8.
+        let sneaky = Selection { table: table("customers"), older_than: None, subject: vec![(id("user_id"), vec!["8abc".into()])], keep_newer_than: None, held: vec![] };
+        assert_eq!(db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
+        let erase = Selection { subject: vec![(id("user_id"), vec!["42".into()])], ..sneaky };
+        assert_eq!(db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
+        assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([2, 3, 4]));
+
+        let closed = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let rules = vec![
+            FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
+            FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let action = Action::Anonymize { rules, salt: "salt".into() };
+        let out = db.run(&closed, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0), "only Bob's account closed before the cutoff");
+        assert_eq!(ids(&db, "SELECT id FROM customers WHERE email LIKE 'anon-%' AND phone IS NULL AND full_name = '***'").await, BTreeSet::from([2]));
+        assert_eq!(ids(&db, "SELECT id FROM customers WHERE email NOT LIKE 'anon-%'").await, BTreeSet::from([3, 4]));
+        assert_eq!(db.run(&closed, &action, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0, "idempotent");
+        let bad = Action::Anonymize { rules: vec![FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
+        assert!(matches!(db.run(&closed, &bad, &Limits::default(), 0, |_| {}).await, Err(ScrubError::Config(_))));
+    });
+}
+
+#[test]
+fn configuration_errors_name_what_is_wrong() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        match Sqlite::open(dir.path().join("missing.db"), &Limits::default()).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("does not exist"), "{m}"),
+            other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
+        let db = database(&dir, "CREATE TABLE t (a INTEGER);").await;
+        match db.probe(&table("nope")).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("\"nope\" does not exist"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        let p = db.probe(&table("t")).await.unwrap();
+        assert!(p.server_version.starts_with("SQLite 3.") && p.can_delete);
+        let sel = Selection {
+            table: table("t"),
+            older_than: Some((id("missing_column"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        assert!(matches!(db.count(&sel).await, Err(ScrubError::Config(_))));
+    });
+}
+
+#[test]
+fn interrupted_runs_resume_to_the_exact_end_state() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE logs (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, logged_at INTEGER NOT NULL);
+             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 200000)
+             INSERT INTO logs SELECT n, n % 1000, 1767225600 + (CASE WHEN n % 2 = 0 THEN -1 ELSE 1 END) * (n % 500 + 1) * 3600 FROM g;",
+        )
+        .await;
+        let sel = Selection { table: table("logs"), older_than: Some((id("logged_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![(id("user_id"), vec!["14".into()])] };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        assert_eq!(planned, 99_800);
+        let mut seed = 0x853c49e6748fea9bu64;
+        let mut aborts = 0;
+        for _ in 0..12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let remaining = db.count(&sel).await.unwrap();
+            let limits = Limits { max_batch: 2_000, ..Limits::default() };
+            let after = Duration::from_millis(2 + seed % 30);
+            if tokio::time::timeout(after, db.run(&sel, &Action::Delete, &limits, planned - remaining, |_| {})).await.is_err() {
+                aborts += 1;
+            }
+            assert_eq!(db.query_i64("SELECT count(*) FROM logs WHERE logged_at >= 1767225600").await.unwrap()[0], 100_000);
+            assert_eq!(db.query_i64("SELECT count(*) FROM logs WHERE user_id = 14").await.unwrap()[0], 200);
+        }
+        assert!(aborts >= 10, "at least ten interruptions ({aborts})");
+        let remaining = db.count(&sel).await.unwrap();
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, planned);
+        assert_eq!(db.query_i64("SELECT count(*) FROM logs").await.unwrap()[0], 200_000 - planned);
+    });
+}
