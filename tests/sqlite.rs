@@ -184,3 +184,45 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         assert_eq!(db.query_i64("SELECT count(*) FROM logs").await.unwrap()[0], 200_000 - planned);
     });
 }
+
+#[test]
+fn a_driver_is_built_from_the_api_types() {
+    use lethe::{
+        api::{DataStoreSpec, DatasetSpec},
+        scrub::driver::{self, Credentials, Driver},
+    };
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE tracking_events (id INTEGER PRIMARY KEY, customer_id INTEGER, recorded_at TEXT);
+                            INSERT INTO tracking_events VALUES (1, 1, '2020-01-01'), (2, 1, '2030-01-01');")
+            .unwrap();
+        let store: DataStoreSpec = serde_yaml::from_str(&format!("type: sqlite\nsqlite: {{path: {}}}\n", path.display())).unwrap();
+        let dataset: DatasetSpec = serde_yaml::from_str(
+            "storeRef: {name: shop}\ncategories: [tracking]\ntable: {name: tracking_events}\ntimestamps: {created: recorded_at}\nsubjectFields: {user_id: customer_id}\n",
+        )
+        .unwrap();
+        let db = Driver::connect(&store, &Credentials::default()).await.unwrap();
+        let table = driver::table(&dataset).unwrap();
+        assert!(db.probe(&table).await.unwrap().can_delete);
+        let sel = Selection {
+            table,
+            older_than: Some((dataset.timestamps.created.clone().unwrap(), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        assert_eq!(db.plan(&sel).await.unwrap().selected, 1, "the dry run counts and changes nothing");
+        assert_eq!(db.count(&sel).await.unwrap(), 1);
+        let out = db.run(&sel, &Action::Delete, &driver::limits(&store.limits), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        // Stores without a driver yet say so.
+        let s3: DataStoreSpec = serde_yaml::from_str("type: s3\ns3: {region: eu-west-1}\n").unwrap();
+        match Driver::connect(&s3, &Credentials::default()).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("not supported yet"), "{m}"),
+            _ => panic!("s3 is not supported yet"),
+        }
+    });
+}

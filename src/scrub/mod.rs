@@ -9,6 +9,7 @@
 //! touches. Resuming is re-running the same selection: what was done is no
 //! longer selected.
 
+pub mod driver;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;

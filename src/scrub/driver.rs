@@ -1,0 +1,139 @@
+//! One interface over the store drivers, built from Lethe's API types: the
+//! controllers and `lethe scrub` talk to a `Driver`, never to a driver module.
+
+use std::time::Duration;
+
+use super::{Action, ConnectOptions, Counts, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table};
+use super::{mysql::Mysql, postgres::Postgres, sqlite::Sqlite};
+use crate::api::{DataStoreSpec, DatasetSpec, StoreLimits, StoreType};
+
+/// A connected store.
+pub enum Driver {
+    Postgres(Postgres),
+    Mysql(Mysql),
+    Sqlite(Sqlite),
+}
+
+/// Credentials read from the DataStore's Secret.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password.
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A DataStore's limits as the engine's.
+pub fn limits(spec: &StoreLimits) -> Limits {
+    let ms = |d: &crate::api::Duration| Duration::from_secs(d.seconds());
+    Limits {
+        target_batch: Duration::from_millis(spec.target_batch_millis.max(1) as u64),
+        max_records_per_second: spec.max_records_per_second,
+        lock_timeout: ms(&spec.lock_timeout),
+        statement_timeout: ms(&spec.statement_timeout),
+        ..Limits::default()
+    }
+}
+
+/// The table a SQL dataset names.
+pub fn table(dataset: &DatasetSpec) -> Result<Table, ScrubError> {
+    let t = dataset.table.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no table".into()))?;
+    Ok(Table { schema: t.schema.clone(), name: t.name.clone() })
+}
+
+impl Driver {
+    /// Connects to the store a DataStore describes.
+    pub async fn connect(store: &DataStoreSpec, credentials: &Credentials) -> Result<Driver, ScrubError> {
+        let limits = limits(&store.limits);
+        let sql = |default_port: u16| -> Result<ConnectOptions, ScrubError> {
+            let c = store.sql.as_ref().ok_or_else(|| ScrubError::Config("the store has no sql connection".into()))?;
+            Ok(ConnectOptions {
+                host: c.host.clone(),
+                port: c.port.unwrap_or(default_port),
+                database: c.database.clone(),
+                user: credentials.username.clone().unwrap_or_else(|| "lethe".into()),
+                password: credentials.password.clone(),
+            })
+        };
+        Ok(match store.type_ {
+            StoreType::Postgres => Driver::Postgres(Postgres::connect(&sql(5432)?, &limits).await?),
+            StoreType::Mysql | StoreType::Mariadb => Driver::Mysql(Mysql::connect(&sql(3306)?, &limits).await?),
+            StoreType::Sqlite => {
+                let path = &store
+                    .sqlite
+                    .as_ref()
+                    .ok_or_else(|| ScrubError::Config("the store has no sqlite path".into()))?
+                    .path;
+                Driver::Sqlite(Sqlite::open(path, &limits).await?)
+            }
+            other => return Err(ScrubError::Config(format!("{} stores are not supported yet", other.as_str()))),
+        })
+    }
+
+    pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.probe(table).await,
+            Driver::Mysql(d) => d.probe(table).await,
+            Driver::Sqlite(d) => d.probe(table).await,
+        }
+    }
+
+    pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.count(sel).await,
+            Driver::Mysql(d) => d.count(sel).await,
+            Driver::Sqlite(d) => d.count(sel).await,
+        }
+    }
+
+    /// The dry run.
+    pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.plan(sel).await,
+            Driver::Mysql(d) => d.plan(sel).await,
+            Driver::Sqlite(d) => d.plan(sel).await,
+        }
+    }
+
+    pub async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.run(sel, action, limits, done_before, on_progress).await,
+            Driver::Mysql(d) => d.run(sel, action, limits, done_before, on_progress).await,
+            Driver::Sqlite(d) => d.run(sel, action, limits, done_before, on_progress).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials { username: Some("u".into()), password: Some("hunter2".into()) };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn store_limits_map_to_engine_limits() {
+        let l = limits(&StoreLimits::default());
+        assert_eq!(l.lock_timeout, Duration::from_secs(2));
+        assert_eq!(l.statement_timeout, Duration::from_secs(30));
+        assert_eq!(l.target_batch, Duration::from_millis(200));
+    }
+}
