@@ -199,6 +199,50 @@ pub fn next_batch_size(limits: &Limits, current: i64, took: Duration) -> i64 {
     ideal.clamp(current / 2, current * 2).clamp(limits.min_batch, limits.max_batch)
 }
 
+/// What a dry run needs of a driver: counting a selection and a table.
+pub(crate) trait Counting {
+    async fn count(&self, sel: &Selection) -> Result<i64, ScrubError>;
+    async fn total(&self, table: &Table) -> Result<i64, ScrubError>;
+}
+
+/// The dry run, the same for every driver: what the run would change, and
+/// what holds and minimum retention keep from it.
+pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, ScrubError> {
+    sel.check()?;
+    let selected = c.count(sel).await?;
+    let without_holds = Selection { held: vec![], ..sel.clone() };
+    let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
+    Ok(Counts {
+        selected,
+        total: c.total(&sel.table).await?,
+        held: c.count(&without_holds).await? - selected,
+        under_minimum: c.count(&without_minimum).await? - selected,
+    })
+}
+
+/// Refuses an anonymization rule a column cannot take, before anything changes.
+pub(crate) fn check_rule(
+    rule: &FieldRule,
+    nullable: bool,
+    is_text: bool,
+    max_len: Option<i64>,
+) -> Result<(), ScrubError> {
+    let f = &rule.field;
+    match rule.strategy {
+        AnonymizeStrategy::Null if !nullable => {
+            Err(ScrubError::Config(format!("column {f} is NOT NULL; use fixed, hash or redact")))
+        }
+        AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !is_text => {
+            Err(ScrubError::Config(format!("column {f} is not text; hash and redact need a text column")))
+        }
+        AnonymizeStrategy::Hash if max_len.is_some_and(|l| l < 13) => Err(ScrubError::Config(format!(
+            "column {f} holds at most {} characters, too few for a hash",
+            max_len.unwrap_or(0)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Where a run's batches come from: each driver's way of finding and
 /// changing one bounded batch.
 pub(crate) trait BatchSource {

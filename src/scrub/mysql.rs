@@ -220,18 +220,9 @@ impl Mysql {
         self.count_where(&sel.table, &Self::where_clause(&b), b.values).await
     }
 
+    /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
-        sel.check()?;
-        let selected = self.count(sel).await?;
-        let total = self.count_where(&sel.table, "TRUE", vec![]).await?;
-        let without_holds = Selection { held: vec![], ..sel.clone() };
-        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
-        Ok(Counts {
-            selected,
-            total,
-            held: self.count(&without_holds).await? - selected,
-            under_minimum: self.count(&without_minimum).await? - selected,
-        })
+        super::plan(self, sel).await
     }
 
     /// SET list and "already anonymized" condition, refusing rules the table cannot take.
@@ -248,22 +239,8 @@ impl Mysql {
                 .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
             let c = sql::quote(d, &r.field);
+            super::check_rule(r, col.nullable, col.is_text(), col.max_len)?;
             match r.strategy {
-                AnonymizeStrategy::Null if !col.nullable => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is NOT NULL; use fixed, hash or redact",
-                        r.field
-                    )));
-                }
-                AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !col.is_text() => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is not text; hash and redact need a text column",
-                        r.field
-                    )));
-                }
-                AnonymizeStrategy::Hash if col.max_len.is_some_and(|l| l < 13) => {
-                    return Err(ScrubError::Config(format!("column {} holds too few characters for a hash", r.field)));
-                }
                 AnonymizeStrategy::Null => {
                     sets.push(format!("{c} = NULL"));
                     done.push(format!("{c} IS NULL"));
@@ -334,6 +311,16 @@ impl Mysql {
     /// For tests and tools: a query's first column as integers.
     pub async fn query_i64(&self, sql: &str) -> Result<Vec<i64>, ScrubError> {
         self.conn.lock().await.query(sql).await.map_err(|e| classify(e, "query"))
+    }
+}
+
+impl super::Counting for Mysql {
+    async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        Mysql::count(self, sel).await
+    }
+
+    async fn total(&self, table: &Table) -> Result<i64, ScrubError> {
+        self.count_where(table, "TRUE", vec![]).await
     }
 }
 

@@ -41,6 +41,16 @@ struct PgBatches<'a> {
     params: Vec<Param>,
 }
 
+impl super::Counting for Postgres {
+    async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        Postgres::count(self, sel).await
+    }
+
+    async fn total(&self, table: &super::Table) -> Result<i64, ScrubError> {
+        self.count_where(table, "true", &[]).await
+    }
+}
+
 impl super::BatchSource for PgBatches<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
         self.batches.sizes(limits)
@@ -251,18 +261,8 @@ impl Postgres {
     /// The dry run: what the run would change, and what holds and minimum
     /// retention keep.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
-        sel.check()?;
         self.probe(&sel.table).await?;
-        let selected = self.count(sel).await?;
-        let without_holds = Selection { held: vec![], ..sel.clone() };
-        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
-        let total = self.count_where(&sel.table, "true", &[]).await?;
-        Ok(Counts {
-            selected,
-            total,
-            held: self.count(&without_holds).await? - selected,
-            under_minimum: self.count(&without_minimum).await? - selected,
-        })
+        super::plan(self, sel).await
     }
 
     /// Column facts anonymization needs: (nullable, is text, max length).
@@ -287,35 +287,13 @@ impl Postgres {
         sel: &Selection,
         rules: &[super::FieldRule],
     ) -> Result<Vec<(String, Option<i64>)>, ScrubError> {
-        use crate::api::AnonymizeStrategy::*;
         let cols = self.columns(&sel.table).await?;
         let mut lengths = Vec::new();
         for r in rules {
             let Some((_, nullable, text, len)) = cols.iter().find(|c| c.0 == r.field.as_str()) else {
                 return Err(ScrubError::Config(format!("column {} does not exist", r.field)));
             };
-            match r.strategy {
-                Null if !nullable => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is NOT NULL; use fixed, hash or redact",
-                        r.field
-                    )));
-                }
-                Hash | Redact if !text => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is not text; hash and redact need a text column",
-                        r.field
-                    )));
-                }
-                Hash if len.is_some_and(|l| l < 13) => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} holds at most {} characters, too few for a hash",
-                        r.field,
-                        len.unwrap_or(0)
-                    )));
-                }
-                _ => {}
-            }
+            super::check_rule(r, *nullable, *text, *len)?;
             lengths.push((r.field.as_str().to_string(), *len));
         }
         Ok(lengths)

@@ -187,18 +187,9 @@ impl Sqlite {
         self.count_where(&sel.table, cond, values).await
     }
 
+    /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
-        sel.check()?;
-        let selected = self.count(sel).await?;
-        let total = self.count_where(&sel.table, "1".into(), vec![]).await?;
-        let without_holds = Selection { held: vec![], ..sel.clone() };
-        let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
-        Ok(Counts {
-            selected,
-            total,
-            held: self.count(&without_holds).await? - selected,
-            under_minimum: self.count(&without_minimum).await? - selected,
-        })
+        super::plan(self, sel).await
     }
 
     fn anonymize(
@@ -215,19 +206,8 @@ impl Sqlite {
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
             let is_text = ["CHAR", "TEXT", "CLOB"].iter().any(|t| col.decl.contains(t)) || col.decl.is_empty();
             let c = sql::quote(d, &r.field);
+            super::check_rule(r, !col.not_null, is_text, None)?;
             match r.strategy {
-                AnonymizeStrategy::Null if col.not_null => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is NOT NULL; use fixed, hash or redact",
-                        r.field
-                    )));
-                }
-                AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !is_text => {
-                    return Err(ScrubError::Config(format!(
-                        "column {} is not text; hash and redact need a text column",
-                        r.field
-                    )));
-                }
                 AnonymizeStrategy::Null => {
                     sets.push(format!("{c} = NULL"));
                     done.push(format!("{c} IS NULL"));
@@ -339,6 +319,16 @@ impl Bound {
         out.push(Value::Integer(n));
         out.extend(cond.iter().cloned());
         out
+    }
+}
+
+impl super::Counting for Sqlite {
+    async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        Sqlite::count(self, sel).await
+    }
+
+    async fn total(&self, table: &Table) -> Result<i64, ScrubError> {
+        self.count_where(table, "1".into(), vec![]).await
     }
 }
 
