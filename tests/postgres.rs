@@ -357,3 +357,61 @@ fn store_faults_are_classified_and_a_restart_mid_run_resumes() {
         assert!(oldest >= cutoff());
     });
 }
+
+#[test]
+fn foreign_keys_are_introspected_and_undeclared_ones_reported() {
+    use lethe::plan::erasure::{Node, children_first, undeclared};
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE customers (id int PRIMARY KEY);
+             CREATE TABLE invoices (id int PRIMARY KEY, customer_id int REFERENCES customers (id));
+             CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers (id) ON DELETE CASCADE);",
+        )
+        .await
+        .unwrap();
+        let found = db.foreign_keys(&table("customers")).await.unwrap();
+        assert_eq!(
+            found,
+            vec![("invoices".to_string(), "customers".to_string()), ("orders".to_string(), "customers".to_string())]
+        );
+        // Only invoices -> customers is declared as a Dataset relation: orders is reported.
+        let declared = vec![("invoices".to_string(), "customers".to_string())];
+        assert_eq!(undeclared(&declared, &found), vec![&("orders".to_string(), "customers".to_string())]);
+        // Erasing in the planned order works without tripping the foreign key.
+        let nodes = [
+            Node { name: "customers".into(), parents: vec![] },
+            Node { name: "invoices".into(), parents: vec!["customers".into()] },
+        ];
+        db.execute_batch("INSERT INTO customers VALUES (1), (2); INSERT INTO invoices VALUES (10, 1), (11, 2);")
+            .await
+            .unwrap();
+        for name in children_first(&nodes).unwrap() {
+            let column = if name == "customers" { "id" } else { "customer_id" };
+            let sel = Selection {
+                table: table(&name),
+                older_than: None,
+                subject: vec![(id(column), vec!["1".into()])],
+                keep_newer_than: None,
+                held: vec![],
+            };
+            db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        }
+        assert_eq!(ids(&db, "SELECT id::bigint FROM customers").await, BTreeSet::from([2]));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM invoices").await, BTreeSet::from([11]));
+        // The other way round the database refuses, and nothing is deleted.
+        let parent_first = Selection {
+            table: table("customers"),
+            older_than: None,
+            subject: vec![(id("id"), vec!["2".into()])],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        assert!(matches!(
+            db.run(&parent_first, &Action::Delete, &Limits::default(), 0, |_| {}).await,
+            Err(ScrubError::Config(_))
+        ));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM customers").await, BTreeSet::from([2]));
+    });
+}

@@ -2,5 +2,6 @@
 //! to a dataset and what window results, which labels a selector matches.
 //! The controllers, `lethe validate` and the tests all call these.
 
+pub mod erasure;
 pub mod retention;
 pub mod selector;

@@ -243,6 +243,22 @@ impl Postgres {
         })
     }
 
+    /// Foreign keys touching a table, as (child table, parent table) names:
+    /// the tables that reference it and the tables it references.
+    pub async fn foreign_keys(&self, table: &super::Table) -> Result<Vec<(String, String)>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c
+                  WHERE c.contype = 'f' AND (c.conrelid = to_regclass($1) OR c.confrelid = to_regclass($1))
+                  ORDER BY 1, 2",
+                &[&Self::qualified(table)],
+            )
+            .await
+            .map_err(|e| classify(e, "foreign keys"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
         let q = format!("SELECT count(*) FROM {} WHERE {predicate}", Self::qualified(table));
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
