@@ -415,3 +415,59 @@ fn foreign_keys_are_introspected_and_undeclared_ones_reported() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM customers").await, BTreeSet::from([2]));
     });
 }
+
+#[test]
+fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
+    use lethe::scrub::PartitionMode;
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        let setup = |name: &str| {
+            format!(
+                "DROP TABLE IF EXISTS {name} CASCADE;
+                 CREATE TABLE {name} (id bigint, user_id int, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at);
+                 CREATE TABLE {name}_2025_10 PARTITION OF {name} FOR VALUES FROM ('2025-10-01') TO ('2025-11-01');
+                 CREATE TABLE {name}_2025_11 PARTITION OF {name} FOR VALUES FROM ('2025-11-01') TO ('2025-12-01');
+                 CREATE TABLE {name}_2025_12 PARTITION OF {name} FOR VALUES FROM ('2025-12-01') TO ('2026-01-01');
+                 CREATE TABLE {name}_2026_01 PARTITION OF {name} FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+                 CREATE TABLE {name}_rest PARTITION OF {name} DEFAULT;
+                 INSERT INTO {name} SELECT g, 1000 + g % 100, timestamptz '2025-10-01' + g * interval '1 hour' FROM generate_series(0, 3000) g;
+                 INSERT INTO {name} VALUES (100000, 7, '2020-01-01'), (100001, 7, '2025-11-15');"
+            )
+        };
+        db.execute_batch(&setup("events")).await.unwrap();
+        // User 7 is held and has a record in November 2025.
+        let held_november: i64 = db.client().query_one("SELECT count(*) FROM events_2025_11 WHERE user_id = 7", &[]).await.unwrap().get(0);
+        assert!(held_november > 0);
+        let sel = Selection {
+            table: table("events"),
+            older_than: Some((id("created_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), vec!["7".into()])],
+        };
+        let expected: BTreeSet<i64> = ids(&db, "SELECT id FROM events WHERE created_at >= '2026-01-01' OR user_id = 7").await;
+        let planned = db.plan(&sel).await.unwrap().selected;
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["events_2025_10", "events_2025_12"], "November holds a held record; January and DEFAULT are not wholly past");
+        assert_eq!(out.records_done, planned);
+        assert_eq!(ids(&db, "SELECT id FROM events").await, expected, "exact survivors, held rows included");
+        let tables = ids(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('events_2025_10', 'events_2025_12')").await;
+        assert_eq!(tables, BTreeSet::from([0]), "dropped");
+
+        // Detach leaves the table, outside the dataset; Rows never touches partitions.
+        db.execute_batch(&setup("archive")).await.unwrap();
+        let sel = Selection { table: table("archive"), held: vec![], ..sel };
+        let limits = Limits { partitions: PartitionMode::Detach, ..Limits::default() };
+        let out = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["archive_2025_10", "archive_2025_11", "archive_2025_12"]);
+        let detached: i64 = db.client().query_one("SELECT count(*) FROM archive_2025_11", &[]).await.unwrap().get(0);
+        assert!(detached > 0, "a detached partition keeps its rows for archiving");
+        assert_eq!(db.count(&sel).await.unwrap(), 0, "nothing past the cutoff is left in the dataset");
+        db.execute_batch(&setup("rowwise")).await.unwrap();
+        let sel = Selection { table: table("rowwise"), ..sel };
+        let out = db.run(&sel, &Action::Delete, &Limits { partitions: PartitionMode::Rows, ..Limits::default() }, 0, |_| {}).await.unwrap();
+        assert!(out.partitions.is_empty());
+        assert_eq!(out.remaining, 0);
+    });
+}

@@ -101,9 +101,25 @@ pub struct DatasetSpec {
     /// Stops a run that would change more than this before it changes anything.
     #[serde(default)]
     pub safety: Safety,
+    /// Partitions of a table range-partitioned on its time column that lie
+    /// wholly past the cutoff (and hold nothing held or under minimum
+    /// retention) are dropped, detached, or deleted row by row.
+    #[serde(default)]
+    pub partitions: PartitionHandling,
     /// Count what would be affected, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PartitionHandling {
+    /// Drop whole partitions.
+    #[default]
+    Drop,
+    /// Detach whole partitions, leaving them as tables for archiving.
+    Detach,
+    /// Delete row by row.
+    Rows,
 }
 
 /// A table, optionally schema-qualified.

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use super::{Action, ConnectOptions, Counts, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table};
+use super::{
+    Action, ConnectOptions, Counts, Limits, Outcome, PartitionMode, Probe, Progress, ScrubError, Selection, Table,
+};
 use super::{mysql::Mysql, postgres::Postgres, sqlite::Sqlite};
-use crate::api::{DataStoreSpec, DatasetSpec, StoreLimits, StoreType};
+use crate::api::{DataStoreSpec, DatasetSpec, PartitionHandling, StoreLimits, StoreType};
 
 /// A connected store.
 pub enum Driver {
@@ -40,6 +42,18 @@ pub fn limits(spec: &StoreLimits) -> Limits {
         lock_timeout: ms(&spec.lock_timeout),
         statement_timeout: ms(&spec.statement_timeout),
         ..Limits::default()
+    }
+}
+
+/// A dataset's limits: its store's, with its own way of handling partitions.
+pub fn dataset_limits(store: &StoreLimits, dataset: &DatasetSpec) -> Limits {
+    Limits {
+        partitions: match dataset.partitions {
+            PartitionHandling::Drop => PartitionMode::Drop,
+            PartitionHandling::Detach => PartitionMode::Detach,
+            PartitionHandling::Rows => PartitionMode::Rows,
+        },
+        ..limits(store)
     }
 }
 

@@ -102,6 +102,8 @@ pub struct Limits {
     pub max_records_per_second: Option<i64>,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
+    /// What happens to a partition whose every record is selected.
+    pub partitions: PartitionMode,
     /// Above this estimated share of the table selected, a delete reads the
     /// table once in block ranges instead of finding rows through an index
     /// batch by batch.
@@ -119,8 +121,22 @@ impl Default for Limits {
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(30),
             block_pass_above: 0.05,
+            partitions: PartitionMode::Drop,
         }
     }
+}
+
+/// Partitions lying wholly past the cutoff, with every record in them
+/// selected, can go whole: far cheaper than deleting row by row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionMode {
+    /// Drop the partition.
+    #[default]
+    Drop,
+    /// Detach it (the table stays, outside the dataset) for someone to archive.
+    Detach,
+    /// Never: delete row by row.
+    Rows,
 }
 
 /// Progress reported after every committed batch, for the ScrubRun status.
@@ -143,6 +159,8 @@ pub struct Outcome {
     pub batch_durations: Vec<Duration>,
     /// Records still selected after the run (0 expected).
     pub remaining: i64,
+    /// Partitions dropped or detached whole instead of deleted row by row.
+    pub partitions: Vec<String>,
 }
 
 /// What a dry run or a plan finds.

@@ -27,12 +27,24 @@ use tokio_postgres::{
 };
 
 use super::{
-    Action, Counts, Limits, Outcome, Progress, ScrubError, Selection,
+    Action, Counts, Limits, Outcome, PartitionMode, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
 use crate::api::Identifier;
 
 pub use super::{ConnectOptions, Probe};
+
+/// A partition name as `regclass` prints it: plain or double-quoted parts.
+fn partition_name_ok(name: &str) -> bool {
+    let part = |p: &str| {
+        (p.len() > 2 && p.starts_with('"') && p.ends_with('"') && !p[1..p.len() - 1].replace("\"\"", "").contains('"'))
+            || (!p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+                && !p.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
 
 /// A run's batches on one connection.
 struct PgBatches<'a> {
@@ -201,7 +213,7 @@ impl Postgres {
         });
         // Numbers only: nothing user-written reaches these statements.
         let setup = format!(
-            "SET lock_timeout = {}; SET statement_timeout = {}",
+            "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'",
             limits.lock_timeout.as_millis().max(1),
             limits.statement_timeout.as_millis().max(1)
         );
@@ -241,6 +253,105 @@ impl Postgres {
             can_delete: row.get(2),
             can_update: row.get(3),
         })
+    }
+
+    /// The column a table is range-partitioned on, if it is.
+    async fn partition_key(&self, table: &str) -> Result<Option<String>, ScrubError> {
+        let row = self
+            .client
+            .query_one("SELECT pg_get_partkeydef(to_regclass($1))", &[&table])
+            .await
+            .map_err(|e| classify(e, "partitions"))?;
+        let def: Option<String> = row.get(0);
+        // "RANGE (created_at)" or "RANGE (\"Order\")"; anything else is not a time range.
+        Ok(def.and_then(|d| {
+            let inner = d.strip_prefix("RANGE (")?.strip_suffix(')')?;
+            let name = inner
+                .strip_prefix('"')
+                .and_then(|n| n.strip_suffix('"'))
+                .map(|n| n.replace("\"\"", "\""))
+                .unwrap_or(inner.to_string());
+            (!name.contains(',') && !name.contains('(')).then_some(name)
+        }))
+    }
+
+    /// Drops or detaches every partition that lies wholly before the cutoff
+    /// and whose every record is selected (nothing held, nothing under
+    /// minimum retention). Each partition is checked and removed under an
+    /// exclusive lock in one transaction, so no record slips in between.
+    /// Returns the partitions and how many records each held.
+    async fn whole_partitions(
+        &self,
+        table: &str,
+        pred: &str,
+        values: &[Param],
+        cutoff: chrono::DateTime<chrono::Utc>,
+        mode: PartitionMode,
+    ) -> Result<Vec<(String, i64)>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = to_regclass($1) ORDER BY 1",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "partitions"))?;
+        let mut done = Vec::new();
+        for r in rows {
+            let (name, bound): (String, String) = (r.get(0), r.get(1));
+            // Names come from the catalog, already quoted by regclass; still, only plain shapes are used.
+            if !partition_name_ok(&name) {
+                continue;
+            }
+            // "FOR VALUES FROM ('a') TO ('b')": the partition holds times before b.
+            let Some(upper) = bound.split(" TO (").nth(1).and_then(|u| u.strip_suffix(')')) else { continue };
+            let Some(upper) = upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) else { continue };
+            let before: bool = self
+                .client
+                .query_one("SELECT CAST($1 AS text)::timestamptz <= $2::timestamptz", &[&upper, &cutoff])
+                .await
+                .map_err(|e| classify(e, "partition bound"))?
+                .get(0);
+            if !before {
+                continue;
+            }
+            self.client.batch_execute("BEGIN").await.map_err(|e| classify(e, "begin"))?;
+            let result = async {
+                self.client
+                    .batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+                    .await
+                    .map_err(|e| classify(e, "lock partition"))?;
+                let q = format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}");
+                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "partition"))?;
+                let bound = bind(&stmt, values, &[])?;
+                let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partition"))?;
+                let (records, keep): (i64, i64) = (row.get(0), row.get(1));
+                if keep > 0 {
+                    // Something in it must stay: row by row it is.
+                    return Ok(None);
+                }
+                let ddl = match mode {
+                    PartitionMode::Detach => format!("ALTER TABLE {table} DETACH PARTITION {name}"),
+                    _ => format!("DROP TABLE {name}"),
+                };
+                self.client.batch_execute(&ddl).await.map_err(|e| classify(e, "drop partition"))?;
+                Ok::<_, ScrubError>(Some(records))
+            }
+            .await;
+            match result {
+                Ok(Some(records)) => {
+                    self.client.batch_execute("COMMIT").await.map_err(|e| classify(e, "commit"))?;
+                    done.push((name, records));
+                }
+                Ok(None) => self.client.batch_execute("ROLLBACK").await.map_err(|e| classify(e, "rollback"))?,
+                Err(e) => {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Foreign keys touching a table, as (child table, parent table) names:
@@ -324,12 +435,39 @@ impl Postgres {
         action: &Action,
         limits: &Limits,
         done_before: i64,
-        on_progress: impl FnMut(&Progress),
+        mut on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
         let table = Self::qualified(&sel.table);
         let mut params = Params::new(Dialect::Postgres);
         let pred = sql::pg_predicate(sel, &mut params);
+        let partitioned = self.partition_key(&table).await?;
+        // Whole partitions first, where the time column is the key.
+        let (mut partitions, mut done_before) = (Vec::new(), done_before);
+        if let (Action::Delete, Some((col, cutoff)), Some(key)) = (action, &sel.older_than, &partitioned)
+            && limits.partitions != PartitionMode::Rows
+            && key == col.as_str()
+        {
+            for (name, records) in
+                self.whole_partitions(&table, &pred, &params.values, *cutoff, limits.partitions).await?
+            {
+                done_before += records;
+                partitions.push(name);
+                on_progress(&Progress { records_done: done_before, ..Progress::default() });
+            }
+        }
+        // Row ids are per partition: pair them with the partition's oid.
+        let limited = |what: &str, cond: &str, limit: &str| {
+            if partitioned.is_some() {
+                format!(
+                    "{what} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}) AND {cond}"
+                )
+            } else {
+                format!(
+                    "{what} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {cond} LIMIT {limit})) AND {cond}"
+                )
+            }
+        };
         let batches = match (action, &sel.older_than) {
             // Retention deletes: consecutive ranges of the time column.
             // A large share of the table: one pass over its blocks in ranges.
@@ -339,9 +477,7 @@ impl Postgres {
                 let limit = format!("${}", params.values.len() + 1);
                 let then = self
                     .client
-                    .prepare(&format!(
-                        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
-                    ))
+                    .prepare(&limited(&format!("DELETE FROM {table}"), &pred, &limit))
                     .await
                     .map_err(|e| classify(e, "prepare"))?;
                 let range_index = params.values.len();
@@ -366,9 +502,7 @@ impl Postgres {
             }
             (Action::Delete, _) => {
                 let limit = format!("${}", params.values.len() + 1);
-                let q = format!(
-                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} LIMIT {limit})) AND {pred}"
-                );
+                let q = limited(&format!("DELETE FROM {table}"), &pred, &limit);
                 Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
             }
             (Action::Anonymize { rules, salt }, _) => {
@@ -376,14 +510,13 @@ impl Postgres {
                 let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
                 let (sets, done) = sql::pg_anonymize(rules, salt, &max_len, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
-                let q = format!(
-                    "UPDATE {table} SET {sets} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {pred} AND NOT {done} LIMIT {limit})) AND {pred} AND NOT {done}"
-                );
+                let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
                 Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
             }
         };
         let mut source = PgBatches { db: self, batches, params: params.values };
         let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
+        outcome.partitions = partitions;
         outcome.remaining = match action {
             Action::Delete => self.count(sel).await?,
             Action::Anonymize { rules, .. } => {
