@@ -101,6 +101,11 @@ fn erasure_and_anonymization() {
         // '8abc' is not the integer 8.
         let sneaky = Selection { table: table("customers"), older_than: None, subject: vec![(id("user_id"), vec!["8abc".into()])], keep_newer_than: None, held: vec![] };
         assert_eq!(db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
+        // A subject's expired records: a subject that matches no one must not widen to everyone expired.
+        let nobody_expired = Selection { older_than: Some((id("closed_at"), cutoff())), ..sneaky.clone() };
+        assert_eq!(db.run(&nobody_expired, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
+        let empty = Selection { subject: vec![(id("user_id"), vec![])], ..nobody_expired };
+        assert!(matches!(db.run(&empty, &Action::Delete, &Limits::default(), 0, |_| {}).await, Err(ScrubError::Config(_))));
         let erase = Selection { subject: vec![(id("user_id"), vec!["42".into()])], ..sneaky };
         assert_eq!(db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([2, 3, 4]));

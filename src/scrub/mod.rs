@@ -69,8 +69,9 @@ impl Selection {
         if self.older_than.is_none() && self.subject.iter().all(|(_, v)| v.is_empty()) {
             return Err(ScrubError::Config("a run must select by time, by subject, or both".into()));
         }
-        if self.subject.iter().any(|(_, v)| v.is_empty()) && self.older_than.is_none() {
-            return Err(ScrubError::Config("a subject column without values selects nothing".into()));
+        if !self.subject.is_empty() && self.subject.iter().all(|(_, v)| v.is_empty()) {
+            // Dropping the subject condition would widen the run to everyone.
+            return Err(ScrubError::Config("a subject without identifier values selects nothing".into()));
         }
         Ok(())
     }
@@ -344,6 +345,10 @@ mod tests {
     fn a_selection_without_conditions_is_refused() {
         let t = Table { schema: None, name: Identifier::new("t").unwrap() };
         let s = Selection { table: t, older_than: None, subject: vec![], keep_newer_than: None, held: vec![] };
+        assert!(matches!(s.check(), Err(ScrubError::Config(_))));
+        // A subject whose identifiers are all missing must not become "everyone older than the cutoff".
+        let col = Identifier::new("email").unwrap();
+        let s = Selection { older_than: Some((col.clone(), chrono::Utc::now())), subject: vec![(col, vec![])], ..s };
         assert!(matches!(s.check(), Err(ScrubError::Config(_))));
     }
 }

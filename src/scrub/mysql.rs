@@ -161,7 +161,8 @@ impl Mysql {
                 b.values.extend(vals);
             }
         }
-        if sel.subject.iter().any(|(_, v)| !v.is_empty()) {
+        if !sel.subject.is_empty() {
+            // A subject with no usable identifier matches nothing, never everyone.
             b.sql.push(if any.is_empty() { "FALSE".into() } else { format!("({})", any.join(" OR ")) });
         }
         if let Some((c, t)) = &sel.keep_newer_than {

@@ -70,8 +70,9 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
         .filter(|(_, v)| !v.is_empty())
         .map(|(col, values)| format!("{} = ANY({})", quote(d, col), params.push(Param::Values(values.clone()))))
         .collect();
-    if !subject.is_empty() {
-        parts.push(format!("({})", subject.join(" OR ")));
+    if !sel.subject.is_empty() {
+        // A subject with no usable identifier matches nothing, never everyone.
+        parts.push(if subject.is_empty() { "false".into() } else { format!("({})", subject.join(" OR ")) });
     }
     if let Some((col, t)) = &sel.keep_newer_than {
         // NULL compares as unknown, so a record of unknown age is kept.

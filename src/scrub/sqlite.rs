@@ -146,8 +146,9 @@ impl Sqlite {
             any.push(format!("{} IN ({})", sql::quote(d, c), list(vs.len())));
             values.extend(vs.iter().map(|v| Value::Text(v.clone())));
         }
-        if !any.is_empty() {
-            parts.push(format!("({})", any.join(" OR ")));
+        if !sel.subject.is_empty() {
+            // A subject with no usable identifier matches nothing, never everyone.
+            parts.push(if any.is_empty() { "0".into() } else { format!("({})", any.join(" OR ")) });
         }
         if let Some((c, t)) = &sel.keep_newer_than {
             exists(c)?;
