@@ -17,8 +17,21 @@ struct Cli {
 enum Command {
     /// Run the controllers against the current Kubernetes cluster.
     Operator,
-    /// Execute one ScrubRun (the entrypoint of a scrub Job).
-    Scrub,
+    /// One retention pass of a dataset, from manifests (the scrub Job mode, `--run`, comes with the controllers).
+    Scrub {
+        /// The Dataset to scrub.
+        #[arg(long)]
+        dataset: String,
+        /// Directory (or file) of manifests holding the Dataset, its DataStore, policies and holds.
+        #[arg(short = 'f', long = "filename")]
+        manifests: PathBuf,
+        /// Count what would be affected, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Compute windows as of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Start a local embedded cluster (API emulator) with Lethe's CRDs installed.
     Dev {
         /// Where to write the kubeconfig (default: $TMPDIR/lethe-dev.kubeconfig).
@@ -89,7 +102,7 @@ fn main() -> ExitCode {
             if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         Command::Operator => not_yet("operator", 5),
-        Command::Scrub => not_yet("scrub", 4),
+        Command::Scrub { dataset, manifests, dry_run, at } => scrub(&dataset, &manifests, dry_run, at.as_deref()),
         Command::Dev { kubeconfig, port, no_operator } => {
             let opts = lethe::dev::DevOptions {
                 kubeconfig: kubeconfig.unwrap_or_else(lethe::dev::default_kubeconfig),
@@ -112,6 +125,35 @@ fn main() -> ExitCode {
             }
         }
         Command::Report => not_yet("report", 7),
+    }
+}
+
+fn scrub(dataset: &str, manifests: &std::path::Path, dry_run: bool, at: Option<&str>) -> ExitCode {
+    let now = match at.map(chrono::DateTime::parse_from_rfc3339) {
+        None => chrono::Utc::now(),
+        Some(Ok(t)) => t.with_timezone(&chrono::Utc),
+        Some(Err(e)) => {
+            eprintln!("lethe scrub: --at: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lethe scrub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(lethe::scrub::local::run(manifests, dataset, dry_run, now)) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lethe scrub: {} ({})", e, e.reason());
+            // 75 (EX_TEMPFAIL): try again later; 1: fix something first.
+            if e.retryable() { ExitCode::from(75) } else { ExitCode::FAILURE }
+        }
     }
 }
 

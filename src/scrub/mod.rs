@@ -10,6 +10,7 @@
 //! longer selected.
 
 pub mod driver;
+pub mod local;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;

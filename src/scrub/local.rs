@@ -1,0 +1,204 @@
+//! `lethe scrub --dataset NAME -f DIR`: one retention pass of a dataset
+//! straight from manifests, without a cluster. The same engine a scrub Job
+//! runs; credentials come from the environment (`LETHE_STORE_USERNAME`,
+//! `LETHE_STORE_PASSWORD`, `LETHE_ANONYMIZATION_SALT`), never from a file.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{
+    Action, FieldRule, ScrubError, Selection,
+    driver::{self, Credentials, Driver},
+};
+use crate::{
+    api::{DataStore, Dataset, ExpiryAction, LegalHold, RetentionPolicy},
+    plan::retention,
+};
+
+/// What the pass did (or, dry, would do), printed as JSON.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub dataset: String,
+    pub cutoff: Option<DateTime<Utc>>,
+    pub minimum_retention_cutoff: Option<DateTime<Utc>>,
+    pub set_by: Option<String>,
+    pub dry_run: bool,
+    pub selected: i64,
+    pub held: i64,
+    pub under_minimum: i64,
+    pub records_done: i64,
+    pub remaining: i64,
+    pub partitions: Vec<String>,
+}
+
+type Objects = (Vec<DataStore>, Vec<Dataset>, Vec<RetentionPolicy>, Vec<LegalHold>);
+
+fn read_objects(dir: &Path) -> Result<Objects, ScrubError> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).map_err(|e| ScrubError::Config(format!("{}: {e}", p.display())))?.flatten() {
+                stack.push(e.path());
+            }
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(p);
+        }
+    }
+    let (mut stores, mut datasets, mut policies, mut holds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| ScrubError::Config(format!("{}: {e}", f.display())))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v =
+                serde_json::Value::deserialize(doc).map_err(|e| ScrubError::Config(format!("{}: {e}", f.display())))?;
+            let bad = |e: serde_json::Error| ScrubError::Config(format!("{}: {e} (run lethe validate)", f.display()));
+            match v.get("kind").and_then(|k| k.as_str()) {
+                Some("DataStore") => stores.push(serde_json::from_value(v).map_err(bad)?),
+                Some("Dataset") => datasets.push(serde_json::from_value(v).map_err(bad)?),
+                Some("RetentionPolicy") => policies.push(serde_json::from_value(v).map_err(bad)?),
+                Some("LegalHold") => holds.push(serde_json::from_value(v).map_err(bad)?),
+                _ => {}
+            }
+        }
+    }
+    Ok((stores, datasets, policies, holds))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Runs one retention pass of `dataset` as of `now`.
+pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -> Result<Report, ScrubError> {
+    use kube::ResourceExt;
+    let (stores, datasets, policies, holds) = read_objects(dir)?;
+    let ds = datasets
+        .iter()
+        .find(|d| d.name_any() == dataset)
+        .ok_or_else(|| ScrubError::Config(format!("Dataset {dataset:?} not found in {}", dir.display())))?;
+    let store = stores
+        .iter()
+        .find(|s| s.name_any() == ds.spec.store_ref.name && s.namespace() == ds.namespace())
+        .ok_or_else(|| ScrubError::Config(format!("DataStore {:?} not found", ds.spec.store_ref.name)))?;
+    // Holds: a dataset-wide hold stops the pass; subject holds need the
+    // subjects' identifiers, which only the operator resolves, so a local
+    // pass refuses rather than risk deleting them.
+    for h in holds.iter().filter(|h| h.namespace() == ds.namespace() && h.spec.active_at(now)) {
+        let covers = h.spec.datasets.iter().any(|d| *d == ds.name_any())
+            || h.spec.categories.iter().any(|c| ds.spec.categories.contains(c))
+            || h.spec.dataset_selector.as_ref().is_some_and(|sel| crate::plan::selector::matches(sel, ds.labels()));
+        let names_datasets =
+            !h.spec.datasets.is_empty() || !h.spec.categories.is_empty() || h.spec.dataset_selector.is_some();
+        match (&h.spec.subjects, covers, names_datasets) {
+            (None, true, _) => {
+                return Err(ScrubError::Config(format!(
+                    "LegalHold {:?} holds Dataset {dataset:?}; nothing is deleted",
+                    h.name_any()
+                )));
+            }
+            (Some(_), true, _) | (Some(_), _, false) => {
+                return Err(ScrubError::Config(format!(
+                    "LegalHold {:?} holds subjects in Dataset {dataset:?}; a local pass cannot resolve them, so it does not run",
+                    h.name_any()
+                )));
+            }
+            _ => {}
+        }
+    }
+    let applying: Vec<(String, &crate::api::RetentionPolicySpec)> = policies
+        .iter()
+        .filter(|p| p.namespace() == ds.namespace())
+        .filter(|p| {
+            retention::policy_selects(&p.spec, &ds.spec.categories, ds.labels())
+                || ds.spec.retention_policies.contains(&p.name_any())
+        })
+        .map(|p| (p.name_any(), &p.spec))
+        .collect();
+    let effective = retention::effective(&ds.spec, applying.iter().map(|(n, p)| (n.as_str(), *p)), now);
+    let Some((rule, set_by)) = &effective.maximum else {
+        return Err(ScrubError::Config(format!(
+            "no retention rule sets a maximum for Dataset {dataset:?}; nothing expires"
+        )));
+    };
+    let keep_for = rule.keep_for.as_ref().expect("a maximum has keepFor");
+    let time_col = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
+        ScrubError::Config(format!("Dataset {dataset:?} does not declare the time field {set_by} measures from"))
+    })?;
+    let cutoff = keep_for.before(now).ok_or_else(|| ScrubError::Config("cutoff out of range".into()))?;
+    // The minimum is measured on its own rule's time basis.
+    let minimum = match &effective.minimum {
+        None => None,
+        Some((d, source)) => {
+            let basis = if source == retention::INLINE_SOURCE {
+                ds.spec.retention.as_ref()
+            } else {
+                applying.iter().find(|(n, _)| retention::policy_source(n) == *source).map(|(_, p)| &p.rule)
+            }
+            .map(|r| (r.measured_from, r.event.clone()))
+            .ok_or_else(|| ScrubError::Config(format!("minimum from {source} not found")))?;
+            let col = ds.spec.timestamps.field_for(basis.0, basis.1.as_deref()).ok_or_else(|| {
+                ScrubError::Config(format!(
+                    "Dataset {dataset:?} does not declare the time field {source} measures from"
+                ))
+            })?;
+            Some((col.clone(), d.before(now).ok_or_else(|| ScrubError::Config("minimum out of range".into()))?))
+        }
+    };
+    let sel = Selection {
+        table: driver::table(&ds.spec)?,
+        older_than: Some((time_col.clone(), cutoff)),
+        subject: vec![],
+        keep_newer_than: minimum.clone(),
+        held: vec![],
+    };
+    let action = match rule.action {
+        ExpiryAction::Delete => Action::Delete,
+        ExpiryAction::Anonymize => Action::Anonymize {
+            rules: ds
+                .spec
+                .anonymization
+                .as_ref()
+                .map(|a| {
+                    a.fields
+                        .iter()
+                        .map(|f| FieldRule { field: f.field.clone(), strategy: f.strategy, value: f.value.clone() })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            salt: env("LETHE_ANONYMIZATION_SALT").unwrap_or_default(),
+        },
+    };
+    let credentials = Credentials { username: env("LETHE_STORE_USERNAME"), password: env("LETHE_STORE_PASSWORD") };
+    let db = Driver::connect(&store.spec, &credentials).await?;
+    let plan = db.plan(&sel).await?;
+    let mut report = Report {
+        dataset: dataset.to_string(),
+        cutoff: Some(cutoff),
+        minimum_retention_cutoff: minimum.map(|(_, t)| t),
+        set_by: Some(set_by.clone()),
+        dry_run: dry_run || ds.spec.dry_run,
+        selected: plan.selected,
+        held: plan.held,
+        under_minimum: plan.under_minimum,
+        records_done: 0,
+        remaining: plan.selected,
+        partitions: vec![],
+    };
+    if report.dry_run {
+        return Ok(report);
+    }
+    let limits = driver::dataset_limits(&store.spec.limits, &ds.spec);
+    let outcome = db
+        .run(&sel, &action, &limits, 0, |p| {
+            // Progress as JSON lines on stderr, for `kubectl logs` of a scrub Job.
+            eprintln!("{}", serde_json::json!({"progress": {"recordsDone": p.records_done, "batches": p.batches, "lastBatch": p.last_batch_size}}));
+        })
+        .await?;
+    report.records_done = outcome.records_done;
+    report.remaining = outcome.remaining;
+    report.partitions = outcome.partitions;
+    Ok(report)
+}
