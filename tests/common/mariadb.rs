@@ -24,14 +24,23 @@ fn free_port() -> u16 {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        // Bootstraps running side by side have been seen to trip over each
+        // other's temporary tables: one at a time, each with its own tmpdir.
+        static BOOTSTRAP: Mutex<()> = Mutex::new(());
         let dir = tempfile::Builder::new().prefix("lethe-mariadb-").tempdir().unwrap();
         let data = dir.path().join("data");
-        let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("mariadb-install-db (run scripts/setup-test-env.sh)");
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        {
+            let _one = BOOTSTRAP.lock().unwrap_or_else(|e| e.into_inner());
+            let out = Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .arg(format!("--datadir={}", data.display()))
+                .env("TMPDIR", &tmp)
+                .output()
+                .expect("mariadb-install-db (run scripts/setup-test-env.sh)");
+            assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let db = MariaDb { port: free_port(), dir, child: Mutex::new(None) };
         db.start_again();
         let sql = format!(
@@ -72,6 +81,7 @@ impl MariaDb {
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", d.join("pid").display()))
             .arg(format!("--log-error={}", d.join("err.log").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
