@@ -471,3 +471,65 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         assert_eq!(out.remaining, 0);
     });
 }
+
+/// A CA (its PEM) and a way to sign server certificates (cert PEM, key PEM) with it.
+fn certificate_authority() -> (String, impl Fn(&[&str]) -> (String, String)) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let sign = move |names: &[&str]| {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    };
+    (ca.pem(), sign)
+}
+
+#[test]
+fn tls_modes_encrypt_and_verify_as_configured() {
+    use lethe::{api::TlsMode, scrub::tls::TlsOptions};
+    let (ca, sign) = certificate_authority();
+    let (other_ca, _) = certificate_authority();
+    let (cert, key) = sign(&["127.0.0.1", "localhost"]);
+    let with = |pg: &PgServer, mode, ca_pem: Option<&str>| ConnectOptions {
+        tls: TlsOptions { mode: Some(mode), ca_pem: ca_pem.map(String::from) },
+        ..pg.options()
+    };
+    let encrypted = |db: Postgres| async move {
+        db.client()
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let pg = PgServer::start_tls(&cert, &key);
+    rt().block_on(async {
+        for (mode, ca_pem) in
+            [(TlsMode::Require, None), (TlsMode::VerifyCA, Some(ca.as_str())), (TlsMode::VerifyFull, Some(ca.as_str()))]
+        {
+            let db = Postgres::connect(&with(&pg, mode, ca_pem), &Limits::default())
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert!(encrypted(db).await, "{mode:?} encrypts");
+        }
+        let plain = Postgres::connect(&with(&pg, TlsMode::Disable, None), &Limits::default()).await.unwrap();
+        assert!(!encrypted(plain).await);
+        let refused =
+            Postgres::connect(&with(&pg, TlsMode::VerifyFull, Some(other_ca.as_str())), &Limits::default()).await;
+        assert!(refused.is_err(), "a server another CA signed is refused");
+    });
+    drop(pg);
+    // A certificate from the right CA for another host: verifyCA accepts it, verifyFull does not.
+    let (cert, key) = sign(&["db.example.com"]);
+    let pg = PgServer::start_tls(&cert, &key);
+    rt().block_on(async {
+        let db = Postgres::connect(&with(&pg, TlsMode::VerifyCA, Some(ca.as_str())), &Limits::default()).await.unwrap();
+        assert!(encrypted(db).await);
+        assert!(
+            Postgres::connect(&with(&pg, TlsMode::VerifyFull, Some(ca.as_str())), &Limits::default()).await.is_err()
+        );
+    });
+}

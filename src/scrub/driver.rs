@@ -21,6 +21,8 @@ pub enum Driver {
 pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The CA certificate (PEM) from the store's `tls.caSecretRef`.
+    pub ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -75,6 +77,10 @@ impl Driver {
                 database: c.database.clone(),
                 user: credentials.username.clone().unwrap_or_else(|| "lethe".into()),
                 password: credentials.password.clone(),
+                tls: super::tls::TlsOptions {
+                    mode: Some(store.tls.as_ref().map(|t| t.mode).unwrap_or(crate::api::TlsMode::Prefer)),
+                    ca_pem: credentials.ca_pem.clone(),
+                },
             })
         };
         Ok(match store.type_ {
@@ -139,7 +145,7 @@ mod tests {
 
     #[test]
     fn credentials_never_print_the_password() {
-        let c = Credentials { username: Some("u".into()), password: Some("hunter2".into()) };
+        let c = Credentials { username: Some("u".into()), password: Some("hunter2".into()), ca_pem: None };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

@@ -171,7 +171,11 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             salt: env("LETHE_ANONYMIZATION_SALT").unwrap_or_default(),
         },
     };
-    let credentials = Credentials { username: env("LETHE_STORE_USERNAME"), password: env("LETHE_STORE_PASSWORD") };
+    let credentials = Credentials {
+        username: env("LETHE_STORE_USERNAME"),
+        password: env("LETHE_STORE_PASSWORD"),
+        ca_pem: env("LETHE_STORE_CA_FILE").and_then(|f| std::fs::read_to_string(f).ok()),
+    };
     let db = Driver::connect(&store.spec, &credentials).await?;
     let plan = db.plan(&sel).await?;
     let mut report = Report {

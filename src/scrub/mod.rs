@@ -15,6 +15,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct ConnectOptions {
     pub database: String,
     pub user: String,
     pub password: Option<String>,
+    pub tls: tls::TlsOptions,
 }
 
 /// What a probe finds.

@@ -72,6 +72,11 @@ struct Bound {
 
 impl Mysql {
     pub async fn connect(opts: &ConnectOptions, limits: &Limits) -> Result<Mysql, ScrubError> {
+        use crate::api::TlsMode;
+        if matches!(opts.tls.mode(), TlsMode::Require | TlsMode::VerifyCA | TlsMode::VerifyFull) {
+            // Never fall back to plain text when the store asks for TLS.
+            return Err(ScrubError::Config("TLS to MySQL/MariaDB is not supported yet; the store requires it".into()));
+        }
         let lock_secs = limits.lock_timeout.as_secs().max(1);
         let builder = OptsBuilder::default()
             .ip_or_hostname(opts.host.clone())

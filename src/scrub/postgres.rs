@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio_postgres::{
     Client, NoTls, Statement,
+    config::SslMode,
     error::SqlState,
     types::{ToSql, Type},
 };
@@ -30,7 +31,7 @@ use super::{
     Action, Counts, Limits, Outcome, PartitionMode, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
-use crate::api::Identifier;
+use crate::api::{Identifier, TlsMode};
 
 pub use super::{ConnectOptions, Probe};
 
@@ -205,12 +206,32 @@ impl Postgres {
         if let Some(p) = &opts.password {
             cfg.password(p);
         }
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(e, "connect"))?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed");
+        let (client, task) = match opts.tls.mode() {
+            TlsMode::Disable => {
+                let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(e, "connect"))?;
+                (
+                    client,
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "postgres connection closed")
+                        }
+                    }),
+                )
             }
-        });
+            mode => {
+                cfg.ssl_mode(if mode == TlsMode::Prefer { SslMode::Prefer } else { SslMode::Require });
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(super::tls::client_config(&opts.tls)?);
+                let (client, connection) = cfg.connect(tls).await.map_err(|e| classify(e, "connect"))?;
+                (
+                    client,
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "postgres connection closed")
+                        }
+                    }),
+                )
+            }
+        };
         // Numbers only: nothing user-written reaches these statements.
         let setup = format!(
             "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'",

@@ -117,6 +117,7 @@ impl MariaDb {
             database: "app".into(),
             user: "lethe".into(),
             password: Some(PASSWORD.into()),
+            tls: Default::default(),
         }
     }
 }

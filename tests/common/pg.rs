@@ -11,6 +11,7 @@ pub struct PgServer {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    ssl: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -41,6 +42,15 @@ fn free_port() -> u16 {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        Self::start_inner(None)
+    }
+
+    /// A server that also accepts TLS with this certificate and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> PgServer {
+        Self::start_inner(Some((cert, key)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("lethe-pg-").tempdir().unwrap();
         let data = dir.path().join("data");
@@ -65,8 +75,18 @@ impl PgServer {
             ],
         );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        if let Some((cert, key)) = tls {
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status();
+            let _ = Command::new("chmod").args(["600"]).arg(data.join("server.key")).status();
+        }
         let port = free_port();
-        let server = PgServer { port, dir, bin };
+        let server = PgServer { port, dir, bin, ssl: tls.is_some() };
         server.start_again();
         server
     }
@@ -78,9 +98,10 @@ impl PgServer {
     /// Starts the server (again, after `stop`).
     pub fn start_again(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.ssl { " -c ssl=on" } else { "" }
         );
         let log = self.dir.path().join("log");
         let out = as_postgres(
@@ -105,6 +126,7 @@ impl PgServer {
             database: "postgres".into(),
             user: "postgres".into(),
             password: Some(PASSWORD.into()),
+            tls: Default::default(),
         }
     }
 }
