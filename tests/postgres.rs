@@ -533,3 +533,22 @@ fn tls_modes_encrypt_and_verify_as_configured() {
         );
     });
 }
+
+#[test]
+fn uuid_identifiers_are_matched_as_uuids() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE devices (id int PRIMARY KEY, owner uuid NOT NULL);
+             INSERT INTO devices VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), (2, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12');",
+        )
+        .await
+        .unwrap();
+        let sel = |v: &str| Selection { table: table("devices"), older_than: None, subject: vec![(id("owner"), vec![v.into()])], keep_newer_than: None, held: vec![] };
+        // Upper case is the same uuid; a malformed one matches nothing.
+        assert_eq!(db.run(&sel("not-a-uuid"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
+        assert_eq!(db.run(&sel("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
+        assert_eq!(ids(&db, "SELECT id::bigint FROM devices").await, BTreeSet::from([2]));
+    });
+}

@@ -176,12 +176,15 @@ fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
         (Param::Values(v), &Type::INT8_ARRAY) => {
             Box::new(v.iter().filter_map(|s| s.trim().parse::<i64>().ok()).collect::<Vec<_>>())
         }
+        (Param::Values(v), &Type::UUID_ARRAY) => {
+            Box::new(v.iter().filter_map(|s| uuid::Uuid::parse_str(s.trim()).ok()).collect::<Vec<_>>())
+        }
         (Param::Values(v), &Type::TEXT_ARRAY | &Type::VARCHAR_ARRAY | &Type::BPCHAR_ARRAY | &Type::NAME_ARRAY) => {
             Box::new(v.clone())
         }
         (Param::Values(_), other) => {
             return Err(ScrubError::Config(format!(
-                "an identifier column has type {}; supported: smallint, integer, bigint, text, varchar, char",
+                "an identifier column has type {}; supported: smallint, integer, bigint, uuid, text, varchar, char",
                 other.name().trim_start_matches('_')
             )));
         }
