@@ -2,6 +2,8 @@
 //! refused, and a pass killed with SIGKILL at random points, then run
 //! again, ends in the exact expected state.
 
+mod common;
+
 use std::{process::Command, time::Duration};
 
 fn lethe(args: &[&str]) -> std::process::Output {
@@ -102,4 +104,83 @@ fn a_killed_scrub_process_resumes_to_the_exact_end_state() {
     assert_eq!(count(&db, EXPIRED), 0);
     assert_eq!(count(&db, KEPT), kept);
     assert_eq!(count(&db, "SELECT count(*) FROM tracking_events"), kept);
+}
+
+/// The same against PostgreSQL with 1,000,000 rows: the scrub process is
+/// killed at random points at least ten times, then a last run finishes.
+#[test]
+fn a_killed_scrub_process_on_postgres_resumes_to_the_exact_end_state() {
+    let pg = common::pg::PgServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (client, conn) = rt.block_on(async {
+        let url =
+            format!("host=127.0.0.1 port={} user=postgres password={} dbname=postgres", pg.port, common::pg::PASSWORD);
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap()
+    });
+    rt.spawn(conn);
+    let q = |sql: &str| -> i64 { rt.block_on(client.query_one(sql, &[])).unwrap().get(0) };
+    rt.block_on(client.batch_execute(
+        "CREATE TABLE logs (id bigint PRIMARY KEY, user_id int NOT NULL, logged_at timestamptz NOT NULL);
+         INSERT INTO logs SELECT g, g % 1000, timestamptz '2025-08-25' + (CASE WHEN g % 2 = 0 THEN -1 ELSE 1 END) * (g % 500 + 1) * interval '1 hour'
+           FROM generate_series(1, 1000000) g;
+         CREATE INDEX ON logs (logged_at); ANALYZE logs;",
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("logs.yaml"),
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: db}}\nspec:\n  type: postgres\n  sql: {{host: 127.0.0.1, port: {}, database: postgres}}\n  tls: {{mode: disable}}\n  limits: {{maxRecordsPerSecond: 50000, targetBatchMillis: 20}}\n---
+apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n  storeRef: {{name: db}}\n  categories: [logs]\n  table: {{name: logs}}\n  timestamps: {{created: logged_at}}\n  retention: {{keepFor: 90d}}\n",
+            pg.port
+        ),
+    )
+    .unwrap();
+    // 90 days before the run: 2025-08-25.
+    let args = ["scrub", "--dataset", "logs", "-f", dir.path().to_str().unwrap(), "--at", "2025-11-23T00:00:00Z"];
+    let (expired, kept) = (
+        q("SELECT count(*) FROM logs WHERE logged_at < '2025-08-25'"),
+        q("SELECT count(*) FROM logs WHERE logged_at >= '2025-08-25'"),
+    );
+    assert_eq!(expired + kept, 1_000_000);
+    let mut seed = 0x27bb2ee687b0b0fdu64;
+    let mut kills = 0;
+    for _ in 0..40 {
+        if kills >= 12 {
+            break;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .env("LETHE_STORE_USERNAME", "postgres")
+            .env("LETHE_STORE_PASSWORD", common::pg::PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + seed % 600));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        assert_eq!(
+            q("SELECT count(*) FROM logs WHERE logged_at >= '2025-08-25'"),
+            kept,
+            "nothing newer than the cutoff deleted"
+        );
+    }
+    assert!(kills >= 10, "at least ten kills ({kills})");
+    assert!(q("SELECT count(*) FROM logs") < 1_000_000, "the killed runs made progress");
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .env("LETHE_STORE_USERNAME", "postgres")
+        .env("LETHE_STORE_PASSWORD", common::pg::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(q("SELECT count(*) FROM logs WHERE logged_at < '2025-08-25'"), 0);
+    assert_eq!(q("SELECT count(*) FROM logs"), kept);
 }
