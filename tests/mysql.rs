@@ -120,6 +120,9 @@ fn erasure_binds_values_by_column_type() {
         };
         let plan = db.plan(&sel).await.unwrap();
         assert_eq!((plan.selected, plan.under_minimum), (2, 1));
+        // Foreign keys are introspected, for the erasure order and for warnings.
+        db.execute_batch("CREATE TABLE order_lines (id int PRIMARY KEY, order_id int, FOREIGN KEY (order_id) REFERENCES `order` (id))").await.unwrap();
+        assert_eq!(db.foreign_keys(&table("order")).await.unwrap(), vec![("order_lines".to_string(), "order".to_string())]);
         db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(ids(&db, "SELECT id FROM `order` ORDER BY id").await, BTreeSet::from([2, 4, 5]));
     });

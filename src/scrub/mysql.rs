@@ -204,6 +204,25 @@ impl Mysql {
         Ok(Probe { server_version: self.version.clone(), can_select, can_delete, can_update })
     }
 
+    /// Foreign keys touching a table, as (child table, parent table) names.
+    pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
+        let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
+        let rows: Vec<(String, String)> = self
+            .conn
+            .lock()
+            .await
+            .exec(
+                "SELECT DISTINCT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE REFERENCED_TABLE_NAME IS NOT NULL AND TABLE_SCHEMA = COALESCE(?, DATABASE())
+                    AND (TABLE_NAME = ? OR REFERENCED_TABLE_NAME = ?)
+                  ORDER BY 1, 2",
+                (schema, table.name.as_str(), table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "foreign keys"))?;
+        Ok(rows)
+    }
+
     async fn allowed(&self, q: String) -> Result<bool, ScrubError> {
         match self.conn.lock().await.query_drop(q).await {
             Ok(()) => Ok(true),
