@@ -66,7 +66,8 @@ fn dry_run_counts_and_changes_nothing_and_holds_are_refused() {
 
     let out = lethe(&["scrub", "--dataset", "access-logs", "-f", manifests.to_str().unwrap(), "--at", AT]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LegalHold \"fraud\" holds Dataset \"access-logs\""));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LegalHold \"fraud\" holds Dataset \"access-logs\"") && err.contains("(LegalHold)"), "{err}");
     assert_eq!(count(&db, "SELECT count(*) FROM access_log"), 1, "held data stays");
 }
 

@@ -94,7 +94,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             !h.spec.datasets.is_empty() || !h.spec.categories.is_empty() || h.spec.dataset_selector.is_some();
         match (&h.spec.subjects, covers, names_datasets) {
             (None, true, _) => {
-                return Err(ScrubError::Config(format!(
+                return Err(ScrubError::Held(format!(
                     "LegalHold {:?} holds Dataset {dataset:?}; nothing is deleted",
                     h.name_any()
                 )));

@@ -192,6 +192,9 @@ pub enum ScrubError {
     /// The store went away: retry later, resuming.
     #[error("store unavailable (retryable): {0}")]
     Unavailable(String),
+    /// A legal hold covers the data: nothing is deleted until it ends.
+    #[error("held: {0}")]
+    Held(String),
     /// A lock or statement timeout, a deadlock: retry the batch smaller.
     #[error("store busy (retryable): {0}")]
     Busy(String),
@@ -209,6 +212,7 @@ impl ScrubError {
             ScrubError::Access(_) => "AccessDenied",
             ScrubError::Unavailable(_) => "StoreUnavailable",
             ScrubError::Busy(_) => "StoreBusy",
+            ScrubError::Held(_) => "LegalHold",
         }
     }
 }
