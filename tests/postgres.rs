@@ -9,30 +9,15 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
+use common::scrub::{cutoff, id, rt, table};
 use lethe::{
-    api::{AnonymizeStrategy, Identifier},
+    api::AnonymizeStrategy,
     scrub::{
         Action, FieldRule, Limits, ScrubError, Selection, Table,
         postgres::{ConnectOptions, Postgres},
     },
 };
 use proptest::prelude::*;
-
-fn id(s: &str) -> Identifier {
-    Identifier::new(s).unwrap()
-}
-
-fn table(name: &str) -> Table {
-    Table { schema: None, name: id(name) }
-}
-
-fn cutoff() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 async fn connect(pg: &PgServer) -> Postgres {
     Postgres::connect(&pg.options(), &Limits::default()).await.unwrap()

@@ -1,30 +1,16 @@
 //! The SQLite driver on real database files. Times stored as ISO-8601 text
 //! and as Unix seconds side by side; every test checks the exact end state.
 
+mod common;
+
 use std::{collections::BTreeSet, time::Duration};
 
-use chrono::{DateTime, TimeZone, Utc};
+use common::scrub::{cutoff, id, rt, table};
 use lethe::{
-    api::{AnonymizeStrategy, Identifier},
-    scrub::{Action, FieldRule, Limits, ScrubError, Selection, Table, sqlite::Sqlite},
+    api::AnonymizeStrategy,
+    scrub::{Action, FieldRule, Limits, ScrubError, Selection, sqlite::Sqlite},
 };
 use proptest::prelude::*;
-
-fn id(s: &str) -> Identifier {
-    Identifier::new(s).unwrap()
-}
-
-fn table(name: &str) -> Table {
-    Table { schema: None, name: id(name) }
-}
-
-fn cutoff() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 /// A new database file with `setup` run in it.
 async fn database(dir: &tempfile::TempDir, setup: &str) -> Sqlite {

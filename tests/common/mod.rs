@@ -85,3 +85,4 @@ impl Cluster {
 }
 pub mod mariadb;
 pub mod pg;
+pub mod scrub;
