@@ -311,3 +311,15 @@ spec:
     let pods = c.ok(&["get", "-n", &ns, "pods", "-l", "job-name=greet", "-o", "name"]);
     assert_eq!(pods.trim(), "");
 }
+
+#[test]
+fn paging_across_namespaces_returns_every_item_once() {
+    let c = Cluster::start();
+    // "a-b" sorts before "a/" as text but after "a" as a namespace.
+    for ns in ["a", "a-b"] {
+        c.namespace(ns);
+        c.ok(&["apply", "-n", ns, "-f", "examples/06-invoices.yaml"]);
+    }
+    let out = c.ok(&["get", "datasets", "-A", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}

@@ -351,24 +351,16 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>, wants
     drop(store);
     if let Some(after) = &after {
         // The continue token is the last key returned (namespace/name).
-        let key = |o: &Value| {
-            format!(
-                "{}/{}",
-                o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
-                o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
-            )
-        };
-        items.retain(|o| key(o).as_str() > after.as_str());
+        // Compared as (namespace, name), the order the store lists in.
+        let after = after.split_once('/').unwrap_or(("", after.as_str()));
+        items.retain(|o| list_position(o) > after);
     }
     let remaining = items.len().saturating_sub(limit);
     let next = if remaining > 0 {
         items.truncate(limit);
         items.last().map(|o| {
-            format!(
-                "{}/{}",
-                o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
-                o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
-            )
+            let (ns, name) = list_position(o);
+            format!("{ns}/{name}")
         })
     } else {
         None
@@ -384,6 +376,15 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>, wants
     respond(
         200,
         &json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(), "metadata": meta, "items": items}),
+    )
+}
+
+/// Where an object sits in a list: (namespace, name). The continue token is
+/// the last returned position, written `namespace/name`.
+fn list_position(o: &Value) -> (&str, &str) {
+    (
+        o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
+        o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
     )
 }
 
