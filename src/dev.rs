@@ -9,6 +9,21 @@ pub struct DevOptions {
     pub kubeconfig: PathBuf,
     pub port: u16,
     pub no_operator: bool,
+    pub executor: crate::operator::ExecutorKind,
+}
+
+/// Where the dev operator keeps its Lease and digest salt.
+pub const OPERATOR_NAMESPACE: &str = "lethe-system";
+
+/// A client for the emulator, with the operator's namespace in place.
+pub async fn operator_client(emu: &Emulator) -> Result<kube::Client, String> {
+    let url = emu.url().parse().map_err(|e| format!("emulator URL: {e}"))?;
+    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| e.to_string())?;
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}});
+    let pp = kube::api::PatchParams::apply(crate::operator::MANAGER);
+    ns.patch(OPERATOR_NAMESPACE, &pp, &kube::api::Patch::Apply(&body)).await.map_err(|e| e.to_string())?;
+    Ok(client)
 }
 
 /// The kubeconfig written when none is given.
@@ -44,10 +59,32 @@ pub async fn run(opts: DevOptions) -> Result<(), String> {
     println!("Lethe dev cluster listening on {}", emu.url());
     println!("  export KUBECONFIG={}", opts.kubeconfig.display());
     println!("  kubectl get crds");
-    if !opts.no_operator {
-        println!("The operator arrives with the controllers (issue 5); the emulator runs alone for now.");
-    }
+    let operator = if opts.no_operator {
+        None
+    } else {
+        let client = operator_client(&emu).await?;
+        let config = crate::operator::Config {
+            executor: opts.executor,
+            image: "lethe:dev".into(),
+            command: "/lethe".into(),
+            digest_salt: crate::operator::salt::load_or_create(&client, OPERATOR_NAMESPACE).await?,
+            namespace: OPERATOR_NAMESPACE.into(),
+            identity: format!("lethe-dev-{}", std::process::id()),
+            resync: std::time::Duration::from_secs(60),
+            job_service_account: None,
+        };
+        println!("Operator running in-process ({:?} executor); `kubectl get lethe` shows its work.", opts.executor);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Some(tokio::spawn(async move {
+            if let Err(e) = crate::operator::run(client, config, addr).await {
+                eprintln!("operator stopped: {e}");
+            }
+        }))
+    };
     wait_for_shutdown().await;
+    if let Some(op) = operator {
+        op.abort();
+    }
     println!("stopping");
     emu.stop();
     Ok(())

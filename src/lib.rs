@@ -5,8 +5,11 @@
 
 pub mod api;
 pub mod dev;
+pub mod digest;
 pub mod emulator;
+pub mod operator;
 pub mod plan;
+pub mod receipt;
 pub mod schema;
 pub mod scrub;
 pub mod validate;

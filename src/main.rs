@@ -15,16 +15,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controllers against the current Kubernetes cluster.
-    Operator,
-    /// One retention pass of a dataset, from manifests (the scrub Job mode, `--run`, comes with the controllers).
+    /// Run the controllers against the current Kubernetes cluster (KUBECONFIG or in-cluster).
+    Operator(OperatorArgs),
+    /// Execute one ScrubRun (`--run`, what a scrub Job runs), or one retention
+    /// pass of a Dataset straight from manifests (`--dataset` and `-f`).
     Scrub {
+        /// The ScrubRun to execute, from inside its Job.
+        #[arg(long, conflicts_with_all = ["dataset", "manifests"], requires = "namespace")]
+        run: Option<String>,
+        /// The ScrubRun's namespace.
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
         /// The Dataset to scrub.
-        #[arg(long)]
-        dataset: String,
+        #[arg(long, required_unless_present = "run", requires = "manifests")]
+        dataset: Option<String>,
         /// Directory (or file) of manifests holding the Dataset, its DataStore, policies and holds.
         #[arg(short = 'f', long = "filename")]
-        manifests: PathBuf,
+        manifests: Option<PathBuf>,
         /// Count what would be affected, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -43,6 +50,9 @@ enum Command {
         /// Run the emulator without the operator.
         #[arg(long)]
         no_operator: bool,
+        /// How the dev operator runs scrubs.
+        #[arg(long, value_enum, default_value = "in-process")]
+        executor: lethe::operator::ExecutorKind,
     },
     /// Print every CRD as YAML (the content of crds/).
     Crd {
@@ -63,7 +73,42 @@ enum Command {
         output: Format,
     },
     /// Print the privacy report of deletion requests and retention runs.
-    Report,
+    Report {
+        /// Recompute the receipt of this DeletionRequest and compare it with the one in its status.
+        #[arg(long)]
+        verify: Option<String>,
+        /// The namespace of the request (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// How scrubs run: a Kubernetes Job per run, or a task inside the operator.
+    #[arg(long, value_enum, env = "LETHE_EXECUTOR", default_value = "job")]
+    executor: lethe::operator::ExecutorKind,
+    /// The image scrub Jobs run (the operator's own).
+    #[arg(long, env = "LETHE_IMAGE", default_value = "ghcr.io/lethe-dev/lethe:latest")]
+    image: String,
+    /// The namespace the operator runs in (its Lease and digest salt live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lethe-system")]
+    namespace: String,
+    /// This replica's identity for leader election (default: pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Where /metrics, /healthz and /readyz listen.
+    #[arg(long, env = "LETHE_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    health_addr: std::net::SocketAddr,
+    /// Seconds between re-checks of unchanged objects (store probes, schedules).
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// The ServiceAccount scrub Jobs run under.
+    #[arg(long, env = "LETHE_JOB_SERVICE_ACCOUNT")]
+    job_service_account: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "LETHE_LOG_JSON")]
+    log_json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,13 +146,27 @@ fn main() -> ExitCode {
             }
             if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
-        Command::Operator => not_yet("operator", 5),
-        Command::Scrub { dataset, manifests, dry_run, at } => scrub(&dataset, &manifests, dry_run, at.as_deref()),
-        Command::Dev { kubeconfig, port, no_operator } => {
+        Command::Operator(args) => operator(args),
+        Command::Scrub { run: Some(run), namespace, .. } => {
+            logging(true);
+            scrub_run(&run, namespace.as_deref().unwrap_or("default"))
+        }
+        Command::Scrub { dataset, manifests, dry_run, at, .. } => match (dataset, manifests) {
+            (Some(d), Some(m)) => scrub(&d, &m, dry_run, at.as_deref()),
+            _ => {
+                eprintln!("lethe scrub: give --run, or --dataset with -f");
+                ExitCode::from(2)
+            }
+        },
+        Command::Dev { kubeconfig, port, no_operator, executor } => {
+            if !no_operator {
+                logging(false);
+            }
             let opts = lethe::dev::DevOptions {
                 kubeconfig: kubeconfig.unwrap_or_else(lethe::dev::default_kubeconfig),
                 port,
                 no_operator,
+                executor,
             };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -124,7 +183,95 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Report => not_yet("report", 7),
+        Command::Report { verify: Some(name), namespace } => verify_receipt(&name, namespace.as_deref()),
+        Command::Report { verify: None, .. } => not_yet("report", 7),
+    }
+}
+
+fn logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("lethe {what}: {e}");
+            None
+        }
+    }
+}
+
+fn operator(args: OperatorArgs) -> ExitCode {
+    logging(args.log_json);
+    let Some(rt) = runtime("operator") else { return ExitCode::FAILURE };
+    let result = rt.block_on(async move {
+        let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+        let digest_salt = lethe::operator::salt::load_or_create(&client, &args.namespace).await?;
+        let identity = args.identity.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let config = lethe::operator::Config {
+            executor: args.executor,
+            image: args.image,
+            command: "/lethe".into(),
+            digest_salt,
+            namespace: args.namespace,
+            identity,
+            resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
+            job_service_account: args.job_service_account,
+        };
+        lethe::operator::run(client, config, args.health_addr).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn scrub_run(run: &str, namespace: &str) -> ExitCode {
+    let Some(rt) = runtime("scrub") else { return ExitCode::FAILURE };
+    match rt.block_on(lethe::operator::job::run_in_job(namespace, run)) {
+        Ok(ended) => {
+            tracing::info!(run = %run, ?ended, "scrub run ended");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(run = %run, reason = e.reason(), error = %e, "scrub run interrupted; the Job retries and resumes");
+            ExitCode::from(75)
+        }
+    }
+}
+
+fn verify_receipt(name: &str, namespace: Option<&str>) -> ExitCode {
+    let Some(rt) = runtime("report") else { return ExitCode::FAILURE };
+    let result = rt.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+        let ns = namespace.map(String::from).unwrap_or_else(|| client.default_namespace().to_string());
+        let api: kube::Api<lethe::api::DeletionRequest> = kube::Api::namespaced(client, &ns);
+        let req = api.get(name).await.map_err(|e| format!("DeletionRequest {ns}/{name}: {e}"))?;
+        lethe::receipt::verify(&req)
+    });
+    match result {
+        Ok(d) => {
+            println!("receipt verified: {d}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lethe report --verify: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

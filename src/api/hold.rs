@@ -99,4 +99,25 @@ impl LegalHoldSpec {
     pub fn active_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_none_or(|t| now < t)
     }
+
+    /// Whether the hold names datasets at all (by name, selector or category).
+    pub fn names_datasets(&self) -> bool {
+        !self.datasets.is_empty() || !self.categories.is_empty() || self.dataset_selector.is_some()
+    }
+
+    /// Whether the hold applies to a dataset: named, selected or sharing a
+    /// category; a hold that names only subjects applies to every dataset.
+    pub fn covers(
+        &self,
+        dataset: &str,
+        categories: &[DataCategory],
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        if !self.names_datasets() {
+            return true;
+        }
+        self.datasets.iter().any(|d| d == dataset)
+            || self.categories.iter().any(|c| categories.contains(c))
+            || self.dataset_selector.as_ref().is_some_and(|sel| crate::plan::selector::matches(sel, labels))
+    }
 }

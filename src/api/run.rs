@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ExpiryAction, LocalRef};
+use super::{ExpiryAction, Identifier, LocalRef};
 
 /// One execution: a retention pass over one dataset, or one request's
 /// erasure in one dataset. Created by Lethe with a fixed cutoff; its spec
@@ -34,6 +34,8 @@ use super::{ExpiryAction, LocalRef};
 #[x_kube(
     validation = Rule::new("self == oldSelf").message("a ScrubRun's spec is immutable; create a new run"),
     validation = Rule::new("self.purpose != 'Retention' || has(self.cutoff)").message("a retention run needs its cutoff").field_path(".cutoff"),
+    validation = Rule::new("has(self.cutoff) == has(self.timeField)").message("a cutoff needs the timeField it applies to").field_path(".timeField"),
+    validation = Rule::new("has(self.minimumRetentionCutoff) == has(self.minimumTimeField)").message("a minimum-retention cutoff needs the minimumTimeField it applies to").field_path(".minimumTimeField"),
     validation = Rule::new("(self.purpose == 'Erasure') == has(self.deletionRequestRef)").message("an erasure run names its DeletionRequest, a retention run does not").field_path(".deletionRequestRef"),
 )]
 pub struct ScrubRunSpec {
@@ -52,6 +54,13 @@ pub struct ScrubRunSpec {
     /// minimum retention and never deleted by this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_retention_cutoff: Option<DateTime<Utc>>,
+    /// The column the cutoff applies to, fixed when the run is created so
+    /// a later change to the Dataset cannot change what this run selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_field: Option<Identifier>,
+    /// The column the minimum-retention cutoff applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_time_field: Option<Identifier>,
     /// What is done to matching records.
     #[serde(default)]
     pub action: ExpiryAction,

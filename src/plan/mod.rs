@@ -4,4 +4,5 @@
 
 pub mod erasure;
 pub mod retention;
+pub mod schedule;
 pub mod selector;

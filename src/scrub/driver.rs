@@ -98,6 +98,24 @@ impl Driver {
         })
     }
 
+    /// The server's version, as a short string for status.
+    pub async fn server_version(&self) -> Result<String, ScrubError> {
+        let v = match self {
+            Driver::Postgres(d) => d.server_version().await?,
+            Driver::Mysql(d) => d.server_version(),
+            Driver::Sqlite(d) => d.server_version().await?,
+        };
+        Ok(v.split(" on ").next().unwrap_or_default().chars().take(64).collect())
+    }
+
+    pub fn store_type(&self) -> &'static str {
+        match self {
+            Driver::Postgres(_) => "postgres",
+            Driver::Mysql(_) => "mysql",
+            Driver::Sqlite(_) => "sqlite",
+        }
+    }
+
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
         match self {
             Driver::Postgres(d) => d.probe(table).await,

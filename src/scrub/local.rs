@@ -87,12 +87,8 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     // subjects' identifiers, which only the operator resolves, so a local
     // pass refuses rather than risk deleting them.
     for h in holds.iter().filter(|h| h.namespace() == ds.namespace() && h.spec.active_at(now)) {
-        let covers = h.spec.datasets.iter().any(|d| *d == ds.name_any())
-            || h.spec.categories.iter().any(|c| ds.spec.categories.contains(c))
-            || h.spec.dataset_selector.as_ref().is_some_and(|sel| crate::plan::selector::matches(sel, ds.labels()));
-        let names_datasets =
-            !h.spec.datasets.is_empty() || !h.spec.categories.is_empty() || h.spec.dataset_selector.is_some();
-        match (&h.spec.subjects, covers, names_datasets) {
+        let covers = h.spec.covers(&ds.name_any(), &ds.spec.categories, ds.labels());
+        match (&h.spec.subjects, covers, h.spec.names_datasets()) {
             (None, true, _) => {
                 return Err(ScrubError::Held(format!(
                     "LegalHold {:?} holds Dataset {dataset:?}; nothing is deleted",

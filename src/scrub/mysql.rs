@@ -190,6 +190,10 @@ impl Mysql {
         if b.sql.is_empty() { "FALSE".into() } else { b.sql.join(" AND ") }
     }
 
+    pub fn server_version(&self) -> String {
+        self.version.clone()
+    }
+
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
         let cols = self.columns(table).await?;
         let name = Self::qualified(table);

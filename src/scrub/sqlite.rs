@@ -171,14 +171,16 @@ impl Sqlite {
         .await
     }
 
+    pub async fn server_version(&self) -> Result<String, ScrubError> {
+        self.with(|c| {
+            c.query_row("SELECT 'SQLite ' || sqlite_version()", [], |r| r.get(0)).map_err(|e| classify(e, "version"))
+        })
+        .await
+    }
+
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
         self.columns(table).await?;
-        let version: String = self
-            .with(|c| {
-                c.query_row("SELECT 'SQLite ' || sqlite_version()", [], |r| r.get(0))
-                    .map_err(|e| classify(e, "version"))
-            })
-            .await?;
+        let version = self.server_version().await?;
         Ok(Probe { server_version: version, can_select: true, can_delete: !self.readonly, can_update: !self.readonly })
     }
 

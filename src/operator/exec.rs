@@ -1,0 +1,573 @@
+//! Executing one ScrubRun: the same code in the operator (in-process
+//! executor) and in a scrub Job (`lethe scrub --run`).
+//!
+//! Order of work, each step visible in the run's status before the next:
+//! 1. resolve the Dataset, DataStore, holds and (for an erasure) the subject;
+//! 2. record the plan — cutoff, matching, held and total records — before
+//!    anything is touched (kept from the first attempt on a resume);
+//! 3. stop at the safety brake unless the run was approved;
+//! 4. delete or anonymize in bounded batches, checkpointing progress;
+//! 5. verify by counting again and record the outcome.
+//!
+//! A resumed run re-runs the same selection (its cutoff is in the spec):
+//! what was done is no longer selected, so nothing beyond the plan is touched.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use kube::{Api, Client, ResourceExt};
+
+use super::{APPROVED_BY, Error, Result, apply_status, condition, now, read_secret};
+use crate::{
+    api::{
+        DataStore, DataStoreSpec, Dataset, DeletionRequest, ExpiryAction, LegalHold, RunCounts, RunPhase, RunPlan,
+        RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
+    },
+    scrub::{
+        Action, FieldRule, Selection,
+        driver::{self, Credentials, Driver},
+    },
+};
+
+/// Reads a DataStore's credentials from its Secrets. `Ok(Err(message))`
+/// when a Secret or key is missing.
+pub async fn store_credentials(
+    client: &Client,
+    ns: &str,
+    spec: &DataStoreSpec,
+) -> Result<std::result::Result<Credentials, String>> {
+    let mut creds = Credentials::default();
+    if let Some(r) = &spec.secret_ref {
+        let Some(values) = read_secret(client, ns, &r.name).await? else {
+            return Ok(Err(format!("Secret {:?} does not exist", r.name)));
+        };
+        creds.username = values.get(&r.username_key).cloned();
+        creds.password = values.get(&r.password_key).cloned();
+        if creds.username.is_none() {
+            return Ok(Err(format!("Secret {:?} has no key {:?}", r.name, r.username_key)));
+        }
+    }
+    if let Some(ca) = spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        let Some(values) = read_secret(client, ns, &ca.name).await? else {
+            return Ok(Err(format!("Secret {:?} (CA certificate) does not exist", ca.name)));
+        };
+        match values.get(&ca.key) {
+            Some(pem) => creds.ca_pem = Some(pem.clone()),
+            None => return Ok(Err(format!("Secret {:?} has no key {:?}", ca.name, ca.key))),
+        }
+    }
+    Ok(Ok(creds))
+}
+
+/// What a run needs beyond the API objects: secrets, resolved by the caller.
+#[derive(Default)]
+pub struct Inputs {
+    pub credentials: Credentials,
+    /// The subject's identifiers by type (erasure runs only).
+    pub identifiers: Option<BTreeMap<String, String>>,
+    /// The anonymization salt (datasets that hash).
+    pub anonymization_salt: Option<String>,
+    /// Held subjects' identifiers by hold name, then type, then values.
+    pub held: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// Resolves a run's secrets through the API (the in-process executor).
+/// `Ok(Err(message))` when something it needs is missing.
+pub async fn inputs_from_api(
+    client: &Client,
+    run: &ScrubRun,
+    ds: &Dataset,
+    store: &DataStore,
+    holds: &[LegalHold],
+) -> Result<std::result::Result<Inputs, String>> {
+    let ns = run.namespace().unwrap_or_default();
+    let credentials = match store_credentials(client, &ns, &store.spec).await? {
+        Ok(c) => c,
+        Err(m) => return Ok(Err(m)),
+    };
+    let mut inputs = Inputs { credentials, ..Inputs::default() };
+    if let Some(salt) = ds.spec.anonymization.as_ref().and_then(|a| a.salt_secret_ref.as_ref()) {
+        match read_secret(client, &ns, &salt.name).await?.and_then(|v| v.get(&salt.key).cloned()) {
+            Some(s) => inputs.anonymization_salt = Some(s),
+            None => return Ok(Err(format!("Secret {:?} key {:?} (anonymization salt) does not exist", salt.name, salt.key))),
+        }
+    }
+    if let Some(r) = &run.spec.deletion_request_ref {
+        let requests: Api<DeletionRequest> = Api::namespaced(client.clone(), &ns);
+        let Some(req) = requests.get_opt(&r.name).await? else {
+            return Ok(Err(format!("DeletionRequest {:?} does not exist", r.name)));
+        };
+        match subject_identifiers(client, &ns, &req).await? {
+            Ok(ids) => inputs.identifiers = Some(ids),
+            Err(m) => return Ok(Err(m)),
+        }
+    }
+    for h in holds {
+        if let Some(r) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref()) {
+            let Some(values) = read_secret(client, &ns, &r.name).await? else {
+                return Ok(Err(format!(
+                    "LegalHold {:?} names its subjects in Secret {:?}, which does not exist; nothing runs until it does",
+                    h.name_any(),
+                    r.name
+                )));
+            };
+            let by_type = values
+                .into_iter()
+                .map(|(t, v)| (t, v.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
+                .collect();
+            inputs.held.insert(h.name_any(), by_type);
+        }
+    }
+    Ok(Ok(inputs))
+}
+
+/// A DeletionRequest's subject identifiers, from its Secret or inline.
+pub async fn subject_identifiers(
+    client: &Client,
+    ns: &str,
+    req: &DeletionRequest,
+) -> Result<std::result::Result<BTreeMap<String, String>, String>> {
+    if let Some(ids) = &req.spec.subject.identifiers {
+        return Ok(Ok(ids.clone()));
+    }
+    let Some(r) = &req.spec.subject.secret_ref else {
+        return Ok(Err("the request names no subject".into()));
+    };
+    Ok(match read_secret(client, ns, &r.name).await? {
+        None => Err(format!("Secret {:?} naming the subject does not exist", r.name)),
+        Some(v) if v.is_empty() => Err(format!("Secret {:?} holds no identifiers", r.name)),
+        Some(v) => Ok(v.into_iter().map(|(k, v)| (k, v.trim().to_string())).collect()),
+    })
+}
+
+/// Active holds that apply to a dataset.
+pub fn holds_for(all: &[LegalHold], ds: &Dataset, at: DateTime<Utc>) -> Vec<LegalHold> {
+    all.iter()
+        .filter(|h| h.namespace() == ds.namespace() && h.spec.active_at(at))
+        .filter(|h| h.spec.covers(&ds.name_any(), &ds.spec.categories, ds.labels()))
+        .cloned()
+        .collect()
+}
+
+/// How a run ended, for the caller (the reconcile's requeue).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    AwaitingApproval,
+}
+
+/// Writes a run's status as it progresses. Every write is the whole status
+/// under the one field manager.
+struct Writer<'a> {
+    client: &'a Client,
+    run: &'a ScrubRun,
+    shown: Option<ScrubRunStatus>,
+    st: ScrubRunStatus,
+}
+
+impl Writer<'_> {
+    async fn flush(&mut self) -> Result<()> {
+        apply_status(self.client, self.run, self.shown.as_ref(), &self.st).await?;
+        self.shown = Some(self.st.clone());
+        Ok(())
+    }
+
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let c = condition(&self.st.conditions, type_, ok, reason, message, self.run.metadata.generation);
+        self.st.conditions.retain(|x| x.type_ != type_);
+        self.st.conditions.push(c);
+        self.st.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+
+    fn clear(&mut self, type_: &str) {
+        self.st.conditions.retain(|x| x.type_ != type_);
+    }
+
+    async fn fail(&mut self, reason: &str, message: String) -> Result<Ended> {
+        let at = now();
+        self.st.phase = Some(RunPhase::Failed);
+        self.st.completion_time = Some(at);
+        if let Some(start) = self.st.start_time {
+            self.st.duration = Some(human((at - start).to_std().unwrap_or_default()));
+        }
+        self.clear("Stalled");
+        self.set("Succeeded", false, reason, message.clone());
+        self.set("Failed", true, reason, message);
+        self.flush().await?;
+        Ok(Ended::Done)
+    }
+}
+
+/// `1h2m3s`-style, for status.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// What the run executes against, resolved from the API.
+pub struct Targets {
+    pub dataset: Dataset,
+    pub store: DataStore,
+    pub holds: Vec<LegalHold>,
+}
+
+/// Loads a run's Dataset, DataStore and applicable holds. `Ok(Err)` names what is missing.
+pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Result<Targets, String>> {
+    let ns = run.namespace().unwrap_or_default();
+    let Some(dataset) = Api::<Dataset>::namespaced(client.clone(), &ns).get_opt(&run.spec.dataset_ref.name).await?
+    else {
+        return Ok(Err(format!("Dataset {:?} does not exist", run.spec.dataset_ref.name)));
+    };
+    let Some(store) = Api::<DataStore>::namespaced(client.clone(), &ns).get_opt(&dataset.spec.store_ref.name).await?
+    else {
+        return Ok(Err(format!("DataStore {:?} does not exist", dataset.spec.store_ref.name)));
+    };
+    let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
+    let holds = holds_for(&all, &dataset, now());
+    Ok(Ok(Targets { dataset, store, holds }))
+}
+
+/// Hooks for metrics (the in-process executor counts; a Job does not).
+pub trait Observer: Send + Sync {
+    fn finished(&self, _store_type: &str, _purpose: &str, _action: &str, _records: i64, _seconds: f64) {}
+    fn failed(&self, _reason: &str) {}
+    fn stalled(&self, _namespace: &str, _dataset: &str) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Executes (or resumes) a run to its end, a stall, or a retryable error.
+pub async fn execute(
+    client: &Client,
+    run: &ScrubRun,
+    targets: Targets,
+    inputs: Inputs,
+    digest_salt: &str,
+    executor: &str,
+    observer: &dyn Observer,
+) -> Result<Ended> {
+    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default() };
+    w.st.observed_generation = run.metadata.generation;
+    w.st.executor = Some(executor.to_string());
+    if matches!(w.st.phase, Some(RunPhase::Succeeded | RunPhase::Failed)) {
+        return Ok(Ended::Done);
+    }
+    let Targets { dataset: ds, store, holds } = targets;
+    let purpose = run.spec.purpose;
+    let purpose_str = match purpose {
+        RunPurpose::Retention => "retention",
+        RunPurpose::Erasure => "erasure",
+    };
+
+    // Holds. A hold on the whole dataset stops the run before it connects.
+    let subject_digests: Vec<String> =
+        inputs.identifiers.as_ref().map(|ids| crate::digest::all(digest_salt, ids)).unwrap_or_default();
+    let mut whole = Vec::new();
+    let mut held_cols: BTreeMap<crate::api::Identifier, Vec<String>> = BTreeMap::new();
+    for h in &holds {
+        let name = h.name_any();
+        match &h.spec.subjects {
+            None => whole.push(name),
+            Some(s) => {
+                let named_by_digest = subject_digests.iter().any(|d| s.digests.contains(d));
+                let by_secret = inputs.held.get(&name).cloned().unwrap_or_default();
+                let named_by_value = inputs.identifiers.as_ref().is_some_and(|ids| {
+                    ids.iter().any(|(t, v)| by_secret.get(t).is_some_and(|vals| vals.contains(v)))
+                });
+                if named_by_digest || named_by_value {
+                    // This very subject is held.
+                    whole.push(name);
+                    continue;
+                }
+                if !s.digests.is_empty() && purpose == RunPurpose::Retention {
+                    // A retention pass cannot recognise rows by digest: refuse rather than delete them.
+                    return w
+                        .fail(
+                            "HeldSubjectsUnresolvable",
+                            format!(
+                                "LegalHold {name:?} names subjects by digest only; a retention pass cannot tell their records apart, so it does not run. Name held subjects with subjects.secretRef to let retention skip exactly their records"
+                            ),
+                        )
+                        .await;
+                }
+                for (t, values) in by_secret {
+                    if let Some(col) = ds.spec.subject_fields.get(&t) {
+                        held_cols.entry(col.clone()).or_default().extend(values);
+                    }
+                }
+            }
+        }
+    }
+    let table = match driver::table(&ds.spec) {
+        Ok(t) => t,
+        Err(e) => return w.fail("InvalidConfiguration", e.to_string()).await,
+    };
+    let mut sel = Selection {
+        table,
+        older_than: None,
+        subject: vec![],
+        keep_newer_than: match (&run.spec.minimum_time_field, run.spec.minimum_retention_cutoff) {
+            (Some(f), Some(t)) => Some((f.clone(), t)),
+            _ => None,
+        },
+        held: held_cols.into_iter().collect(),
+    };
+    match purpose {
+        RunPurpose::Retention => match (&run.spec.time_field, run.spec.cutoff) {
+            (Some(f), Some(t)) => sel.older_than = Some((f.clone(), t)),
+            _ => return w.fail("InvalidConfiguration", "a retention run needs cutoff and timeField".into()).await,
+        },
+        RunPurpose::Erasure => {
+            let ids = inputs.identifiers.clone().unwrap_or_default();
+            sel.subject = ds
+                .spec
+                .subject_fields
+                .iter()
+                .filter_map(|(t, col)| ids.get(t).map(|v| (col.clone(), vec![v.clone()])))
+                .collect();
+            if sel.subject.is_empty() {
+                return w
+                    .fail("NoSubjectFields", "none of the subject's identifier types is a subject field of this Dataset".into())
+                    .await;
+            }
+        }
+    }
+    let action = match run.spec.action {
+        ExpiryAction::Delete => Action::Delete,
+        ExpiryAction::Anonymize => Action::Anonymize {
+            rules: ds
+                .spec
+                .anonymization
+                .as_ref()
+                .map(|a| {
+                    a.fields
+                        .iter()
+                        .map(|f| FieldRule { field: f.field.clone(), strategy: f.strategy, value: f.value.clone() })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            salt: inputs.anonymization_salt.clone().unwrap_or_default(),
+        },
+    };
+    let db = match Driver::connect(&store.spec, &inputs.credentials).await {
+        Ok(db) => db,
+        Err(e) if e.retryable() => return Err(e.into()),
+        Err(e) => return w.fail(e.reason(), e.to_string()).await,
+    };
+
+    if !whole.is_empty() {
+        // Nothing is touched; what would have been is counted as held.
+        let open = Selection { held: vec![], ..sel.clone() };
+        let n = db.count(&open).await?;
+        let at = now();
+        w.st.plan.get_or_insert_with(|| RunPlan {
+            cutoff: run.spec.cutoff,
+            matching_records: Some(0),
+            held_records: Some(n),
+            holds: whole.clone(),
+            ..RunPlan::default()
+        });
+        w.st.counts = Some(RunCounts { skipped_held: n, ..RunCounts::default() });
+        w.st.phase = Some(RunPhase::Succeeded);
+        w.st.completion_time = Some(at);
+        w.st.verification = Some(Verification { remaining: n, reason: Some(format!("held by LegalHold {}", whole.join(", "))), verified_at: at });
+        w.clear("Stalled");
+        w.set("Succeeded", true, "Held", format!("LegalHold {} holds this data; nothing was deleted", whole.join(", ")));
+        w.flush().await?;
+        return Ok(Ended::Done);
+    }
+
+    // The plan, recorded once, before anything changes.
+    if w.st.plan.is_none() {
+        w.st.phase = Some(RunPhase::Planning);
+        let counts = match db.plan(&sel).await {
+            Ok(c) => c,
+            Err(e) if e.retryable() => return Err(e.into()),
+            Err(e) => return w.fail(e.reason(), e.to_string()).await,
+        };
+        w.st.plan = Some(RunPlan {
+            cutoff: run.spec.cutoff,
+            total_records: Some(counts.total),
+            matching_records: Some(counts.selected),
+            held_records: Some(counts.held),
+            partitions: vec![],
+            holds: holds.iter().filter(|h| h.spec.subjects.is_some()).map(|h| h.name_any()).collect(),
+        });
+        w.st.counts = Some(RunCounts {
+            skipped_held: counts.held,
+            skipped_minimum_retention: counts.under_minimum,
+            ..RunCounts::default()
+        });
+        w.flush().await?;
+    }
+    let plan = w.st.plan.clone().unwrap_or_default();
+    let matching = plan.matching_records.unwrap_or(0);
+    let total = plan.total_records.unwrap_or(0);
+    let dry_run = run.spec.dry_run || ds.spec.dry_run;
+
+    // The safety brake.
+    let safety = &ds.spec.safety;
+    let over_share = total > 0 && matching * 100 > i64::from(safety.max_delete_percent) * total;
+    let over_count = safety.max_delete_records.is_some_and(|m| matching > m);
+    let approver = run.annotations().get(APPROVED_BY).filter(|v| !v.trim().is_empty()).cloned();
+    if !dry_run && (over_share || over_count) {
+        match &approver {
+            None => {
+                let limit = match safety.max_delete_records {
+                    Some(m) if over_count => format!("the limit of {m} records"),
+                    _ => format!("{}% of the table", safety.max_delete_percent),
+                };
+                let msg = format!(
+                    "the run would affect {matching} of {total} records, more than {limit}; nothing was deleted. Check the Dataset (is timestamps pointing at the right column?) and approve with: kubectl annotate scrubrun {} {APPROVED_BY}=<your name>",
+                    run.name_any()
+                );
+                let first = w.st.phase != Some(RunPhase::AwaitingApproval);
+                w.st.phase = Some(RunPhase::AwaitingApproval);
+                w.set("Stalled", true, "BlastRadiusExceeded", msg);
+                w.flush().await?;
+                if first {
+                    observer.stalled(&run.namespace().unwrap_or_default(), &ds.name_any());
+                }
+                return Ok(Ended::AwaitingApproval);
+            }
+            Some(who) => {
+                w.st.approved_by = Some(who.clone());
+                w.set("Stalled", false, "Approved", format!("approved by {who} for {matching} records"));
+            }
+        }
+    }
+
+    let started = w.st.start_time.unwrap_or_else(now);
+    w.st.start_time = Some(started);
+    if dry_run {
+        let at = now();
+        w.st.phase = Some(RunPhase::Succeeded);
+        w.st.completion_time = Some(at);
+        w.st.duration = Some(human((at - started).to_std().unwrap_or_default()));
+        let c = w.st.counts.get_or_insert_with(RunCounts::default);
+        c.affected = matching;
+        w.set("Succeeded", true, "DryRun", format!("dry run: {matching} records would be affected; nothing was changed"));
+        w.flush().await?;
+        return Ok(Ended::Done);
+    }
+    let resumed = w.st.progress.is_some();
+    let done_before = w.st.progress.as_ref().map_or(0, |p| p.records_done);
+    w.st.phase = Some(RunPhase::Running);
+    w.set("Succeeded", false, "Running", if resumed { "resumed from its checkpoint" } else { "running" });
+    w.flush().await?;
+
+    let limits = driver::dataset_limits(&store.spec.limits, &ds.spec);
+    let (tx, mut rx) = tokio::sync::watch::channel(None::<crate::scrub::Progress>);
+    let outcome = {
+        let fut = db.run(&sel, &action, &limits, done_before, move |p| {
+            let _ = tx.send(Some(p.clone()));
+        });
+        tokio::pin!(fut);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                _ = tick.tick() => {
+                    if rx.has_changed().unwrap_or(false) {
+                        let p = rx.borrow_and_update().clone();
+                        if let Some(p) = p {
+                            w.st.progress = Some(RunProgress {
+                                records_done: p.records_done,
+                                batches: p.batches,
+                                checkpoint: Some(format!("{} records in {} batches", p.records_done, p.batches)),
+                                update_time: Some(now()),
+                            });
+                            if let Err(e) = w.flush().await {
+                                tracing::warn!(run = %run.name_any(), error = %e, "cannot record progress");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) if e.retryable() => return Err(e.into()),
+        Err(e) => {
+            observer.failed(e.reason());
+            return w.fail(e.reason(), e.to_string()).await;
+        }
+    };
+    // Verify: count again what the subject (or the window) still matches.
+    let at = now();
+    let verification = match purpose {
+        RunPurpose::Retention => Verification {
+            remaining: outcome.remaining,
+            reason: (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string()),
+            verified_at: at,
+        },
+        RunPurpose::Erasure => {
+            let everything = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
+            let remaining = db.count(&everything).await?;
+            let reason = if remaining == 0 {
+                None
+            } else if let Some(t) = run.spec.minimum_retention_cutoff {
+                Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
+            } else {
+                Some("held".to_string())
+            };
+            Verification { remaining, reason, verified_at: at }
+        }
+    };
+    let affected = if resumed { (matching - outcome.remaining).max(outcome.records_done - done_before) } else { outcome.records_done };
+    let c = w.st.counts.get_or_insert_with(RunCounts::default);
+    c.affected = affected;
+    match action {
+        Action::Delete => c.deleted = affected,
+        Action::Anonymize { .. } => c.anonymized = affected,
+    }
+    w.st.progress = Some(RunProgress {
+        records_done: affected,
+        batches: outcome.batches,
+        checkpoint: Some("complete".into()),
+        update_time: Some(at),
+    });
+    w.st.partitions_dropped = outcome.partitions.clone();
+    w.st.verification = Some(verification);
+    w.st.phase = Some(RunPhase::Succeeded);
+    w.st.completion_time = Some(at);
+    let seconds = (at - started).to_std().unwrap_or_default();
+    w.st.duration = Some(human(seconds));
+    w.set("Succeeded", true, "Completed", format!("{affected} records {}", match run.spec.action {
+        ExpiryAction::Delete => "deleted",
+        ExpiryAction::Anonymize => "anonymized",
+    }));
+    w.clear("Failed");
+    w.flush().await?;
+    observer.finished(
+        db.store_type(),
+        purpose_str,
+        match run.spec.action {
+            ExpiryAction::Delete => "delete",
+            ExpiryAction::Anonymize => "anonymize",
+        },
+        affected,
+        seconds.as_secs_f64(),
+    );
+    Ok(Ended::Done)
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error::Other(s)
+    }
+}
+
+/// Marks a run failed without executing it (something it needs is missing).
+pub async fn fail(client: &Client, run: &ScrubRun, reason: &str, message: String) -> Result<()> {
+    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default() };
+    w.st.observed_generation = run.metadata.generation;
+    w.fail(reason, message).await.map(|_| ())
+}

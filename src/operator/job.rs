@@ -1,0 +1,274 @@
+//! The Job executor: one Kubernetes Job per ScrubRun, running the
+//! operator image's `lethe scrub --run <name>`. Secrets reach the Job only
+//! as environment variables referencing Secret keys (`secretKeyRef`), so the
+//! Job's ServiceAccount never needs to read Secrets and no secret value is
+//! copied into the Job's spec.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+            ResourceRequirements, SecretKeySelector, SecurityContext,
+        },
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, PostParams, PropagationPolicy},
+    runtime::controller::Action,
+};
+
+use super::{APPROVED_BY, Ctx, Result, exec, read_secret};
+use crate::{
+    api::{DeletionRequest, RunPhase, ScrubRun},
+    scrub::driver::Credentials,
+};
+
+/// Label on every scrub Job, naming its run.
+pub const RUN_LABEL: &str = "lethe.dev/scrub-run";
+
+/// Environment variable names the Job reads (see [`inputs_from_env`]).
+pub const ENV_USERNAME: &str = "LETHE_STORE_USERNAME";
+pub const ENV_PASSWORD: &str = "LETHE_STORE_PASSWORD";
+pub const ENV_CA: &str = "LETHE_STORE_CA";
+pub const ENV_SALT: &str = "LETHE_ANONYMIZATION_SALT";
+const ENV_SUBJECT: &str = "LETHE_SUBJECT_";
+const ENV_HELD: &str = "LETHE_HELD_";
+
+/// The Job's name for a run: short enough for a pod label value.
+pub fn job_name(run: &str) -> String {
+    if run.len() + 6 <= 63 {
+        format!("{run}-scrub")
+    } else {
+        let h = &crate::digest::sha256(run.as_bytes())[7..15];
+        format!("{}-{h}-scrub", &run[..46])
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+/// Env var name for an identifier type (`email` → `EMAIL`).
+fn type_var(t: &str) -> String {
+    t.to_ascii_uppercase()
+}
+
+/// Builds the Job for a run.
+async fn build(ctx: &Ctx, run: &ScrubRun) -> Result<std::result::Result<Job, String>> {
+    let ns = run.namespace().unwrap_or_default();
+    let targets = match exec::targets(&ctx.client, run).await? {
+        Ok(t) => t,
+        Err(m) => return Ok(Err(m)),
+    };
+    let mut env = vec![];
+    if let Some(r) = &targets.store.spec.secret_ref {
+        env.push(secret_env(ENV_USERNAME, &r.name, &r.username_key));
+        env.push(secret_env(ENV_PASSWORD, &r.name, &r.password_key));
+    }
+    if let Some(ca) = targets.store.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        env.push(secret_env(ENV_CA, &ca.name, &ca.key));
+    }
+    if let Some(s) = targets.dataset.spec.anonymization.as_ref().and_then(|a| a.salt_secret_ref.as_ref()) {
+        env.push(secret_env(ENV_SALT, &s.name, &s.key));
+    }
+    if let Some(r) = &run.spec.deletion_request_ref {
+        let Some(req) = Api::<DeletionRequest>::namespaced(ctx.client.clone(), &ns).get_opt(&r.name).await? else {
+            return Ok(Err(format!("DeletionRequest {:?} does not exist", r.name)));
+        };
+        if let Some(ids) = &req.spec.subject.identifiers {
+            // Inline identifiers (development only) are already in the request's spec.
+            for (t, v) in ids {
+                env.push(plain_env(&format!("{ENV_SUBJECT}{}", type_var(t)), v));
+            }
+        } else if let Some(s) = &req.spec.subject.secret_ref {
+            // Only the Secret's keys (identifier types) are read here.
+            let Some(values) = read_secret(&ctx.client, &ns, &s.name).await? else {
+                return Ok(Err(format!("Secret {:?} naming the subject does not exist", s.name)));
+            };
+            for t in values.keys() {
+                env.push(secret_env(&format!("{ENV_SUBJECT}{}", type_var(t)), &s.name, t));
+            }
+        }
+    }
+    for (i, h) in targets.holds.iter().enumerate() {
+        if let Some(s) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref()) {
+            let Some(values) = read_secret(&ctx.client, &ns, &s.name).await? else {
+                return Ok(Err(format!("Secret {:?} of LegalHold {:?} does not exist", s.name, h.name_any())));
+            };
+            env.push(plain_env(&format!("{ENV_HELD}{i}_NAME"), &h.name_any()));
+            for t in values.keys() {
+                env.push(secret_env(&format!("{ENV_HELD}{i}_{}", type_var(t)), &s.name, t));
+            }
+        }
+    }
+    let labels: BTreeMap<String, String> = [
+        (RUN_LABEL.to_string(), run.name_any().chars().take(63).collect()),
+        ("app.kubernetes.io/name".to_string(), "lethe".to_string()),
+        ("app.kubernetes.io/component".to_string(), "scrub".to_string()),
+    ]
+    .into();
+    let quantity = |s: &str| Quantity(s.to_string());
+    let container = Container {
+        name: "scrub".into(),
+        image: Some(ctx.config.image.clone()),
+        command: Some(vec![ctx.config.command.clone()]),
+        args: Some(vec!["scrub".into(), "--run".into(), run.name_any(), "--namespace".into(), ns.clone()]),
+        env: Some(env),
+        resources: Some(ResourceRequirements {
+            requests: Some([("cpu".to_string(), quantity("100m")), ("memory".to_string(), quantity("64Mi"))].into()),
+            limits: Some([("cpu".to_string(), quantity("1")), ("memory".to_string(), quantity("256Mi"))].into()),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Ok(Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&run.name_any())),
+            namespace: Some(ns),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![run.controller_owner_ref(&()).expect("a stored run has a uid")]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(3),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: ctx.config.job_service_account.clone(),
+                    automount_service_account_token: Some(true),
+                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+fn job_condition(job: &Job, type_: &str) -> Option<String> {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+        .map(|c| c.message.clone().unwrap_or_default())
+}
+
+/// Makes sure the run has a live Job, or records why it cannot.
+pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
+    let ns = run.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = job_name(&run.name_any());
+    match jobs.get_opt(&name).await? {
+        None => {
+            let job = match build(ctx, run).await? {
+                Ok(j) => j,
+                Err(m) => {
+                    exec::fail(&ctx.client, run, "NotFound", m).await?;
+                    return Ok(Action::await_change());
+                }
+            };
+            match jobs.create(&PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() }, &job).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.event(run, false, "JobCreated", format!("scrub Job {name} created")).await;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        Some(job) => {
+            let phase = run.status.as_ref().and_then(|s| s.phase);
+            if let Some(msg) = job_condition(&job, "Failed") {
+                exec::fail(&ctx.client, run, "JobFailed", format!("scrub Job {name} failed: {msg}")).await?;
+                return Ok(Action::await_change());
+            }
+            if job_condition(&job, "Complete").is_some() {
+                if phase == Some(RunPhase::AwaitingApproval) && run.annotations().contains_key(APPROVED_BY) {
+                    // Approved after the Job stopped at the brake: a fresh Job continues.
+                    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+                    jobs.delete(&name, &dp).await?;
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                if phase != Some(RunPhase::AwaitingApproval) {
+                    exec::fail(&ctx.client, run, "JobEnded", format!("scrub Job {name} ended without finishing the run")).await?;
+                }
+                return Ok(Action::await_change());
+            }
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+    }
+}
+
+/// A Job's inputs, from its environment.
+pub fn inputs_from_env() -> exec::Inputs {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let mut inputs = exec::Inputs {
+        credentials: Credentials { username: var(ENV_USERNAME), password: var(ENV_PASSWORD), ca_pem: var(ENV_CA) },
+        anonymization_salt: var(ENV_SALT),
+        ..exec::Inputs::default()
+    };
+    let mut subject = BTreeMap::new();
+    let mut held: BTreeMap<String, (String, BTreeMap<String, Vec<String>>)> = BTreeMap::new();
+    for (k, v) in std::env::vars() {
+        if let Some(t) = k.strip_prefix(ENV_SUBJECT) {
+            subject.insert(t.to_ascii_lowercase(), v.trim().to_string());
+        } else if let Some(rest) = k.strip_prefix(ENV_HELD)
+            && let Some((i, t)) = rest.split_once('_')
+        {
+            let e = held.entry(i.to_string()).or_default();
+            if t == "NAME" {
+                e.0 = v;
+            } else {
+                let values = v.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                e.1.insert(t.to_ascii_lowercase(), values);
+            }
+        }
+    }
+    if !subject.is_empty() {
+        inputs.identifiers = Some(subject);
+    }
+    inputs.held = held.into_values().collect();
+    inputs
+}
+
+/// `lethe scrub --run`: executes one run from inside its Job.
+pub async fn run_in_job(namespace: &str, name: &str) -> Result<exec::Ended> {
+    let client = kube::Client::try_default().await?;
+    let api: Api<ScrubRun> = Api::namespaced(client.clone(), namespace);
+    let run = api.get(name).await?;
+    let targets = match exec::targets(&client, &run).await? {
+        Ok(t) => t,
+        Err(m) => {
+            exec::fail(&client, &run, "NotFound", m).await?;
+            return Ok(exec::Ended::Done);
+        }
+    };
+    let inputs = inputs_from_env();
+    // Subject holds by digest were checked by the DeletionRequest before this run was created.
+    exec::execute(&client, &run, targets, inputs, "", "job", &exec::NoObserver).await
+}

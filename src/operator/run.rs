@@ -1,0 +1,161 @@
+//! ScrubRun: hands each run to an executor and keeps it going until it
+//! ends. The in-process executor runs [`exec::execute`] as a task of the
+//! operator; the Job executor creates a Job running `lethe scrub --run`,
+//! which executes the same code and writes the same status.
+//!
+//! A run whose executor died (operator restarted, Job pod killed) is picked
+//! up again from its status: the plan is kept and the selection re-run.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api, ResourceExt,
+    runtime::{Controller, controller::Action, watcher::Config as WatchConfig},
+};
+
+use super::{APPROVED_BY, Ctx, ExecutorKind, Result, apply_status, condition, exec, job, key};
+use crate::api::{RunPhase, ScrubRun, ScrubRunStatus};
+
+pub async fn controller(ctx: Arc<Ctx>) {
+    let runs = Api::<ScrubRun>::all(ctx.client.clone());
+    let jobs = Api::<Job>::all(ctx.client.clone());
+    Controller::new(runs, WatchConfig::default())
+        .owns(jobs, WatchConfig::default().labels(job::RUN_LABEL))
+        .run(reconcile, super::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+pub fn is_finished(run: &ScrubRun) -> bool {
+    matches!(run.status.as_ref().and_then(|s| s.phase), Some(RunPhase::Succeeded | RunPhase::Failed))
+}
+
+struct Metrics(Arc<Ctx>);
+
+impl exec::Observer for Metrics {
+    fn finished(&self, store_type: &str, purpose: &str, action: &str, records: i64, seconds: f64) {
+        self.0.metrics.scrubbed(store_type, action, purpose, records);
+        self.0.metrics.run_finished(store_type, purpose, seconds);
+    }
+
+    fn failed(&self, reason: &str) {
+        self.0.metrics.run_failed(reason);
+    }
+
+    fn stalled(&self, namespace: &str, dataset: &str) {
+        self.0.metrics.blast_radius_stop(namespace, dataset);
+    }
+}
+
+async fn reconcile(run: Arc<ScrubRun>, ctx: Arc<Ctx>) -> Result<Action> {
+    let k = key(run.as_ref());
+    if run.metadata.deletion_timestamp.is_some() {
+        if let Some(t) = ctx.tasks.lock().expect("lock").remove(&k) {
+            t.abort();
+        }
+        return Ok(Action::await_change());
+    }
+    if is_finished(&run) {
+        ctx.tasks.lock().expect("lock").remove(&k);
+        ctx.reset_backoff(&k);
+        return Ok(Action::await_change());
+    }
+    if run.status.is_none() {
+        // Visible at once: accepted, not started.
+        let st = ScrubRunStatus {
+            observed_generation: run.metadata.generation,
+            phase: Some(RunPhase::Pending),
+            conditions: vec![condition(&[], "Succeeded", false, "Pending", "waiting for the executor", run.metadata.generation)],
+            ..ScrubRunStatus::default()
+        };
+        apply_status(&ctx.client, run.as_ref(), None, &st).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    let stalled = run.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::AwaitingApproval);
+    if stalled && !run.annotations().contains_key(APPROVED_BY) {
+        return Ok(Action::await_change());
+    }
+    match ctx.config.executor {
+        ExecutorKind::InProcess => {
+            spawn(&ctx, &run);
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        ExecutorKind::Job => job::ensure(&ctx, &run).await,
+    }
+}
+
+/// Starts the in-process task for a run unless one is alive.
+fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
+    let k = key(run.as_ref());
+    let mut tasks = ctx.tasks.lock().expect("lock");
+    if tasks.get(&k).is_some_and(|t| !t.is_finished()) {
+        return;
+    }
+    let ctx2 = ctx.clone();
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let handle = tokio::spawn(async move {
+        let api: Api<ScrubRun> = Api::namespaced(ctx2.client.clone(), &ns);
+        let mut attempt = 0u32;
+        loop {
+            let outcome = async {
+                let Some(run) = api.get_opt(&name).await? else { return Ok(true) };
+                if is_finished(&run) {
+                    return Ok(true);
+                }
+                let targets = match exec::targets(&ctx2.client, &run).await? {
+                    Ok(t) => t,
+                    Err(m) => {
+                        exec::fail(&ctx2.client, &run, "NotFound", m).await?;
+                        return Ok(true);
+                    }
+                };
+                let inputs =
+                    match exec::inputs_from_api(&ctx2.client, &run, &targets.dataset, &targets.store, &targets.holds)
+                        .await?
+                    {
+                        Ok(i) => i,
+                        Err(m) => {
+                            exec::fail(&ctx2.client, &run, "SecretMissing", m).await?;
+                            return Ok(true);
+                        }
+                    };
+                let observer = Metrics(ctx2.clone());
+                let ended =
+                    exec::execute(&ctx2.client, &run, targets, inputs, &ctx2.config.digest_salt, "in-process", &observer)
+                        .await?;
+                if ended == exec::Ended::Done {
+                    let run = api.get_opt(&name).await?;
+                    if let Some(run) = run.filter(is_finished) {
+                        announce(&ctx2, &run).await;
+                    }
+                }
+                super::Result::<bool>::Ok(true)
+            }
+            .await;
+            match outcome {
+                Ok(_) => break,
+                Err(e) => {
+                    attempt += 1;
+                    let delay = Duration::from_secs((1u64 << attempt.min(8)).min(120));
+                    tracing::warn!(run = %format!("{ns}/{name}"), reason = e.reason(), error = %e, retry_in = ?delay, "scrub run interrupted; will resume");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    });
+    tasks.insert(k, handle);
+}
+
+/// Events for a finished run.
+pub async fn announce(ctx: &Ctx, run: &ScrubRun) {
+    let st = run.status.clone().unwrap_or_default();
+    let c = st.conditions.iter().find(|c| c.type_ == "Succeeded").cloned();
+    match (st.phase, c) {
+        (Some(RunPhase::Succeeded), Some(c)) => ctx.event(run, false, &format!("Run{}", c.reason), c.message).await,
+        (Some(RunPhase::Failed), Some(c)) => ctx.event(run, true, &c.reason, c.message).await,
+        _ => {}
+    }
+}
