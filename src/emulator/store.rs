@@ -366,7 +366,49 @@ impl Store {
         }
         self.objects.insert(key, obj.clone());
         self.emit(rt, ns, EventType::Added, obj.clone());
+        self.mirror_event(rt, ns, &obj);
         Ok(obj)
+    }
+
+    /// An `events.k8s.io/v1` Event is also a `core/v1` Event, as on a real
+    /// API server (one storage, two versions): `kubectl get events` and
+    /// `kubectl describe` read the core form.
+    fn mirror_event(&mut self, rt: &ResourceType, ns: &str, ev: &Value) {
+        if rt.group != "events.k8s.io" || rt.kind != "Event" {
+            return;
+        }
+        let Some(core) = self.types.iter().find(|t| t.group.is_empty() && t.kind == "Event").cloned() else { return };
+        let name = meta_str(ev, "name").unwrap_or_default().to_string();
+        let key = (type_key(&core), ns.to_string(), name.clone());
+        let time = ev.get("eventTime").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(now()));
+        let last = ev.pointer("/series/lastObservedTime").cloned().unwrap_or_else(|| time.clone());
+        let existed = self.objects.get(&key).cloned();
+        let mut meta = ev["metadata"].clone();
+        let rv = self.next_rv();
+        meta["resourceVersion"] = json!(rv.to_string());
+        if let Some(old) = &existed {
+            meta["uid"] = old["metadata"]["uid"].clone();
+        }
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": meta,
+            "involvedObject": ev.get("regarding").cloned().unwrap_or(Value::Null),
+            "reason": ev.get("reason").cloned().unwrap_or(Value::Null),
+            "message": ev.get("note").cloned().unwrap_or(Value::Null),
+            "type": ev.get("type").cloned().unwrap_or(Value::Null),
+            "source": {"component": ev.get("reportingController").cloned().unwrap_or(Value::Null)},
+            "reportingComponent": ev.get("reportingController").cloned().unwrap_or(Value::Null),
+            "reportingInstance": ev.get("reportingInstance").cloned().unwrap_or(Value::Null),
+            "action": ev.get("action").cloned().unwrap_or(Value::Null),
+            "count": ev.pointer("/series/count").cloned().unwrap_or(json!(1)),
+            "firstTimestamp": time,
+            "lastTimestamp": last,
+            "eventTime": ev.get("eventTime").cloned().unwrap_or(Value::Null),
+        });
+        self.objects.insert(key, obj.clone());
+        let kind = if existed.is_some() { EventType::Modified } else { EventType::Added };
+        self.emit(&core, ns, kind, obj);
     }
 
     fn register(&mut self, crd_name: &str, types: Vec<ResourceType>, crd: &mut Value) {
@@ -496,6 +538,7 @@ impl Store {
         }
         self.objects.insert(key, new.clone());
         self.emit(rt, ns, EventType::Modified, new.clone());
+        self.mirror_event(rt, ns, &new);
         Ok(new)
     }
 

@@ -19,8 +19,8 @@ use kube::{
 use super::{Ctx, RUN_NOW, Result, apply_status, condition, condition_is, key, now, policy::applies};
 use crate::{
     api::{
-        ConcurrencyPolicy, Dataset, DatasetStatus, LocalRef, RetentionPolicy, RunPhase, RunPurpose, RunSummary, Schedule,
-        ScrubRun, ScrubRunSpec,
+        ConcurrencyPolicy, Dataset, DatasetStatus, LocalRef, RetentionPolicy, RunPhase, RunPurpose, RunSummary,
+        Schedule, ScrubRun, ScrubRunSpec,
     },
     plan::{
         retention::{self, Effective},
@@ -43,8 +43,12 @@ pub async fn controller(ctx: Arc<Ctx>) {
     };
     Controller::new(datasets, WatchConfig::default())
         .owns(Api::<ScrubRun>::all(ctx.client.clone()), WatchConfig::default())
-        .watches(Api::<RetentionPolicy>::all(ctx.client.clone()), WatchConfig::default(), move |p| in_ns(&c1, p.namespace()))
-        .watches(Api::<crate::api::LegalHold>::all(ctx.client.clone()), WatchConfig::default(), move |h| in_ns(&c2, h.namespace()))
+        .watches(Api::<RetentionPolicy>::all(ctx.client.clone()), WatchConfig::default(), move |p| {
+            in_ns(&c1, p.namespace())
+        })
+        .watches(Api::<crate::api::LegalHold>::all(ctx.client.clone()), WatchConfig::default(), move |h| {
+            in_ns(&c2, h.namespace())
+        })
         .watches(Api::<crate::api::DataStore>::all(ctx.client.clone()), WatchConfig::default(), move |s| {
             let name = s.name_any();
             c3.state()
@@ -65,12 +69,17 @@ pub fn applying_policies(ctx: &Ctx, ds: &Dataset) -> Vec<Arc<RetentionPolicy>> {
 
 /// The effective retention of a Dataset at `at`.
 pub fn effective_of(ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime<Utc>) -> Effective {
-    let named: Vec<(String, &crate::api::RetentionPolicySpec)> = policies.iter().map(|p| (p.name_any(), &p.spec)).collect();
+    let named: Vec<(String, &crate::api::RetentionPolicySpec)> =
+        policies.iter().map(|p| (p.name_any(), &p.spec)).collect();
     retention::effective(&ds.spec, named.iter().map(|(n, s)| (n.as_str(), *s)), at)
 }
 
 /// The rule a source names (`Dataset` or `RetentionPolicy/<name>`).
-fn rule_of<'a>(ds: &'a Dataset, policies: &'a [Arc<RetentionPolicy>], source: &str) -> Option<&'a crate::api::RetentionRule> {
+fn rule_of<'a>(
+    ds: &'a Dataset,
+    policies: &'a [Arc<RetentionPolicy>],
+    source: &str,
+) -> Option<&'a crate::api::RetentionRule> {
     if source == retention::INLINE_SOURCE {
         return ds.spec.retention.as_ref();
     }
@@ -86,11 +95,9 @@ pub fn minimum_at(
 ) -> std::result::Result<Option<(crate::api::Identifier, DateTime<Utc>)>, String> {
     let Some((d, source)) = &effective.minimum else { return Ok(None) };
     let rule = rule_of(ds, policies, source).ok_or_else(|| format!("{source} is gone"))?;
-    let col = ds
-        .spec
-        .timestamps
-        .field_for(rule.measured_from, rule.event.as_deref())
-        .ok_or_else(|| format!("the minimum from {source} is measured from a time field this Dataset does not declare"))?;
+    let col = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
+        format!("the minimum from {source} is measured from a time field this Dataset does not declare")
+    })?;
     let t = d.before(at).ok_or("minimum out of range")?;
     Ok(Some((col.clone(), t)))
 }
@@ -119,7 +126,9 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
         Some(s) if !s.spec.type_.is_sql() => {
             problem = Some(("Unsupported", format!("{} stores are not supported yet", s.spec.type_.as_str())))
         }
-        Some(s) if !condition_is(&s.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(), "Ready", "True") => {
+        Some(s)
+            if !condition_is(&s.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(), "Ready", "True") =>
+        {
             let why = s
                 .status
                 .as_ref()
@@ -134,7 +143,8 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
         && let Some((rule, source)) = &effective.maximum
         && ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).is_none()
     {
-        problem = Some(("MissingTimeField", format!("{source} measures from a time field this Dataset does not declare")));
+        problem =
+            Some(("MissingTimeField", format!("{source} measures from a time field this Dataset does not declare")));
     }
     if problem.is_none()
         && let Err(m) = minimum_at(ds, policies, &effective, at)
@@ -143,7 +153,10 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
     }
     let chosen = ds.spec.schedule.clone().or_else(|| {
         effective.maximum.as_ref().and_then(|(_, src)| {
-            policies.iter().find(|p| retention::policy_source(&p.name_any()) == *src).and_then(|p| p.spec.schedule.clone())
+            policies
+                .iter()
+                .find(|p| retention::policy_source(&p.name_any()) == *src)
+                .and_then(|p| p.spec.schedule.clone())
         })
     });
     let anchor = ds.meta().creation_timestamp.as_ref().map(super::from_time).unwrap_or(at);
@@ -190,7 +203,9 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         .filter(|r| r.spec.dataset_ref.name == name && r.spec.purpose == RunPurpose::Retention)
         .filter(|r| r.owner_references().iter().any(|o| Some(&o.uid) == ds.meta().uid.as_ref()))
         .collect();
-    runs.sort_by(|a, b| b.meta().creation_timestamp.cmp(&a.meta().creation_timestamp).then(b.name_any().cmp(&a.name_any())));
+    runs.sort_by(|a, b| {
+        b.meta().creation_timestamp.cmp(&a.meta().creation_timestamp).then(b.name_any().cmp(&a.name_any()))
+    });
     let active: Vec<&Arc<ScrubRun>> = runs.iter().filter(|r| !super::run::is_finished(r)).collect();
 
     // Ready: valid and being scheduled.
@@ -205,7 +220,9 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         (None, Ok(s)) => {
             let (reason, msg) = match (&p.effective.maximum, s) {
-                (None, _) => ("NothingExpires", "valid; no retention maximum applies, so nothing is scheduled".to_string()),
+                (None, _) => {
+                    ("NothingExpires", "valid; no retention maximum applies, so nothing is scheduled".to_string())
+                }
                 (Some(_), Some((_, sch))) if sch.suspend => ("Suspended", "valid; schedule suspended".to_string()),
                 (Some((r, src)), Some(_)) => (
                     "Scheduled",
@@ -218,7 +235,14 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     };
     if let Some(c) = &p.effective.conflict {
-        conds.push(condition(&prev.conditions, "RetentionConflict", true, "MinimumAboveMaximum", c.clone(), generation));
+        conds.push(condition(
+            &prev.conditions,
+            "RetentionConflict",
+            true,
+            "MinimumAboveMaximum",
+            c.clone(),
+            generation,
+        ));
     }
     let held: Vec<String> = super::exec::holds_for(
         &ctx.caches.holds_in(&ns).iter().map(|h| h.as_ref().clone()).collect::<Vec<_>>(),
@@ -252,7 +276,16 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
                 Due::Run(t) => create.push((t, "Scheduled")),
                 Due::Missed(t) => {
                     status.last_schedule_time = Some(t);
-                    ctx.event(ds.as_ref(), true, "MissedSchedule", format!("the run due at {} was missed by more than startingDeadlineSeconds; skipped", t.to_rfc3339())).await;
+                    ctx.event(
+                        ds.as_ref(),
+                        true,
+                        "MissedSchedule",
+                        format!(
+                            "the run due at {} was missed by more than startingDeadlineSeconds; skipped",
+                            t.to_rfc3339()
+                        ),
+                    )
+                    .await;
                 }
                 Due::Wait(_) => {}
             },
@@ -281,7 +314,10 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             }
             if sch.concurrency_policy == ConcurrencyPolicy::Replace {
                 for r in &active {
-                    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+                    let dp = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    };
                     Api::<ScrubRun>::namespaced(ctx.client.clone(), &ns).delete(&r.name_any(), &dp).await?;
                 }
             }
@@ -291,13 +327,21 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
                     let pp = PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() };
                     match api.create(&pp, &run).await {
                         Ok(r) => {
-                            ctx.event(ds.as_ref(), false, "RunCreated", format!("{why}: created ScrubRun {}", r.name_any())).await
+                            ctx.event(
+                                ds.as_ref(),
+                                false,
+                                "RunCreated",
+                                format!("{why}: created ScrubRun {}", r.name_any()),
+                            )
+                            .await
                         }
                         Err(kube::Error::Api(e)) if e.code == 409 => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Err(m) => conds.push(condition(&prev.conditions, "Ready", false, "InvalidConfiguration", m, generation)),
+                Err(m) => {
+                    conds.push(condition(&prev.conditions, "Ready", false, "InvalidConfiguration", m, generation))
+                }
             }
         }
     }
@@ -308,7 +352,8 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         let st = last.status.clone().unwrap_or_default();
         let ok = st.phase == Some(RunPhase::Succeeded);
         let c = st.conditions.iter().find(|c| c.type_ == "Succeeded");
-        let reason = c.map(|c| c.reason.clone()).unwrap_or_else(|| if ok { "Completed".into() } else { "Failed".into() });
+        let reason =
+            c.map(|c| c.reason.clone()).unwrap_or_else(|| if ok { "Completed".into() } else { "Failed".into() });
         let msg = format!("{}: {}", last.name_any(), c.map(|c| c.message.clone()).unwrap_or_default());
         conds.push(condition(&prev.conditions, "LastRunSucceeded", ok, &reason, msg, generation));
         status.last_run = Some(RunSummary {
@@ -317,7 +362,12 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             records_affected: st.counts.as_ref().map(|c| c.affected),
             completion_time: st.completion_time,
         });
-        if let Some(t) = finished.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Succeeded)).filter_map(|r| r.status.as_ref().and_then(|s| s.completion_time)).max() {
+        if let Some(t) = finished
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Succeeded))
+            .filter_map(|r| r.status.as_ref().and_then(|s| s.completion_time))
+            .max()
+        {
             status.last_successful_time = Some(t);
             ctx.metrics.dataset_succeeded(&ns, &name, t);
         }
@@ -330,7 +380,8 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             let n = kept.entry(ok).or_default();
             *n += 1;
             if *n > limit {
-                let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+                let dp =
+                    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
                 match Api::<ScrubRun>::namespaced(ctx.client.clone(), &ns).delete(&r.name_any(), &dp).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -380,7 +431,8 @@ fn new_run(
         scheduled_time: Some(scheduled),
         dry_run: p.dry_run,
     };
-    let labels: BTreeMap<String, String> = [("lethe.dev/dataset".to_string(), ds.name_any().chars().take(63).collect())].into();
+    let labels: BTreeMap<String, String> =
+        [("lethe.dev/dataset".to_string(), ds.name_any().chars().take(63).collect())].into();
     Ok(ScrubRun {
         metadata: ObjectMeta {
             name: Some(run_name(&ds.name_any(), scheduled)),

@@ -71,7 +71,14 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Ctx>) -> Result<Action> {
     match &probed {
         Ok(version) => {
             status.server_version = Some(version.clone());
-            status.conditions = vec![condition(&prev.conditions, "Ready", true, "Connected", format!("connected; {version}"), generation)];
+            status.conditions = vec![condition(
+                &prev.conditions,
+                "Ready",
+                true,
+                "Connected",
+                format!("connected; {version}"),
+                generation,
+            )];
         }
         Err((reason, message)) => {
             status.conditions = vec![condition(&prev.conditions, "Ready", false, reason, message.clone(), generation)];
@@ -79,7 +86,10 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     // The probe time moves only when the outcome changes, so a periodic
     // probe with the same result writes nothing.
-    if status.conditions != prev.conditions || status.server_version != prev.server_version || prev.last_probe_time.is_none() {
+    if status.conditions != prev.conditions
+        || status.server_version != prev.server_version
+        || prev.last_probe_time.is_none()
+    {
         status.last_probe_time = Some(now());
     }
     let was_ready = super::condition_is(&prev.conditions, "Ready", "True");
@@ -93,5 +103,9 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     ctx.reset_backoff(&key(store.as_ref()));
-    Ok(Action::requeue(if probed.is_ok() { ctx.config.resync } else { ctx.config.resync.min(std::time::Duration::from_secs(30)) }))
+    Ok(Action::requeue(if probed.is_ok() {
+        ctx.config.resync
+    } else {
+        ctx.config.resync.min(std::time::Duration::from_secs(30))
+    }))
 }

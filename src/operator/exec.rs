@@ -89,7 +89,12 @@ pub async fn inputs_from_api(
     if let Some(salt) = ds.spec.anonymization.as_ref().and_then(|a| a.salt_secret_ref.as_ref()) {
         match read_secret(client, &ns, &salt.name).await?.and_then(|v| v.get(&salt.key).cloned()) {
             Some(s) => inputs.anonymization_salt = Some(s),
-            None => return Ok(Err(format!("Secret {:?} key {:?} (anonymization salt) does not exist", salt.name, salt.key))),
+            None => {
+                return Ok(Err(format!(
+                    "Secret {:?} key {:?} (anonymization salt) does not exist",
+                    salt.name, salt.key
+                )));
+            }
         }
     }
     if let Some(r) = &run.spec.deletion_request_ref {
@@ -276,9 +281,10 @@ pub async fn execute(
             Some(s) => {
                 let named_by_digest = subject_digests.iter().any(|d| s.digests.contains(d));
                 let by_secret = inputs.held.get(&name).cloned().unwrap_or_default();
-                let named_by_value = inputs.identifiers.as_ref().is_some_and(|ids| {
-                    ids.iter().any(|(t, v)| by_secret.get(t).is_some_and(|vals| vals.contains(v)))
-                });
+                let named_by_value = inputs
+                    .identifiers
+                    .as_ref()
+                    .is_some_and(|ids| ids.iter().any(|(t, v)| by_secret.get(t).is_some_and(|vals| vals.contains(v))));
                 if named_by_digest || named_by_value {
                     // This very subject is held.
                     whole.push(name);
@@ -332,7 +338,10 @@ pub async fn execute(
                 .collect();
             if sel.subject.is_empty() {
                 return w
-                    .fail("NoSubjectFields", "none of the subject's identifier types is a subject field of this Dataset".into())
+                    .fail(
+                        "NoSubjectFields",
+                        "none of the subject's identifier types is a subject field of this Dataset".into(),
+                    )
                     .await;
             }
         }
@@ -375,9 +384,18 @@ pub async fn execute(
         w.st.counts = Some(RunCounts { skipped_held: n, ..RunCounts::default() });
         w.st.phase = Some(RunPhase::Succeeded);
         w.st.completion_time = Some(at);
-        w.st.verification = Some(Verification { remaining: n, reason: Some(format!("held by LegalHold {}", whole.join(", "))), verified_at: at });
+        w.st.verification = Some(Verification {
+            remaining: n,
+            reason: Some(format!("held by LegalHold {}", whole.join(", "))),
+            verified_at: at,
+        });
         w.clear("Stalled");
-        w.set("Succeeded", true, "Held", format!("LegalHold {} holds this data; nothing was deleted", whole.join(", ")));
+        w.set(
+            "Succeeded",
+            true,
+            "Held",
+            format!("LegalHold {} holds this data; nothing was deleted", whole.join(", ")),
+        );
         w.flush().await?;
         return Ok(Ended::Done);
     }
@@ -385,11 +403,15 @@ pub async fn execute(
     // The plan, recorded once, before anything changes.
     if w.st.plan.is_none() {
         w.st.phase = Some(RunPhase::Planning);
-        let counts = match db.plan(&sel).await {
+        let mut counts = match db.plan(&sel).await {
             Ok(c) => c,
             Err(e) if e.retryable() => return Err(e.into()),
             Err(e) => return w.fail(e.reason(), e.to_string()).await,
         };
+        if matches!(action, Action::Anonymize { .. }) {
+            // Records anonymized by an earlier run match, but have nothing left to do.
+            counts.selected = db.pending(&sel, &action).await?;
+        }
         w.st.plan = Some(RunPlan {
             cutoff: run.spec.cutoff,
             total_records: Some(counts.total),
@@ -451,7 +473,12 @@ pub async fn execute(
         w.st.duration = Some(human((at - started).to_std().unwrap_or_default()));
         let c = w.st.counts.get_or_insert_with(RunCounts::default);
         c.affected = matching;
-        w.set("Succeeded", true, "DryRun", format!("dry run: {matching} records would be affected; nothing was changed"));
+        w.set(
+            "Succeeded",
+            true,
+            "DryRun",
+            format!("dry run: {matching} records would be affected; nothing was changed"),
+        );
         w.flush().await?;
         return Ok(Ended::Done);
     }
@@ -509,8 +536,10 @@ pub async fn execute(
             verified_at: at,
         },
         RunPurpose::Erasure => {
+            // What the action left undone, plus what minimum retention and holds kept.
             let everything = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
-            let remaining = db.count(&everything).await?;
+            let kept = db.count(&everything).await? - db.count(&sel).await?;
+            let remaining = outcome.remaining + kept;
             let reason = if remaining == 0 {
                 None
             } else if let Some(t) = run.spec.minimum_retention_cutoff {
@@ -521,7 +550,11 @@ pub async fn execute(
             Verification { remaining, reason, verified_at: at }
         }
     };
-    let affected = if resumed { (matching - outcome.remaining).max(outcome.records_done - done_before) } else { outcome.records_done };
+    let affected = if resumed {
+        (matching - outcome.remaining).max(outcome.records_done - done_before)
+    } else {
+        outcome.records_done
+    };
     let c = w.st.counts.get_or_insert_with(RunCounts::default);
     c.affected = affected;
     match action {
@@ -540,10 +573,18 @@ pub async fn execute(
     w.st.completion_time = Some(at);
     let seconds = (at - started).to_std().unwrap_or_default();
     w.st.duration = Some(human(seconds));
-    w.set("Succeeded", true, "Completed", format!("{affected} records {}", match run.spec.action {
-        ExpiryAction::Delete => "deleted",
-        ExpiryAction::Anonymize => "anonymized",
-    }));
+    w.set(
+        "Succeeded",
+        true,
+        "Completed",
+        format!(
+            "{affected} records {}",
+            match run.spec.action {
+                ExpiryAction::Delete => "deleted",
+                ExpiryAction::Anonymize => "anonymized",
+            }
+        ),
+    );
     w.clear("Failed");
     w.flush().await?;
     observer.finished(

@@ -58,13 +58,25 @@ impl Default for Metrics {
         let run_failures = Family::<Labels, Counter>::default();
         registry.register("run_failures", "ScrubRuns that failed, by reason", run_failures.clone());
         let blast_stops = Family::<Labels, Counter>::default();
-        registry.register("blast_radius_stops", "Runs stopped before deleting by the safety brake", blast_stops.clone());
+        registry.register(
+            "blast_radius_stops",
+            "Runs stopped before deleting by the safety brake",
+            blast_stops.clone(),
+        );
         let requests_received = Family::<Labels, Counter>::default();
         registry.register("deletion_requests_received", "DeletionRequests seen", requests_received.clone());
         let requests_completed = Family::<Labels, Counter>::default();
-        registry.register("deletion_requests_completed", "DeletionRequests finished, by phase", requests_completed.clone());
+        registry.register(
+            "deletion_requests_completed",
+            "DeletionRequests finished, by phase",
+            requests_completed.clone(),
+        );
         let requests_overdue = Family::<Labels, Gauge>::default();
-        registry.register("deletion_requests_overdue", "Open DeletionRequests past their deadline", requests_overdue.clone());
+        registry.register(
+            "deletion_requests_overdue",
+            "Open DeletionRequests past their deadline",
+            requests_overdue.clone(),
+        );
         let completion_seconds = Histograms::new_with_constructor(completion_buckets as fn() -> Histogram);
         registry.register(
             "deletion_request_completion_seconds",
@@ -97,7 +109,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn scrubbed(&self, store_type: &str, action: &str, purpose: &str, n: i64) {
-        let l = vec![("store_type", store_type.to_string()), ("action", action.to_string()), ("purpose", purpose.to_string())];
+        let l = vec![
+            ("store_type", store_type.to_string()),
+            ("action", action.to_string()),
+            ("purpose", purpose.to_string()),
+        ];
         self.records.get_or_create(&l).inc_by(n.max(0) as u64);
     }
 

@@ -41,14 +41,19 @@ async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Ctx>) -> Result<Action> {
         if let Some(r) = &s.secret_ref {
             match read_secret(&ctx.client, &ns, &r.name).await? {
                 // Each key is an identifier type; count the subjects, never show them.
-                Some(values) => n += values.values().map(|v| v.lines().filter(|l| !l.trim().is_empty()).count()).max().unwrap_or(0),
+                Some(values) => {
+                    n += values.values().map(|v| v.lines().filter(|l| !l.trim().is_empty()).count()).max().unwrap_or(0)
+                }
                 None => {
                     ready = condition(
                         &prev.conditions,
                         "Ready",
                         false,
                         "SecretMissing",
-                        format!("Secret {:?} naming the held subjects does not exist; affected runs refuse to start", r.name),
+                        format!(
+                            "Secret {:?} naming the held subjects does not exist; affected runs refuse to start",
+                            r.name
+                        ),
                         generation,
                     )
                 }
@@ -77,7 +82,13 @@ async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Ctx>) -> Result<Action> {
         if active && !was_active {
             ctx.event(hold.as_ref(), false, "HoldActive", "deletion of covered data is suspended".into()).await;
         } else if !active && was_active {
-            ctx.event(hold.as_ref(), false, "HoldExpired", "the hold expired; covered data follows its retention again".into()).await;
+            ctx.event(
+                hold.as_ref(),
+                false,
+                "HoldExpired",
+                "the hold expired; covered data follows its retention again".into(),
+            )
+            .await;
         }
     }
     ctx.reset_backoff(&key(hold.as_ref()));

@@ -160,7 +160,10 @@ async fn build(ctx: &Ctx, run: &ScrubRun) -> Result<std::result::Result<Job, Str
                     restart_policy: Some("Never".into()),
                     service_account_name: ctx.config.job_service_account.clone(),
                     automount_service_account_token: Some(true),
-                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        ..PodSecurityContext::default()
+                    }),
                     containers: vec![container],
                     ..PodSpec::default()
                 }),
@@ -193,7 +196,10 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
                     return Ok(Action::await_change());
                 }
             };
-            match jobs.create(&PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() }, &job).await {
+            match jobs
+                .create(&PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() }, &job)
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -210,12 +216,21 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
             if job_condition(&job, "Complete").is_some() {
                 if phase == Some(RunPhase::AwaitingApproval) && run.annotations().contains_key(APPROVED_BY) {
                     // Approved after the Job stopped at the brake: a fresh Job continues.
-                    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+                    let dp = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    };
                     jobs.delete(&name, &dp).await?;
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
                 if phase != Some(RunPhase::AwaitingApproval) {
-                    exec::fail(&ctx.client, run, "JobEnded", format!("scrub Job {name} ended without finishing the run")).await?;
+                    exec::fail(
+                        &ctx.client,
+                        run,
+                        "JobEnded",
+                        format!("scrub Job {name} ended without finishing the run"),
+                    )
+                    .await?;
                 }
                 return Ok(Action::await_change());
             }

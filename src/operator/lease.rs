@@ -12,10 +12,7 @@ use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
-use kube::{
-    Api, Client,
-    api::{PostParams},
-};
+use kube::{Api, Client, api::PostParams};
 
 pub const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
@@ -61,7 +58,9 @@ impl Elector {
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Held),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Other { holder: String::new(), version: String::new() }),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    Ok(Attempt::Other { holder: String::new(), version: String::new() })
+                }
                 Err(e) => Err(e),
             };
         };

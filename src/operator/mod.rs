@@ -33,8 +33,8 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::WatchStreamExt,
     api::{Patch, PatchParams},
+    runtime::WatchStreamExt,
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
@@ -141,8 +141,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(client: Client, config: Config, caches: Caches) -> Ctx {
-        let recorder =
-            Recorder::new(client.clone(), Reporter { controller: "lethe".into(), instance: Some(config.identity.clone()) });
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "lethe".into(), instance: Some(config.identity.clone()) },
+        );
         Ctx {
             client,
             config,
@@ -269,7 +271,10 @@ pub fn condition_is(conditions: &[Condition], type_: &str, status: &str) -> bool
 /// already shows exactly that. Returns whether a write happened.
 pub async fn apply_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
@@ -287,14 +292,19 @@ where
 }
 
 /// The values of a Secret, decoded. `None` when the Secret does not exist.
-pub async fn read_secret(client: &Client, ns: &str, name: &str) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+pub async fn read_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let Some(secret) = api.get_opt(name).await? else {
         return Ok(None);
     };
     let mut out = std::collections::BTreeMap::new();
     for (k, v) in secret.data.unwrap_or_default() {
-        let text = String::from_utf8(v.0).map_err(|_| Error::Other(format!("Secret {name:?} key {k:?} is not UTF-8")))?;
+        let text =
+            String::from_utf8(v.0).map_err(|_| Error::Other(format!("Secret {name:?} key {k:?} is not UTF-8")))?;
         out.insert(k, text);
     }
     for (k, v) in secret.string_data.unwrap_or_default() {

@@ -45,13 +45,8 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Ctx>) -> Result<Action
     let ns = policy.namespace().unwrap_or_default();
     let prev = policy.status.clone().unwrap_or_default();
     let generation = policy.metadata.generation;
-    let mut datasets: Vec<String> = ctx
-        .caches
-        .datasets_in(&ns)
-        .iter()
-        .filter(|d| applies(&policy, d))
-        .map(|d| d.name_any())
-        .collect();
+    let mut datasets: Vec<String> =
+        ctx.caches.datasets_in(&ns).iter().filter(|d| applies(&policy, d)).map(|d| d.name_any()).collect();
     datasets.sort();
     let problems = policy.spec.dataset_selector.as_ref().map(selector::problems).unwrap_or_default();
     let rule = &policy.spec.rule;

@@ -17,9 +17,7 @@ use kube::{
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher::Config as WatchConfig},
 };
 
-use super::{
-    APPROVED_BY, Ctx, REQUESTED_BY, Result, apply_status, condition, dataset, exec, from_time, key, now,
-};
+use super::{APPROVED_BY, Ctx, REQUESTED_BY, Result, apply_status, condition, dataset, exec, from_time, key, now};
 use crate::{
     api::{
         Dataset, DatasetResult, DeletionRequest, DeletionRequestStatus, ExpiryAction, LegalHold, LocalRef, Receipt,
@@ -79,7 +77,12 @@ pub fn run_name(request: &str, dataset: &str) -> String {
 }
 
 /// Whether a hold keeps this subject's records in this dataset.
-fn holding(h: &LegalHold, digests: &[String], ids: &BTreeMap<String, String>, held_values: &BTreeMap<String, Vec<String>>) -> bool {
+fn holding(
+    h: &LegalHold,
+    digests: &[String],
+    ids: &BTreeMap<String, String>,
+    held_values: &BTreeMap<String, Vec<String>>,
+) -> bool {
     match &h.spec.subjects {
         None => true,
         Some(s) => {
@@ -116,18 +119,30 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     let overdue = at > deadline;
     let overdue_cond = |prev: &DeletionRequestStatus| {
         if overdue {
-            condition(&prev.conditions, "Overdue", true, "DeadlinePassed", format!("the deadline {} has passed", deadline.to_rfc3339()), generation)
+            condition(
+                &prev.conditions,
+                "Overdue",
+                true,
+                "DeadlinePassed",
+                format!("the deadline {} has passed", deadline.to_rfc3339()),
+                generation,
+            )
         } else {
-            condition(&prev.conditions, "Overdue", false, "WithinDeadline", format!("due by {}", deadline.to_rfc3339()), generation)
+            condition(
+                &prev.conditions,
+                "Overdue",
+                false,
+                "WithinDeadline",
+                format!("due by {}", deadline.to_rfc3339()),
+                generation,
+            )
         }
     };
     let ids = match exec::subject_identifiers(&ctx.client, &ns, &req).await? {
         Ok(ids) => ids,
         Err(m) => {
-            st.conditions = vec![
-                condition(&prev.conditions, "Ready", false, "SecretMissing", m, generation),
-                overdue_cond(&prev),
-            ];
+            st.conditions =
+                vec![condition(&prev.conditions, "Ready", false, "SecretMissing", m, generation), overdue_cond(&prev)];
             apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
@@ -136,18 +151,35 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     st.subject_digest = Some(digest::subject(&ctx.config.digest_salt, &ids));
 
     // The approval gate.
-    let mut conds = vec![condition(&prev.conditions, "Ready", true, "Accepted", "the request is valid", generation), overdue_cond(&prev)];
+    let mut conds = vec![
+        condition(&prev.conditions, "Ready", true, "Accepted", "the request is valid", generation),
+        overdue_cond(&prev),
+    ];
     if req.spec.require_approval {
         let approver = req.annotations().get(APPROVED_BY).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let requester = req.annotations().get(REQUESTED_BY).map(|s| s.trim().to_string());
         match approver {
             Some(a) if Some(&a) == requester.as_ref() => {
                 st.phase = Some(RequestPhase::AwaitingApproval);
-                conds.push(condition(&prev.conditions, "Approved", false, "SelfApproval", "the approver must not be the requester", generation));
+                conds.push(condition(
+                    &prev.conditions,
+                    "Approved",
+                    false,
+                    "SelfApproval",
+                    "the approver must not be the requester",
+                    generation,
+                ));
             }
             Some(a) => {
                 st.approved_by = Some(a.clone());
-                conds.push(condition(&prev.conditions, "Approved", true, "Approved", format!("approved by {a}"), generation));
+                conds.push(condition(
+                    &prev.conditions,
+                    "Approved",
+                    true,
+                    "Approved",
+                    format!("approved by {a}"),
+                    generation,
+                ));
             }
             None => {
                 st.phase = Some(RequestPhase::AwaitingApproval);
@@ -203,7 +235,10 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         if let Some(r) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref())
             && let Some(v) = super::read_secret(&ctx.client, &ns, &r.name).await?
         {
-            let by_type = v.into_iter().map(|(t, v)| (t, v.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())).collect();
+            let by_type = v
+                .into_iter()
+                .map(|(t, v)| (t, v.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()))
+                .collect();
             held_values.insert(h.name_any(), by_type);
         }
     }
@@ -250,7 +285,9 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                             ]
                             .into(),
                         ),
-                        owner_references: Some(vec![req.controller_owner_ref(&()).expect("a stored request has a uid")]),
+                        owner_references: Some(vec![
+                            req.controller_owner_ref(&()).expect("a stored request has a uid"),
+                        ]),
                         ..ObjectMeta::default()
                     },
                     spec: ScrubRunSpec {
@@ -299,7 +336,10 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                         // Erasable once the newest kept record passes its minimum; at the latest a full minimum from now.
                         let policies = dataset::applying_policies(&ctx, ds);
                         let effective = dataset::effective_of(ds, &policies, at);
-                        r.erasable_after = effective.minimum.as_ref().and_then(|(d, _)| d.after(run.spec.scheduled_time.unwrap_or(at)));
+                        r.erasable_after = effective
+                            .minimum
+                            .as_ref()
+                            .and_then(|(d, _)| d.after(run.spec.scheduled_time.unwrap_or(at)));
                         "Deferred".into()
                     }
                     _ if r.remaining.unwrap_or(0) > 0 => "Blocked".into(),
@@ -337,7 +377,8 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     let count = |p: &str| st.datasets.iter().filter(|r| phase_of(r) == p).count();
     let n = st.datasets.len();
-    let (done, blocked, deferred, failed) = (count("Completed") + count("DryRun"), count("Blocked"), count("Deferred"), count("Failed"));
+    let (done, blocked, deferred, failed) =
+        (count("Completed") + count("DryRun"), count("Blocked"), count("Deferred"), count("Failed"));
     let phase = if failed > 0 {
         RequestPhase::Failed
     } else if done == n {
@@ -353,25 +394,46 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     st.completion_time = Some(at);
     st.start_time.get_or_insert(at);
     let summary = format!("{done} of {n} dataset(s) erased, {blocked} held, {deferred} deferred, {failed} failed");
-    conds.push(condition(&prev.conditions, "Complete", phase != RequestPhase::Failed, &format!("{phase:?}"), summary.clone(), generation));
+    conds.push(condition(
+        &prev.conditions,
+        "Complete",
+        phase != RequestPhase::Failed,
+        &format!("{phase:?}"),
+        summary.clone(),
+        generation,
+    ));
     if overdue {
         // Finished late: still recorded as overdue.
         conds.retain(|c| c.type_ != "Overdue");
-        conds.push(condition(&prev.conditions, "Overdue", true, "CompletedLate", format!("completed after the deadline {}", deadline.to_rfc3339()), generation));
+        conds.push(condition(
+            &prev.conditions,
+            "Overdue",
+            true,
+            "CompletedLate",
+            format!("completed after the deadline {}", deadline.to_rfc3339()),
+            generation,
+        ));
     }
     let mut unsigned = st.clone();
     unsigned.conditions = vec![];
     st.receipt = Some(Receipt { digest: crate::receipt::digest(&req, &unsigned), issued_at: at });
     st.conditions = conds;
     apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await?;
-    ctx.metrics.request_completed(req.spec.regime.as_str(), &format!("{phase:?}"), (at - received).num_seconds().max(0) as f64);
+    ctx.metrics.request_completed(
+        req.spec.regime.as_str(),
+        &format!("{phase:?}"),
+        (at - received).num_seconds().max(0) as f64,
+    );
     ctx.event(req.as_ref(), phase == RequestPhase::Failed, &format!("{phase:?}"), summary).await;
     if req.spec.delete_secret_on_completion
         && phase != RequestPhase::Failed
         && let Some(r) = &req.spec.subject.secret_ref
     {
         match Api::<Secret>::namespaced(ctx.client.clone(), &ns).delete(&r.name, &DeleteParams::default()).await {
-            Ok(_) => ctx.event(req.as_ref(), false, "SecretDeleted", format!("deleted Secret {} naming the subject", r.name)).await,
+            Ok(_) => {
+                ctx.event(req.as_ref(), false, "SecretDeleted", format!("deleted Secret {} naming the subject", r.name))
+                    .await
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }

@@ -67,7 +67,14 @@ async fn reconcile(run: Arc<ScrubRun>, ctx: Arc<Ctx>) -> Result<Action> {
         let st = ScrubRunStatus {
             observed_generation: run.metadata.generation,
             phase: Some(RunPhase::Pending),
-            conditions: vec![condition(&[], "Succeeded", false, "Pending", "waiting for the executor", run.metadata.generation)],
+            conditions: vec![condition(
+                &[],
+                "Succeeded",
+                false,
+                "Pending",
+                "waiting for the executor",
+                run.metadata.generation,
+            )],
             ..ScrubRunStatus::default()
         };
         apply_status(&ctx.client, run.as_ref(), None, &st).await?;
@@ -123,9 +130,16 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
                         }
                     };
                 let observer = Metrics(ctx2.clone());
-                let ended =
-                    exec::execute(&ctx2.client, &run, targets, inputs, &ctx2.config.digest_salt, "in-process", &observer)
-                        .await?;
+                let ended = exec::execute(
+                    &ctx2.client,
+                    &run,
+                    targets,
+                    inputs,
+                    &ctx2.config.digest_salt,
+                    "in-process",
+                    &observer,
+                )
+                .await?;
                 if ended == exec::Ended::Done {
                     let run = api.get_opt(&name).await?;
                     if let Some(run) = run.filter(is_finished) {

@@ -33,7 +33,10 @@ pub async fn load_or_create(client: &Client, namespace: &str) -> Result<String, 
             ..Secret::default()
         };
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        match api.create(&PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() }, &secret).await {
+        match api
+            .create(&PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() }, &secret)
+            .await
+        {
             Ok(_) => {}
             // Another replica created it first: read theirs.
             Err(kube::Error::Api(e)) if e.code == 409 => {}

@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn unknown_zone_and_bad_cron_are_errors() {
-        let s: Schedule = serde_json::from_value(serde_json::json!({"cron": "0 * * * *", "timeZone": "Mars/Olympus"})).unwrap();
+        let s: Schedule =
+            serde_json::from_value(serde_json::json!({"cron": "0 * * * *", "timeZone": "Mars/Olympus"})).unwrap();
         assert!(parse(&s, Utc::now()).unwrap_err().contains("Mars/Olympus"));
         let s: Schedule = serde_json::from_value(serde_json::json!({"cron": "61 * * * *"})).unwrap();
         assert!(parse(&s, Utc::now()).is_err());
@@ -137,7 +138,10 @@ mod tests {
     fn only_the_latest_missed_time_runs() {
         let p = cron("0 * * * *", None);
         // Last acted on at 01:00, operator back at 05:10: one run, for 05:00.
-        assert_eq!(due(&p, Some(at("2026-01-01T01:00:00Z")), at("2026-01-01T05:10:00Z"), None), Due::Run(at("2026-01-01T05:00:00Z")));
+        assert_eq!(
+            due(&p, Some(at("2026-01-01T01:00:00Z")), at("2026-01-01T05:10:00Z"), None),
+            Due::Run(at("2026-01-01T05:00:00Z"))
+        );
         // With a 5-minute starting deadline, 05:00 is too late at 05:10.
         assert_eq!(
             due(&p, Some(at("2026-01-01T01:00:00Z")), at("2026-01-01T05:10:00Z"), Some(300)),

@@ -132,6 +132,15 @@ impl Driver {
         }
     }
 
+    /// Records the selection still leaves for the action to do (not yet anonymized, for an anonymization).
+    pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.pending(sel, action).await,
+            Driver::Mysql(d) => d.pending(sel, action).await,
+            Driver::Sqlite(d) => d.pending(sel, action).await,
+        }
+    }
+
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         match self {

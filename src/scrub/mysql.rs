@@ -332,6 +332,17 @@ impl Mysql {
         Ok(outcome)
     }
 
+    /// Records the selection still leaves for the action to do.
+    pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
+        let cols = self.columns(&sel.table).await?;
+        let b = Self::predicate(sel, &cols)?;
+        let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
+        let mut values = b.values.clone();
+        values.extend(done_values);
+        self.count_where(&sel.table, &format!("{} AND NOT {done}", Self::where_clause(&b)), values).await
+    }
+
     /// For tests and tools: runs SQL text as is.
     pub async fn execute_batch(&self, sql: &str) -> Result<(), ScrubError> {
         self.conn.lock().await.query_drop(sql).await.map_err(|e| classify(e, "execute"))

@@ -541,16 +541,22 @@ impl Postgres {
         let mut source = PgBatches { db: self, batches, params: params.values };
         let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
         outcome.partitions = partitions;
-        outcome.remaining = match action {
-            Action::Delete => self.count(sel).await?,
+        outcome.remaining = self.pending(sel, action).await?;
+        Ok(outcome)
+    }
+
+    /// Records the selection still leaves for the action to do: all of
+    /// them for a delete, those not yet anonymized for an anonymization.
+    pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        match action {
+            Action::Delete => self.count(sel).await,
             Action::Anonymize { rules, .. } => {
                 let mut p = Params::new(Dialect::Postgres);
                 let pred = sql::pg_predicate(sel, &mut p);
                 let done = sql::pg_anonymized(rules, &mut p);
-                self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await?
+                self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await
             }
-        };
-        Ok(outcome)
+        }
     }
 
     /// The planner's estimate of the share of the table a predicate selects.

@@ -282,6 +282,16 @@ impl Sqlite {
         Ok(outcome)
     }
 
+    /// Records the selection still leaves for the action to do.
+    pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
+        let cols = self.columns(&sel.table).await?;
+        let (pred, mut values) = Self::predicate(sel, &cols)?;
+        let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
+        values.extend(done_values);
+        self.count_where(&sel.table, format!("{pred} AND NOT {done}"), values).await
+    }
+
     /// For tests and tools: runs SQL text as is.
     pub async fn execute_batch(&self, sql: &str) -> Result<(), ScrubError> {
         let sql = sql.to_string();

@@ -84,5 +84,6 @@ impl Cluster {
     }
 }
 pub mod mariadb;
+pub mod operator;
 pub mod pg;
 pub mod scrub;

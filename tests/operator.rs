@@ -1,0 +1,240 @@
+//! The operator end to end: the real `kubectl` against the project's API
+//! emulator, the `lethe operator` binary as a separate process, and a real
+//! PostgreSQL server holding the data.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Cluster,
+    operator::{Operator, Sql, eventually},
+    pg::{PASSWORD, PgServer},
+};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The shop's tables with 5,000 customers. About a tenth of each table is
+/// past its window (under the default 20% brake); customer 4711 is the
+/// subject of the example DeletionRequest.
+const SHOP: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, email text UNIQUE NOT NULL, full_name text NOT NULL, phone text,
+  street_address text, created_at timestamptz NOT NULL, last_login_at timestamptz, closed_at timestamptz);
+INSERT INTO customers
+  SELECT i, CASE WHEN i = 4711 THEN 'jane.doe@example.com' ELSE 'c' || i || '@example.com' END, 'Customer ' || i,
+         '+49 30 ' || i, 'Street ' || i, now() - interval '3 years', now() - interval '1 day',
+         CASE WHEN i % 50 = 0 THEN now() - interval '60 days' END
+  FROM generate_series(1, 5000) i;
+CREATE TABLE marketing_preferences (id bigint PRIMARY KEY, customer_id bigint, email_address text,
+  created_at timestamptz, last_interest_at timestamptz);
+INSERT INTO marketing_preferences
+  SELECT i, i, 'c' || i || '@example.com', now() - interval '4 years',
+         now() - make_interval(months => CASE WHEN i % 10 = 0 THEN 30 ELSE i % 20 END, days => 1)
+  FROM generate_series(1, 5000) i;
+UPDATE marketing_preferences SET email_address = 'jane.doe@example.com' WHERE id = 4711;
+CREATE TABLE tracking_events (id bigint PRIMARY KEY, customer_id bigint, device_id text, recorded_at timestamptz);
+INSERT INTO tracking_events
+  SELECT i, i, 'dev-' || i, now() - make_interval(months => CASE WHEN i % 10 = 0 THEN 14 ELSE i % 12 END, days => 1)
+  FROM generate_series(1, 5000) i;
+CREATE TABLE access_log (id bigint PRIMARY KEY, user_id bigint, logged_at timestamptz);
+INSERT INTO access_log
+  SELECT i, i, now() - make_interval(days => CASE WHEN i % 10 = 0 THEN 200 ELSE i % 80 END, hours => 1)
+  FROM generate_series(1, 5000) i;
+CREATE TABLE invoices (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id), issued_at timestamptz,
+  amount numeric);
+INSERT INTO invoices
+  SELECT i, i, now() - make_interval(years => i % 12, days => 1), 10 FROM generate_series(1, 5000) i;
+-- Customer 4711 also has a recent invoice, under the 7-year minimum.
+INSERT INTO invoices VALUES (9001, 4711, now() - interval '2 years', 20);
+"#;
+
+/// The examples, pointed at the test's PostgreSQL.
+fn examples_for(pg: &PgServer) -> String {
+    let mut all = String::new();
+    let mut files: Vec<_> = std::fs::read_dir("examples").unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in files {
+        all.push_str("---\n");
+        all.push_str(&std::fs::read_to_string(f).unwrap());
+        all.push('\n');
+    }
+    let replace = |s: String, from: &str, to: &str| {
+        assert!(s.contains(from), "examples no longer contain {from:?}");
+        s.replace(from, to)
+    };
+    let all = replace(all, "host: shop-db.databases.svc", "host: 127.0.0.1");
+    let all = replace(all, "port: 5432", &format!("port: {}", pg.port));
+    let all = replace(all, "database: shop", "database: postgres");
+    let all = replace(all, "mode: require", "mode: disable");
+    let all = replace(all, "username: lethe_scrubber", "username: postgres");
+    replace(all, "password: change-me", &format!("password: {PASSWORD}"))
+}
+
+fn jsonpath(c: &Cluster, ns: &str, what: &str, path: &str) -> String {
+    let (_, out, _) = c.kubectl(&["-n", ns, "get", what, "-o", &format!("jsonpath={path}")]);
+    out
+}
+
+fn status(c: &Cluster, ns: &str, what: &str) -> serde_json::Value {
+    let out = c.ok(&["-n", ns, "get", what, "-o", "json"]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"].clone()
+}
+
+#[test]
+fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    sql.exec(SHOP);
+    let ns = c.namespace("shop");
+    let mut op = Operator::start(&c, &ns, "in-process", "op-a");
+    c.apply_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: lethe-anonymization-salt\nstringData:\n  salt: s3cr3t-salt\n",
+        &["-n", &ns],
+    );
+    c.apply_text(&examples_for(&pg), &["-n", &ns]);
+
+    // Every object becomes Ready.
+    for kind in ["datastores", "datasets", "retentionpolicies", "legalholds"] {
+        c.ok(&["-n", &ns, "wait", "--for=condition=Ready", kind, "--all", "--timeout=120s"]);
+    }
+    let table = c.ok(&["-n", &ns, "get", "datasets"]);
+    assert!(table.contains("SET BY") && table.contains("RetentionPolicy/marketing-24-months"), "{table}");
+    assert!(table.contains("24mo") && table.contains("13mo") && table.contains("90d"), "{table}");
+    let eff = status(&c, &ns, "dataset/invoices")["effectiveRetention"].clone();
+    assert_eq!(eff["keepFor"], "10y");
+    assert_eq!(eff["keepAtLeast"], "7y");
+    assert_eq!(eff["setBy"], "RetentionPolicy/tax-records");
+    assert_eq!(status(&c, &ns, "datastore/shop-db")["conditions"][0]["reason"], "Connected");
+
+    // Every dataset's first pass finishes.
+    for ds in ["marketing-preferences", "tracking-events", "network-access-logs", "customer-accounts", "invoices"] {
+        eventually(&format!("first run of {ds}"), LIMIT, || {
+            let reason = jsonpath(
+                &c,
+                &ns,
+                &format!("dataset/{ds}"),
+                "{.status.conditions[?(@.type==\"LastRunSucceeded\")].reason}",
+            );
+            (!reason.is_empty()).then_some(reason)
+        });
+    }
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erasure-request-4711", "--timeout=120s"]);
+
+    // Retention: exactly the expired rows went, nothing newer.
+    assert_eq!(sql.count("SELECT count(*) FROM marketing_preferences WHERE id % 10 = 0"), 0);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM marketing_preferences WHERE last_interest_at < now() - interval '24 months'"),
+        0
+    );
+    // 4,500 unexpired rows; the subject's row went with the request.
+    assert_eq!(sql.count("SELECT count(*) FROM marketing_preferences"), 4499);
+    assert_eq!(sql.count("SELECT count(*) FROM tracking_events"), 4499);
+    assert_eq!(sql.count("SELECT count(*) FROM tracking_events WHERE recorded_at < now() - interval '13 months'"), 0);
+    // The LegalHold keeps every access-log row, expired or not, the subject's too.
+    assert_eq!(sql.count("SELECT count(*) FROM access_log"), 5000);
+    let logs_run = status(&c, &ns, "dataset/network-access-logs");
+    assert_eq!(
+        logs_run["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Held").unwrap()["status"],
+        "True"
+    );
+    // Invoices: only those past 10 years went (the minimum keeps the rest).
+    assert_eq!(sql.count("SELECT count(*) FROM invoices WHERE issued_at < now() - interval '10 years'"), 0);
+    assert!(sql.count("SELECT count(*) FROM invoices WHERE issued_at < now() - interval '9 years'") > 0);
+    // Closed accounts past 30 days were anonymized, not deleted.
+    assert_eq!(sql.count("SELECT count(*) FROM customers"), 5000);
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id % 50 = 0 AND email LIKE 'c%@example.com'"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id % 50 = 0 AND phone IS NOT NULL"), 0);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM customers WHERE id % 50 <> 0 AND id <> 4711 AND email LIKE 'c%@example.com'"),
+        4899
+    );
+
+    // The request: children before parents, holds and minimum retention named.
+    let st = status(&c, &ns, "deletionrequest/erasure-request-4711");
+    assert_eq!(st["phase"], "PartiallyCompleted", "{st}");
+    let result = |ds: &str| st["datasets"].as_array().unwrap().iter().find(|r| r["dataset"] == ds).cloned().unwrap();
+    assert_eq!(result("marketing-preferences")["phase"], "Completed", "{st:#}");
+    assert_eq!(result("marketing-preferences")["remaining"], 0);
+    assert_eq!(result("tracking-events")["phase"], "Completed");
+    assert_eq!(result("customer-accounts")["phase"], "Completed");
+    assert_eq!(result("customer-accounts")["action"], "anonymize");
+    assert_eq!(result("network-access-logs")["phase"], "Blocked");
+    assert!(
+        result("network-access-logs")["remainingReason"].as_str().unwrap().contains("fraud-investigation-2026-114")
+    );
+    assert_eq!(result("invoices")["phase"], "Deferred");
+    assert_eq!(result("invoices")["remaining"], 1);
+    assert!(result("invoices")["erasableAfter"].is_string());
+    assert!(st["subjectDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(st["receipt"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    // Invoices reference customers: the invoices run ended before the customers run started.
+    let runs =
+        c.ok(&["-n", &ns, "get", "scrubruns", "-l", "lethe.dev/deletion-request=erasure-request-4711", "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let run = |ds: &str| {
+        runs["items"].as_array().unwrap().iter().find(|r| r["spec"]["datasetRef"]["name"] == ds).cloned().unwrap()
+    };
+    let ended: chrono::DateTime<chrono::Utc> =
+        run("invoices")["status"]["completionTime"].as_str().unwrap().parse().unwrap();
+    let started: chrono::DateTime<chrono::Utc> =
+        run("customer-accounts")["status"]["startTime"].as_str().unwrap().parse().unwrap();
+    assert!(started >= ended, "customers erased before their invoices");
+
+    // The data: the subject is gone where nothing keeps it.
+    assert_eq!(sql.count("SELECT count(*) FROM marketing_preferences WHERE customer_id = 4711"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM tracking_events WHERE customer_id = 4711"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE email = 'jane.doe@example.com'"), 0);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM customers WHERE id = 4711 AND phone IS NULL AND street_address = '(removed)'"),
+        1
+    );
+    assert_eq!(sql.count("SELECT count(*) FROM invoices WHERE customer_id = 4711"), 1);
+    assert_eq!(sql.count("SELECT count(*) FROM access_log WHERE user_id = 4711"), 1);
+    // The Secret naming the subject was deleted on completion.
+    let (code, _, _) = c.kubectl(&["-n", &ns, "get", "secret", "erasure-request-4711"]);
+    assert_ne!(code, 0, "the subject's Secret should be gone");
+
+    // The receipt verifies, and stops verifying when a result is altered.
+    let verify = |c: &Cluster| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["report", "--verify", "erasure-request-4711", "-n", &ns])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&c);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(st["receipt"]["digest"].as_str().unwrap()));
+
+    // Nothing carries the subject's identifiers: logs, Events, status, metrics.
+    let (code, metrics) = op.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("lethe_records_scrubbed_total"), "metrics lack scrub counters");
+    assert!(metrics.contains("lethe_deletion_requests_completed_total"));
+    let events = c.ok(&["-n", &ns, "get", "events", "-o", "yaml"]);
+    assert!(events.contains("RunCompleted") && events.contains("PartiallyCompleted"), "expected Events missing");
+    let everything = c.ok(&["-n", &ns, "get", "lethe", "-o", "yaml"]);
+    for (what, text) in
+        [("operator log", op.logs()), ("Events", events), ("Lethe objects", everything), ("metrics", metrics)]
+    {
+        assert!(!text.contains("jane.doe@example.com"), "the subject's e-mail address appears in the {what}");
+        assert!(!text.contains("jane.doe"), "part of the subject's e-mail address appears in the {what}");
+    }
+
+    // Tampering with the recorded results breaks the receipt.
+    op.kill();
+    c.ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "deletionrequest/erasure-request-4711",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"recordsAffected":0}}"#,
+    ]);
+    let out = verify(&c);
+    assert!(!out.status.success(), "an altered result still verified");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mismatch"));
+}
