@@ -238,3 +238,152 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     assert!(!out.status.success(), "an altered result still verified");
     assert!(String::from_utf8_lossy(&out.stderr).contains("mismatch"));
 }
+
+/// A DataStore for the test's PostgreSQL, with its Secret.
+fn store_manifest(pg: &PgServer) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: db-credentials}}
+stringData: {{username: postgres, password: {PASSWORD}}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: DataStore
+metadata: {{name: db}}
+spec:
+  type: postgres
+  sql: {{host: 127.0.0.1, port: {}, database: postgres}}
+  secretRef: {{name: db-credentials}}
+  tls: {{mode: disable}}
+"#,
+        pg.port
+    )
+}
+
+/// A Dataset over table `t` keeping 30 days from `column`, with options.
+fn dataset_manifest(name: &str, table: &str, column: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: db}}
+  categories: [usage]
+  table: {{name: {table}}}
+  primaryKey: [id]
+  timestamps: {{created: {column}}}
+  subjectFields: {{user_id: user_id}}
+  retention: {{keepFor: 30d}}
+  schedule: {{cron: "0 0 1 1 *"}}
+{extra}"#
+    )
+}
+
+/// A table of `n` events, one per day of age (`id` days old, plus an hour),
+/// with a `birth` column that is old for every row.
+fn events_table(sql: &Sql, table: &str, n: i64) {
+    sql.exec(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, user_id bigint, created_at timestamptz, birth timestamptz);
+         INSERT INTO {table} SELECT i, i % 100, now() - make_interval(days => i % 300, hours => 1),
+           now() - interval '40 years' FROM generate_series(1, {n}) i;"
+    ));
+}
+
+fn run_of(c: &Cluster, ns: &str, dataset: &str) -> serde_json::Value {
+    let out = c.ok(&["-n", ns, "get", "scrubruns", "-l", &format!("lethe.dev/dataset={dataset}"), "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut items = v["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|r| r["metadata"]["name"].as_str().unwrap_or_default().to_string());
+    items.pop().unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_phase(c: &Cluster, ns: &str, dataset: &str, phase: &str) -> serde_json::Value {
+    eventually(&format!("a run of {dataset} in phase {phase}"), LIMIT, || {
+        let r = run_of(c, ns, dataset);
+        (r["status"]["phase"] == phase).then_some(r)
+    })
+}
+
+#[test]
+fn a_legal_hold_blocks_exactly_what_it_covers_until_it_expires() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    // 3,000 rows spread over 300 days: nine tenths are past 30 days, so the
+    // brake is opened wide for this test.
+    events_table(&sql, "held_events", 3000);
+    events_table(&sql, "free_events", 3000);
+    let ns = c.namespace("holds");
+    let _op = Operator::start(&c, &ns, "in-process", "op-holds");
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    c.apply_text(
+        &format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: audit}}\nspec:\n  reason: Audit of the held table\n  datasets: [held]\n  expiresAt: \"{expires}\"\n"
+        ),
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Active", "legalhold/audit", "--timeout=60s"]);
+    let wide = "  safety: {maxDeletePercent: 100}\n";
+    let manifest = format!(
+        "{}---\n{}---\n{}",
+        store_manifest(&pg),
+        dataset_manifest("held", "held_events", "created_at", wide),
+        dataset_manifest("free", "free_events", "created_at", wide)
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    let expired = |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at < now() - interval '30 days'"));
+    let newer = |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at >= now() - interval '30 days'"));
+    let newer_before = newer("free_events");
+    wait_phase(&c, &ns, "free", "Succeeded");
+    let held_run = wait_phase(&c, &ns, "held", "Succeeded");
+    // The uncovered dataset lost its expired rows, and only those.
+    assert_eq!(expired("free_events"), 0);
+    assert_eq!(newer("free_events"), newer_before);
+    // The covered dataset kept everything; the run says why and how much.
+    assert_eq!(sql.count("SELECT count(*) FROM held_events"), 3000);
+    assert_eq!(held_run["status"]["conditions"][0]["reason"], "Held", "{held_run:#}");
+    assert!(held_run["status"]["counts"]["skippedHeld"].as_i64().unwrap() > 0);
+    let hold = status(&c, &ns, "legalhold/audit");
+    assert_eq!(hold["datasets"], serde_json::json!(["held"]));
+
+    // The hold expires; the next run proceeds.
+    c.ok(&["-n", &ns, "wait", "--for=condition=Active=false", "legalhold/audit", "--timeout=90s"]);
+    c.ok(&["-n", &ns, "annotate", "dataset/held", "lethe.dev/run-now=after-hold"]);
+    eventually("a run after the hold", LIMIT, || {
+        let r = run_of(&c, &ns, "held");
+        (r["metadata"]["name"] != held_run["metadata"]["name"] && r["status"]["phase"] == "Succeeded").then_some(())
+    });
+    assert_eq!(expired("held_events"), 0);
+    assert!(newer("held_events") > 0);
+    assert_eq!(status(&c, &ns, "dataset/held")["runNowToken"], "after-hold");
+}
+
+#[test]
+fn the_brake_stops_a_misconfigured_dataset_until_the_run_is_approved() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "visits", 3000);
+    let ns = c.namespace("brake");
+    let _op = Operator::start(&c, &ns, "in-process", "op-brake");
+    // The time field points at `birth`, which is old for every row.
+    let manifest = format!("{}---\n{}", store_manifest(&pg), dataset_manifest("visits", "visits", "birth", ""));
+    c.apply_text(&manifest, &["-n", &ns]);
+    let run = wait_phase(&c, &ns, "visits", "AwaitingApproval");
+    let stalled = run["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").cloned().unwrap();
+    assert_eq!(stalled["reason"], "BlastRadiusExceeded");
+    assert!(stalled["message"].as_str().unwrap().contains("3000 of 3000"), "{stalled}");
+    assert_eq!(run["status"]["plan"]["matchingRecords"], 3000);
+    // Nothing was deleted, and waiting changes nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sql.count("SELECT count(*) FROM visits"), 3000);
+    let name = run["metadata"]["name"].as_str().unwrap().to_string();
+    // Dataset health is not degraded by a stalled run.
+    assert_eq!(jsonpath(&c, &ns, "dataset/visits", "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
+
+    c.ok(&["-n", &ns, "annotate", &format!("scrubrun/{name}"), "lethe.dev/approved-by=privacy-officer"]);
+    let done = wait_phase(&c, &ns, "visits", "Succeeded");
+    assert_eq!(done["status"]["approvedBy"], "privacy-officer");
+    assert_eq!(done["status"]["counts"]["deleted"], 3000);
+    assert_eq!(sql.count("SELECT count(*) FROM visits"), 0);
+}

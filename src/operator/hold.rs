@@ -14,7 +14,17 @@ use super::{Ctx, Result, apply_status, condition, key, now, read_secret};
 use crate::api::{LegalHold, LegalHoldStatus};
 
 pub async fn controller(ctx: Arc<Ctx>) {
+    let cache = ctx.caches.holds.clone();
     Controller::new(Api::<LegalHold>::all(ctx.client.clone()), WatchConfig::default())
+        // A Dataset appearing or changing labels may change what a hold covers.
+        .watches(Api::<crate::api::Dataset>::all(ctx.client.clone()), WatchConfig::default(), move |d| {
+            cache
+                .state()
+                .into_iter()
+                .filter(|h| h.namespace() == d.namespace())
+                .map(|h| kube::runtime::reflector::ObjectRef::from_obj(h.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
