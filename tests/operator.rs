@@ -241,6 +241,10 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
 
 /// A DataStore for the test's PostgreSQL, with its Secret.
 fn store_manifest(pg: &PgServer) -> String {
+    store_manifest_with(pg, "")
+}
+
+fn store_manifest_with(pg: &PgServer, extra: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -255,7 +259,7 @@ spec:
   sql: {{host: 127.0.0.1, port: {}, database: postgres}}
   secretRef: {{name: db-credentials}}
   tls: {{mode: disable}}
-"#,
+{extra}"#,
         pg.port
     )
 }
@@ -315,7 +319,8 @@ fn a_legal_hold_blocks_exactly_what_it_covers_until_it_expires() {
     events_table(&sql, "free_events", 3000);
     let ns = c.namespace("holds");
     let _op = Operator::start(&c, &ns, "in-process", "op-holds");
-    let expires = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expires =
+        (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     c.apply_text(
         &format!(
             "apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: audit}}\nspec:\n  reason: Audit of the held table\n  datasets: [held]\n  expiresAt: \"{expires}\"\n"
@@ -331,8 +336,10 @@ fn a_legal_hold_blocks_exactly_what_it_covers_until_it_expires() {
         dataset_manifest("free", "free_events", "created_at", wide)
     );
     c.apply_text(&manifest, &["-n", &ns]);
-    let expired = |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at < now() - interval '30 days'"));
-    let newer = |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at >= now() - interval '30 days'"));
+    let expired =
+        |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at < now() - interval '30 days'"));
+    let newer =
+        |t: &str| sql.count(&format!("SELECT count(*) FROM {t} WHERE created_at >= now() - interval '30 days'"));
     let newer_before = newer("free_events");
     wait_phase(&c, &ns, "free", "Succeeded");
     let held_run = wait_phase(&c, &ns, "held", "Succeeded");
@@ -370,7 +377,8 @@ fn the_brake_stops_a_misconfigured_dataset_until_the_run_is_approved() {
     let manifest = format!("{}---\n{}", store_manifest(&pg), dataset_manifest("visits", "visits", "birth", ""));
     c.apply_text(&manifest, &["-n", &ns]);
     let run = wait_phase(&c, &ns, "visits", "AwaitingApproval");
-    let stalled = run["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").cloned().unwrap();
+    let stalled =
+        run["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").cloned().unwrap();
     assert_eq!(stalled["reason"], "BlastRadiusExceeded");
     assert!(stalled["message"].as_str().unwrap().contains("3000 of 3000"), "{stalled}");
     assert_eq!(run["status"]["plan"]["matchingRecords"], 3000);
@@ -386,4 +394,106 @@ fn the_brake_stops_a_misconfigured_dataset_until_the_run_is_approved() {
     assert_eq!(done["status"]["approvedBy"], "privacy-officer");
     assert_eq!(done["status"]["counts"]["deleted"], 3000);
     assert_eq!(sql.count("SELECT count(*) FROM visits"), 0);
+}
+
+/// Kills the executor in the middle of a large run, restarts, and checks
+/// the run finishes with exact counts and nothing newer than its cutoff lost.
+fn interrupted_run_resumes(executor: &str, kill: impl FnOnce(&Cluster, &str, &str, &mut Operator) -> Option<Operator>) {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "big", 400_000);
+    let expected = sql.count("SELECT count(*) FROM big WHERE created_at < now() - interval '30 days'");
+    let newer =
+        sql.count("SELECT count(*) FROM big WHERE created_at >= now() - interval '30 days' - interval '1 minute'");
+    let ns = c.namespace("resume");
+    let mut op = Operator::start(&c, &ns, executor, "op-resume");
+    // Throttled so the run lasts long enough to be interrupted.
+    let store = store_manifest_with(&pg, "  limits: {maxRecordsPerSecond: 40000, targetBatchMillis: 50}\n");
+    let manifest =
+        format!("{store}---\n{}", dataset_manifest("big", "big", "created_at", "  safety: {maxDeletePercent: 100}\n"));
+    c.apply_text(&manifest, &["-n", &ns]);
+    let name = eventually("progress of the run", LIMIT, || {
+        let r = run_of(&c, &ns, "big");
+        (r["status"]["progress"]["recordsDone"].as_i64().unwrap_or(0) > 0)
+            .then(|| r["metadata"]["name"].as_str().unwrap().to_string())
+    });
+    let restarted = kill(&c, &ns, &name, &mut op);
+    // Interrupted part way: some rows deleted, not all.
+    let left = sql.count("SELECT count(*) FROM big");
+    assert!(left < 400_000 && left > 400_000 - expected, "the kill did not land mid-run ({left} rows left)");
+    let done = wait_phase(&c, &ns, "big", "Succeeded");
+    assert_eq!(done["metadata"]["name"], name.as_str(), "the same run finished");
+    assert_eq!(done["status"]["plan"]["matchingRecords"], expected);
+    assert_eq!(done["status"]["counts"]["deleted"], expected, "{:#}", done["status"]);
+    assert_eq!(done["status"]["verification"]["remaining"], 0);
+    assert_eq!(sql.count("SELECT count(*) FROM big"), 400_000 - expected);
+    // Nothing newer than the cutoff was touched.
+    assert_eq!(
+        sql.count("SELECT count(*) FROM big WHERE created_at >= now() - interval '30 days' - interval '1 minute'"),
+        newer
+    );
+    drop(restarted);
+}
+
+#[test]
+fn killing_the_operator_mid_run_resumes_with_exact_counts() {
+    interrupted_run_resumes("in-process", |c, ns, _, op| {
+        op.kill();
+        Some(Operator::start(c, ns, "in-process", "op-resume"))
+    });
+}
+
+#[test]
+fn killing_the_scrub_job_process_resumes_with_exact_counts() {
+    interrupted_run_resumes("job", |c, ns, name, _| {
+        // The emulator runs the Job's container as a local `lethe scrub --run` process.
+        let pattern = format!("scrub --run {name} --namespace {ns}");
+        let out = std::process::Command::new("pkill").args(["-9", "-f", &pattern]).status().unwrap();
+        assert!(out.success(), "no scrub process to kill");
+        let job = eventually("a failed pod on the Job", LIMIT, || {
+            let j = c.ok(&["-n", ns, "get", "jobs", "-o", "json"]);
+            let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+            let job = j["items"][0].clone();
+            (job["status"]["failed"].as_i64().unwrap_or(0) >= 1).then_some(job)
+        });
+        assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "ScrubRun");
+        None
+    });
+}
+
+#[test]
+fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "one", 100);
+    events_table(&sql, "two", 100);
+    let ns = c.namespace("leader");
+    let mut a = Operator::start(&c, &ns, "in-process", "op-a");
+    eventually("op-a ready", LIMIT, || (a.get("/readyz").0 == 200).then_some(()));
+    let b = Operator::start(&c, &ns, "in-process", "op-b");
+    eventually("op-b waiting for the lease", LIMIT, || {
+        b.logs().contains("another replica holds the lease").then_some(())
+    });
+    assert_eq!(b.get("/readyz").0, 503, "a standby must not report ready");
+    assert_eq!(b.get("/healthz").0, 200, "a standby is alive");
+    assert_eq!(jsonpath(&c, &ns, "lease/lethe-operator", "{.spec.holderIdentity}"), "op-a");
+
+    let wide = "  safety: {maxDeletePercent: 100}\n";
+    c.apply_text(
+        &format!("{}---\n{}", store_manifest(&pg), dataset_manifest("one", "one", "created_at", wide)),
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "dataset/one", "--timeout=60s"]);
+    assert!(!b.logs().contains("starting controllers"), "the standby reconciled");
+
+    a.kill();
+    eventually("op-b takes over", LIMIT, || (b.get("/readyz").0 == 200).then_some(()));
+    assert_eq!(jsonpath(&c, &ns, "lease/lethe-operator", "{.spec.holderIdentity}"), "op-b");
+    assert_eq!(jsonpath(&c, &ns, "lease/lethe-operator", "{.spec.leaseTransitions}"), "1");
+    c.apply_text(&dataset_manifest("two", "two", "created_at", wide), &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "dataset/two", "--timeout=60s"]);
+    wait_phase(&c, &ns, "two", "Succeeded");
+    assert_eq!(sql.count("SELECT count(*) FROM two WHERE created_at < now() - interval '30 days'"), 0);
 }
