@@ -206,7 +206,7 @@ fn owner_references_are_garbage_collected() {
     c.ok(&["apply", "-n", &ns, "-f", "examples/06-invoices.yaml"]);
     let uid = c.ok(&["get", "-n", &ns, "dset", "invoices", "-o", "jsonpath={.metadata.uid}"]);
     let run = format!(
-        "apiVersion: lethe.dev/v1alpha1\nkind: ScrubRun\nmetadata:\n  name: invoices-1\n  ownerReferences:\n  - apiVersion: lethe.dev/v1alpha1\n    kind: Dataset\n    name: invoices\n    uid: {uid}\nspec:\n  datasetRef: {{name: invoices}}\n  purpose: Retention\n  cutoff: \"2016-01-01T00:00:00Z\"\n"
+        "apiVersion: lethe.dev/v1alpha1\nkind: ScrubRun\nmetadata:\n  name: invoices-1\n  ownerReferences:\n  - apiVersion: lethe.dev/v1alpha1\n    kind: Dataset\n    name: invoices\n    uid: {uid}\nspec:\n  datasetRef: {{name: invoices}}\n  purpose: Retention\n  cutoff: \"2016-01-01T00:00:00Z\"\n  timeField: issued_at\n"
     );
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), run).unwrap();
