@@ -497,3 +497,94 @@ fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     wait_phase(&c, &ns, "two", "Succeeded");
     assert_eq!(sql.count("SELECT count(*) FROM two WHERE created_at < now() - interval '30 days'"), 0);
 }
+
+#[test]
+fn datastore_readiness_names_the_reason() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let ns = c.namespace("stores");
+    let _op = Operator::start(&c, &ns, "in-process", "op-stores");
+    let store = |name: &str, port: u16, secret: &str| {
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: {name}}}\nspec:\n  type: postgres\n  sql: {{host: 127.0.0.1, port: {port}, database: postgres}}\n  secretRef: {{name: {secret}}}\n  tls: {{mode: disable}}\n"
+        )
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let manifest = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: wrong}}\nstringData: {{username: postgres, password: not-the-password}}\n---\n{}---\n{}---\n{}",
+        store_manifest(&pg),
+        store("bad-password", pg.port, "wrong"),
+        store("nowhere", closed, "db-credentials"),
+        store("no-secret", pg.port, "missing")
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    let reason = |name: &str| {
+        eventually(&format!("a Ready condition on {name}"), LIMIT, || {
+            let r =
+                jsonpath(&c, &ns, &format!("datastore/{name}"), "{.status.conditions[?(@.type==\"Ready\")].reason}");
+            (!r.is_empty()).then_some(r)
+        })
+    };
+    assert_eq!(reason("db"), "Connected");
+    assert!(jsonpath(&c, &ns, "datastore/db", "{.status.serverVersion}").starts_with("PostgreSQL 1"));
+    assert_eq!(reason("bad-password"), "AuthFailed");
+    assert_eq!(reason("nowhere"), "Unreachable");
+    assert_eq!(reason("no-secret"), "SecretMissing");
+    let msg = jsonpath(&c, &ns, "datastore/bad-password", "{.status.conditions[0].message}");
+    assert!(!msg.contains("not-the-password"), "a password leaked into status");
+    // The Secret appearing fixes the store without any other change.
+    c.apply_text(
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: missing}}\nstringData: {{username: postgres, password: {PASSWORD}}}\n"),
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/no-secret", "--timeout=60s"]);
+    let events = c.ok(&["-n", &ns, "get", "events"]);
+    assert!(events.contains("AuthFailed") && events.contains("Connected"), "{events}");
+}
+
+#[test]
+fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "visits", 1000);
+    let ns = c.namespace("approval");
+    let mut op = Operator::start(&c, &ns, "in-process", "op-approval");
+    let received = (chrono::Utc::now() - chrono::Duration::days(50)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let manifest = format!(
+        "{}---\n{}---\napiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata:\n  name: req-1\n  annotations: {{lethe.dev/requested-by: alice}}\nspec:\n  subject: {{identifiers: {{user_id: \"5\"}}}}\n  regime: CCPA\n  receivedAt: \"{received}\"\n  requireApproval: true\n",
+        store_manifest(&pg),
+        dataset_manifest("visits", "visits", "created_at", "  safety: {maxDeletePercent: 100}\n")
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    let phase = || jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.phase}");
+    eventually("the request waits for approval", LIMIT, || (phase() == "AwaitingApproval").then_some(()));
+    // 50 days after receipt, past the CCPA's 45.
+    c.ok(&["-n", &ns, "wait", "--for=condition=Overdue", "deletionrequest/req-1", "--timeout=60s"]);
+    let deadline = jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.deadline}");
+    let expected = (chrono::Utc::now() - chrono::Duration::days(5)).date_naive().to_string();
+    assert!(deadline.starts_with(&expected), "deadline {deadline}, expected 45 days after receipt");
+    let (_, metrics) = op.get("/metrics");
+    assert!(metrics.contains("lethe_deletion_requests_overdue{regime=\"CCPA\"} 1"), "{metrics}");
+    // The requester cannot approve their own request.
+    c.ok(&["-n", &ns, "annotate", "deletionrequest/req-1", "lethe.dev/approved-by=alice"]);
+    eventually("self-approval refused", LIMIT, || {
+        let r = jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Approved\")].reason}");
+        (r == "SelfApproval").then_some(())
+    });
+    // The retention pass ran meanwhile; the subject's recent rows wait for approval.
+    wait_phase(&c, &ns, "visits", "Succeeded");
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 4);
+    let others = sql.count("SELECT count(*) FROM visits WHERE user_id <> 5");
+    c.ok(&["-n", &ns, "annotate", "--overwrite", "deletionrequest/req-1", "lethe.dev/approved-by=bob"]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/req-1", "--timeout=120s"]);
+    assert_eq!(phase(), "Completed");
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.approvedBy}"), "bob");
+    assert_eq!(
+        jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Overdue\")].reason}"),
+        "CompletedLate"
+    );
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id <> 5"), others);
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.recordsAffected}"), "4");
+}

@@ -223,7 +223,10 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
                     jobs.delete(&name, &dp).await?;
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
-                if phase != Some(RunPhase::AwaitingApproval) {
+                if phase == Some(RunPhase::AwaitingApproval) {
+                    super::run::announce_stall(ctx, run).await;
+                    ctx.metrics.blast_radius_stop(&ns, &run.spec.dataset_ref.name);
+                } else {
                     exec::fail(
                         &ctx.client,
                         run,

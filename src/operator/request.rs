@@ -103,6 +103,9 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     if prev.phase.is_none() {
         ctx.metrics.request_received(req.spec.regime.as_str());
     }
+    for (regime, n) in overdue_counts(&ctx.caches.requests.state(), at) {
+        ctx.metrics.set_overdue(regime, n);
+    }
     if terminal(prev.phase) && prev.receipt.is_some() {
         ctx.reset_backoff(&key(req.as_ref()));
         return Ok(Action::await_change());

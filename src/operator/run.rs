@@ -140,10 +140,11 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
                     &observer,
                 )
                 .await?;
-                if ended == exec::Ended::Done {
-                    let run = api.get_opt(&name).await?;
-                    if let Some(run) = run.filter(is_finished) {
-                        announce(&ctx2, &run).await;
+                if let Some(run) = api.get_opt(&name).await? {
+                    match ended {
+                        exec::Ended::Done if is_finished(&run) => announce(&ctx2, &run).await,
+                        exec::Ended::AwaitingApproval => announce_stall(&ctx2, &run).await,
+                        exec::Ended::Done => {}
                     }
                 }
                 super::Result::<bool>::Ok(true)
@@ -171,5 +172,13 @@ pub async fn announce(ctx: &Ctx, run: &ScrubRun) {
         (Some(RunPhase::Succeeded), Some(c)) => ctx.event(run, false, &format!("Run{}", c.reason), c.message).await,
         (Some(RunPhase::Failed), Some(c)) => ctx.event(run, true, &c.reason, c.message).await,
         _ => {}
+    }
+}
+
+/// The Event for a run stopped by the safety brake.
+pub async fn announce_stall(ctx: &Ctx, run: &ScrubRun) {
+    let st = run.status.clone().unwrap_or_default();
+    if let Some(c) = st.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True") {
+        ctx.event(run, true, &c.reason, c.message.clone()).await;
     }
 }
