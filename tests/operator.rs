@@ -549,7 +549,7 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     let sql = Sql::connect(&pg);
     events_table(&sql, "visits", 1000);
     let ns = c.namespace("approval");
-    let mut op = Operator::start(&c, &ns, "in-process", "op-approval");
+    let op = Operator::start(&c, &ns, "in-process", "op-approval");
     let received = (chrono::Utc::now() - chrono::Duration::days(50)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let manifest = format!(
         "{}---\n{}---\napiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata:\n  name: req-1\n  annotations: {{lethe.dev/requested-by: alice}}\nspec:\n  subject: {{identifiers: {{user_id: \"5\"}}}}\n  regime: CCPA\n  receivedAt: \"{received}\"\n  requireApproval: true\n",
