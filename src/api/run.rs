@@ -26,7 +26,7 @@ use super::{ExpiryAction, Identifier, LocalRef};
     printcolumn(name = "Purpose", type_ = "string", json_path = ".spec.purpose"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Affected", type_ = "integer", json_path = ".status.counts.affected"),
-    printcolumn(name = "Cutoff", type_ = "date", json_path = ".spec.cutoff"),
+    printcolumn(name = "Cutoff", type_ = "string", json_path = ".spec.cutoff"),
     printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
