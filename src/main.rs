@@ -72,6 +72,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Print the salted digest of a subject identifier read from stdin (for
+    /// LegalHold `subjects.digests`), never echoing the identifier.
+    Digest {
+        /// The identifier type, e.g. email or user_id.
+        #[arg(long = "type")]
+        type_: String,
+        /// The operator's namespace, where the salt Secret lives (when LETHE_DIGEST_SALT is unset).
+        #[arg(long, default_value = "lethe-system")]
+        operator_namespace: String,
+    },
     /// Print the privacy report of deletion requests and retention runs.
     Report {
         /// Recompute the receipt of this DeletionRequest and compare it with the one in its status.
@@ -183,6 +193,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Digest { type_, operator_namespace } => digest(&type_, &operator_namespace),
         Command::Report { verify: Some(name), namespace } => verify_receipt(&name, namespace.as_deref()),
         Command::Report { verify: None, .. } => not_yet("report", 7),
     }
@@ -250,6 +261,42 @@ fn scrub_run(run: &str, namespace: &str) -> ExitCode {
         Err(e) => {
             tracing::error!(run = %run, reason = e.reason(), error = %e, "scrub run interrupted; the Job retries and resumes");
             ExitCode::from(75)
+        }
+    }
+}
+
+fn digest(type_: &str, operator_namespace: &str) -> ExitCode {
+    let mut value = String::new();
+    if std::io::Read::read_to_string(&mut std::io::stdin(), &mut value).is_err() {
+        eprintln!("lethe digest: cannot read the identifier from stdin");
+        return ExitCode::from(2);
+    }
+    let value = value.trim();
+    if value.is_empty() {
+        eprintln!("lethe digest: give the identifier on stdin");
+        return ExitCode::from(2);
+    }
+    let salt = match std::env::var("LETHE_DIGEST_SALT").ok().filter(|s| !s.is_empty()) {
+        Some(s) => Ok(s),
+        None => runtime("digest").ok_or_else(|| "no runtime".to_string()).and_then(|rt| {
+            rt.block_on(async {
+                let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+                lethe::operator::read_secret(&client, operator_namespace, lethe::operator::salt::SECRET)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|v| v.get(lethe::operator::salt::KEY).cloned())
+                    .ok_or_else(|| format!("Secret {operator_namespace}/{} not found", lethe::operator::salt::SECRET))
+            })
+        }),
+    };
+    match salt {
+        Ok(salt) => {
+            println!("{}", lethe::digest::identifier(&salt, type_, value));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lethe digest: {e}");
+            ExitCode::FAILURE
         }
     }
 }

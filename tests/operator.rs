@@ -588,3 +588,65 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id <> 5"), others);
     assert_eq!(jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.recordsAffected}"), "4");
 }
+
+#[test]
+fn holds_on_subjects_by_digest_and_by_secret() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "visits", 1000);
+    let ns = c.namespace("subjects");
+    let _op = Operator::start(&c, &ns, "in-process", "op-subjects");
+    // The digest a privacy engineer puts in a hold, without the identifier on any command line.
+    let mut digest = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["digest", "--type", "user_id"])
+        .env("LETHE_DIGEST_SALT", common::operator::SALT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(digest.stdin.as_mut().unwrap(), b"5\n").unwrap();
+    let out = digest.wait_with_output().unwrap();
+    let d = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
+    let manifest = format!(
+        "{}---\n{}---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: litigation}}\nspec:\n  reason: Litigation involving one customer\n  datasets: [visits]\n  subjects: {{digests: [\"{d}\"]}}\n",
+        store_manifest(&pg),
+        dataset_manifest("visits", "visits", "created_at", "  safety: {maxDeletePercent: 100}\n")
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    // Retention cannot recognise the held subject's rows by digest: it refuses.
+    let refused = wait_phase(&c, &ns, "visits", "Failed");
+    assert_eq!(refused["status"]["conditions"][0]["reason"], "HeldSubjectsUnresolvable", "{:#}", refused["status"]);
+    assert_eq!(sql.count("SELECT count(*) FROM visits"), 1000);
+    // Erasure: the held subject is blocked, another proceeds.
+    let request = |name: &str, user: &str| {
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: {name}}}\nspec:\n  subject: {{identifiers: {{user_id: \"{user}\"}}}}\n  regime: GDPR\n"
+        )
+    };
+    c.apply_text(&format!("{}---\n{}", request("held-subject", "5"), request("free-subject", "7")), &["-n", &ns]);
+    for r in ["held-subject", "free-subject"] {
+        c.ok(&["-n", &ns, "wait", "--for=condition=Complete", &format!("deletionrequest/{r}"), "--timeout=120s"]);
+    }
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/held-subject", "{.status.phase}"), "Blocked");
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/free-subject", "{.status.phase}"), "Completed");
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 10);
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 7"), 0);
+
+    // Named by Secret instead, retention skips exactly the held subject's rows.
+    c.apply_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: litigation-subjects}\nstringData: {user_id: \"5\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: litigation}\nspec:\n  reason: Litigation involving one customer\n  datasets: [visits]\n  subjects: {secretRef: {name: litigation-subjects}}\n",
+        &["-n", &ns],
+    );
+    let held = sql.count("SELECT count(*) FROM visits WHERE user_id = 5 AND created_at < now() - interval '30 days'");
+    assert!(held > 0);
+    c.ok(&["-n", &ns, "annotate", "dataset/visits", "lethe.dev/run-now=after-secret-hold"]);
+    let done = wait_phase(&c, &ns, "visits", "Succeeded");
+    assert_eq!(done["status"]["plan"]["heldRecords"], held, "{:#}", done["status"]);
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 10);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM visits WHERE user_id <> 5 AND created_at < now() - interval '30 days'"),
+        0
+    );
+}
