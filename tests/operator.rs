@@ -138,6 +138,10 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
         logs_run["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Held").unwrap()["status"],
         "True"
     );
+    // The evidence: held logs 200 days old remain past their window; nothing does for marketing.
+    let age = logs_run["oldestExpiredAgeSeconds"].as_i64().unwrap();
+    assert!((200 * 86400..201 * 86400).contains(&age), "{age}");
+    assert_eq!(status(&c, &ns, "dataset/marketing-preferences")["oldestExpiredAgeSeconds"], 0);
     // Invoices: only those past 10 years went (the minimum keeps the rest).
     assert_eq!(sql.count("SELECT count(*) FROM invoices WHERE issued_at < now() - interval '10 years'"), 0);
     assert!(sql.count("SELECT count(*) FROM invoices WHERE issued_at < now() - interval '9 years'") > 0);

@@ -185,4 +185,9 @@ pub struct Verification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub verified_at: DateTime<Utc>,
+    /// For a retention run: the time basis of the oldest record still past
+    /// the window (held, under minimum retention, or left by an error);
+    /// absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_remaining: Option<DateTime<Utc>>,
 }

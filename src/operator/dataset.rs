@@ -356,6 +356,11 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             c.map(|c| c.reason.clone()).unwrap_or_else(|| if ok { "Completed".into() } else { "Failed".into() });
         let msg = format!("{}: {}", last.name_any(), c.map(|c| c.message.clone()).unwrap_or_default());
         conds.push(condition(&prev.conditions, "LastRunSucceeded", ok, &reason, msg, generation));
+        // Evidence of compliance: how old the oldest record past the window was when the run verified.
+        if let Some(v) = st.verification.as_ref().filter(|_| ok) {
+            status.oldest_expired_age_seconds =
+                Some(v.oldest_remaining.map_or(0, |t| (v.verified_at - t).num_seconds().max(0)));
+        }
         status.last_run = Some(RunSummary {
             name: last.name_any(),
             phase: st.phase.map(|p| format!("{p:?}")),

@@ -384,10 +384,12 @@ pub async fn execute(
         w.st.counts = Some(RunCounts { skipped_held: n, ..RunCounts::default() });
         w.st.phase = Some(RunPhase::Succeeded);
         w.st.completion_time = Some(at);
+        let oldest = past_window(&db, &sel, run).await?;
         w.st.verification = Some(Verification {
             remaining: n,
             reason: Some(format!("held by LegalHold {}", whole.join(", "))),
             verified_at: at,
+            oldest_remaining: oldest,
         });
         w.clear("Stalled");
         w.set(
@@ -534,6 +536,7 @@ pub async fn execute(
             remaining: outcome.remaining,
             reason: (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string()),
             verified_at: at,
+            oldest_remaining: past_window(&db, &sel, run).await?,
         },
         RunPurpose::Erasure => {
             // What the action left undone, plus what minimum retention and holds kept.
@@ -547,7 +550,7 @@ pub async fn execute(
             } else {
                 Some("held".to_string())
             };
-            Verification { remaining, reason, verified_at: at }
+            Verification { remaining, reason, verified_at: at, oldest_remaining: None }
         }
     };
     let affected = if resumed {
@@ -598,6 +601,16 @@ pub async fn execute(
         seconds.as_secs_f64(),
     );
     Ok(Ended::Done)
+}
+
+/// The oldest record still past a retention run's window, whatever kept it.
+async fn past_window(db: &Driver, sel: &Selection, run: &ScrubRun) -> Result<Option<DateTime<Utc>>> {
+    let Some((col, _)) = &sel.older_than else { return Ok(None) };
+    if run.spec.purpose != RunPurpose::Retention {
+        return Ok(None);
+    }
+    let all = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
+    Ok(db.oldest(&all, col).await?)
 }
 
 impl From<String> for Error {

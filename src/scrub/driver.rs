@@ -141,6 +141,19 @@ impl Driver {
         }
     }
 
+    /// The earliest value of `column` among the records a selection matches.
+    pub async fn oldest(
+        &self,
+        sel: &Selection,
+        column: &crate::api::Identifier,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.oldest(sel, column).await,
+            Driver::Mysql(d) => d.oldest(sel, column).await,
+            Driver::Sqlite(d) => d.oldest(sel, column).await,
+        }
+    }
+
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         match self {

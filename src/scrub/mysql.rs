@@ -243,6 +243,25 @@ impl Mysql {
         Ok(n.unwrap_or(0))
     }
 
+    /// The earliest value of `column` among the records a selection matches.
+    pub async fn oldest(
+        &self,
+        sel: &Selection,
+        column: &Identifier,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let cols = self.columns(&sel.table).await?;
+        let b = Self::predicate(sel, &cols)?;
+        let q = format!(
+            "SELECT CAST(UNIX_TIMESTAMP(MIN({})) AS SIGNED) FROM {} WHERE {}",
+            sql::quote(Dialect::Mysql, column),
+            Self::qualified(&sel.table),
+            Self::where_clause(&b)
+        );
+        let n: Option<Option<i64>> =
+            self.conn.lock().await.exec_first(q, b.values).await.map_err(|e| classify(e, "oldest"))?;
+        Ok(n.flatten().and_then(|s| chrono::DateTime::from_timestamp(s, 0)))
+    }
+
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols)?;

@@ -402,6 +402,25 @@ impl Postgres {
         Ok(row.get(0))
     }
 
+    /// The earliest value of `column` among the records a selection matches.
+    pub async fn oldest(
+        &self,
+        sel: &Selection,
+        column: &Identifier,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let mut params = Params::new(Dialect::Postgres);
+        let pred = sql::pg_predicate(sel, &mut params);
+        let q = format!(
+            "SELECT EXTRACT(EPOCH FROM min({}))::float8 FROM {} WHERE {pred}",
+            sql::quote(Dialect::Postgres, column),
+            Self::qualified(&sel.table)
+        );
+        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "oldest"))?;
+        let bound = bind(&stmt, &params.values, &[])?;
+        let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "oldest"))?;
+        Ok(row.get::<_, Option<f64>>(0).and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0)))
+    }
+
     /// Records a selection would change now.
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
         let mut params = Params::new(Dialect::Postgres);

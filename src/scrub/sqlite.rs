@@ -171,6 +171,27 @@ impl Sqlite {
         .await
     }
 
+    /// The earliest value of `column` among the records a selection matches.
+    pub async fn oldest(
+        &self,
+        sel: &Selection,
+        column: &Identifier,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let cols = self.columns(&sel.table).await?;
+        let (pred, values) = Self::predicate(sel, &cols)?;
+        let q = format!(
+            "SELECT CAST(min({}) AS INTEGER) FROM {} WHERE {pred}",
+            time_expr(&sql::quote(Dialect::Sqlite, column)),
+            Self::qualified(&sel.table)
+        );
+        let s: Option<i64> = self
+            .with(move |c| {
+                c.query_row(&q, rusqlite::params_from_iter(values), |r| r.get(0)).map_err(|e| classify(e, "oldest"))
+            })
+            .await?;
+        Ok(s.and_then(|s| chrono::DateTime::from_timestamp(s, 0)))
+    }
+
     pub async fn server_version(&self) -> Result<String, ScrubError> {
         self.with(|c| {
             c.query_row("SELECT 'SQLite ' || sqlite_version()", [], |r| r.get(0)).map_err(|e| classify(e, "version"))
