@@ -654,3 +654,44 @@ fn holds_on_subjects_by_digest_and_by_secret() {
         0
     );
 }
+
+#[test]
+fn unchanged_objects_are_not_rewritten_and_run_history_is_bounded() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "ticks", 300);
+    let ns = c.namespace("history");
+    let _op = Operator::start(&c, &ns, "in-process", "op-history");
+    let schedule = "  safety: {maxDeletePercent: 100}\n";
+    let ds = dataset_manifest("ticks", "ticks", "created_at", schedule)
+        .replace("schedule: {cron: \"0 0 1 1 *\"}", "schedule: {interval: 2s, successfulRunsHistoryLimit: 1}");
+    c.apply_text(&format!("{}---\n{ds}", store_manifest(&pg)), &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/db", "--timeout=60s"]);
+    // Re-probed every resync (5 s here) with the same outcome: no write.
+    let rv = jsonpath(&c, &ns, "datastore/db", "{.metadata.resourceVersion}");
+    let probed = jsonpath(&c, &ns, "datastore/db", "{.status.lastProbeTime}");
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        jsonpath(&c, &ns, "datastore/db", "{.metadata.resourceVersion}"),
+        rv,
+        "an unchanged status was rewritten"
+    );
+    assert_eq!(jsonpath(&c, &ns, "datastore/db", "{.status.lastProbeTime}"), probed);
+    // Runs every 2 s; only the newest succeeded run is kept.
+    let first = eventually("a first run", LIMIT, || {
+        let n = jsonpath(&c, &ns, "dataset/ticks", "{.status.lastRun.name}");
+        (!n.is_empty()).then_some(n)
+    });
+    eventually("a later run", LIMIT, || {
+        let n = jsonpath(&c, &ns, "dataset/ticks", "{.status.lastRun.name}");
+        (n > first && n.len() == first.len()).then_some(())
+    });
+    eventually("history trimmed to one succeeded run", LIMIT, || {
+        let names = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "name"]);
+        let n = names.lines().count();
+        (n == 1 || (n == 2 && !names.contains(&first))).then_some(())
+    });
+    let names = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "name"]);
+    assert!(!names.contains(&first), "the first run outlived the history limit: {names}");
+}
