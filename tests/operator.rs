@@ -44,6 +44,8 @@ CREATE TABLE invoices (id bigint PRIMARY KEY, customer_id bigint REFERENCES cust
   amount numeric);
 INSERT INTO invoices
   SELECT i, i, now() - make_interval(years => i % 12, days => 1), 10 FROM generate_series(1, 5000) i;
+-- Support tickets reference customers, but no Dataset declares them.
+CREATE TABLE support_tickets (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));
 -- Customer 4711 also has a recent invoice, under the 7-year minimum.
 INSERT INTO invoices VALUES (9001, 4711, now() - interval '2 years', 20);
 "#;
@@ -171,6 +173,11 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     assert_eq!(result("invoices")["remaining"], 1);
     assert!(result("invoices")["erasableAfter"].is_string());
     assert!(st["subjectDigest"].as_str().unwrap().starts_with("sha256:"));
+    // A foreign key the schema shows but no relation declares is a warning.
+    let warn = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "UndeclaredRelations").cloned();
+    let warn = warn.expect("the undeclared foreign key is reported");
+    assert!(warn["message"].as_str().unwrap().contains("support_tickets -> customers"), "{warn}");
+    assert!(!warn["message"].as_str().unwrap().contains("invoices -> customers"), "{warn}");
     assert!(st["receipt"]["digest"].as_str().unwrap().starts_with("sha256:"));
     // Invoices reference customers: the invoices run ended before the customers run started.
     let runs =

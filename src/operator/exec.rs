@@ -218,6 +218,8 @@ pub struct Targets {
     pub dataset: Dataset,
     pub store: DataStore,
     pub holds: Vec<LegalHold>,
+    /// Declared relations between the namespace's tables, as (child table, parent table).
+    pub relations: Vec<(String, String)>,
 }
 
 /// Loads a run's Dataset, DataStore and applicable holds. `Ok(Err)` names what is missing.
@@ -233,7 +235,16 @@ pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Res
     };
     let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
     let holds = holds_for(&all, &dataset, now());
-    Ok(Ok(Targets { dataset, store, holds }))
+    let datasets = Api::<Dataset>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
+    let table_of = |name: &str| {
+        datasets.iter().find(|d| d.name_any() == name).and_then(|d| d.spec.table.as_ref()).map(|t| t.name.to_string())
+    };
+    let relations = datasets
+        .iter()
+        .flat_map(|d| d.spec.relations.iter().map(move |r| (d, r)))
+        .filter_map(|(d, r)| Some((d.spec.table.as_ref()?.name.to_string(), table_of(&r.dataset)?)))
+        .collect();
+    Ok(Ok(Targets { dataset, store, holds, relations }))
 }
 
 /// Hooks for metrics (the in-process executor counts; a Job does not).
@@ -262,7 +273,7 @@ pub async fn execute(
     if matches!(w.st.phase, Some(RunPhase::Succeeded | RunPhase::Failed)) {
         return Ok(Ended::Done);
     }
-    let Targets { dataset: ds, store, holds } = targets;
+    let Targets { dataset: ds, store, holds, relations } = targets;
     let purpose = run.spec.purpose;
     let purpose_str = match purpose {
         RunPurpose::Retention => "retention",
@@ -368,6 +379,26 @@ pub async fn execute(
         Err(e) if e.retryable() => return Err(e.into()),
         Err(e) => return w.fail(e.reason(), e.to_string()).await,
     };
+
+    if purpose == RunPurpose::Erasure {
+        // Erasure order rests on declared relations; a foreign key the schema
+        // shows but no Dataset declares is worth a warning, never silence.
+        let bare = |t: &str| t.rsplit('.').next().unwrap_or(t).trim_matches('"').to_string();
+        let found: Vec<(String, String)> =
+            db.foreign_keys(&sel.table).await?.into_iter().map(|(c, p)| (bare(&c), bare(&p))).collect();
+        let missing = crate::plan::erasure::undeclared(&relations, &found);
+        if missing.is_empty() {
+            w.clear("UndeclaredRelations");
+        } else {
+            let list: Vec<String> = missing.iter().map(|(c, p)| format!("{c} -> {p}")).collect();
+            w.set(
+                "UndeclaredRelations",
+                true,
+                "ForeignKeyNotDeclared",
+                format!("foreign keys no Dataset relation declares: {}", list.join(", ")),
+            );
+        }
+    }
 
     if !whole.is_empty() {
         // Nothing is touched; what would have been is counted as held.

@@ -365,6 +365,28 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         results.push(r);
     }
+    // Warnings the runs found (foreign keys no relation declares).
+    let mut warnings = Vec::new();
+    for r in &results {
+        if let Some(run) = r.run.as_ref().and_then(|n| ctx.caches.runs.get(&ObjectRef::new(n).within(&ns)))
+            && let Some(c) = run
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "UndeclaredRelations" && c.status == "True"))
+        {
+            warnings.push(format!("{}: {}", r.dataset, c.message));
+        }
+    }
+    if !warnings.is_empty() {
+        conds.push(condition(
+            &prev.conditions,
+            "UndeclaredRelations",
+            true,
+            "ForeignKeyNotDeclared",
+            warnings.join("; "),
+            generation,
+        ));
+    }
     st.records_affected = Some(results.iter().filter_map(|r| r.records_affected).sum());
     let phase_of = |r: &DatasetResult| r.phase.clone().unwrap_or_default();
     let all_done = !results.iter().any(|r| matches!(phase_of(r).as_str(), "Running" | "Pending" | "AwaitingApproval"));

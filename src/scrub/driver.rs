@@ -154,6 +154,15 @@ impl Driver {
         }
     }
 
+    /// Foreign keys touching a table, as (child table, parent table); SQLite reports none.
+    pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.foreign_keys(table).await,
+            Driver::Mysql(d) => d.foreign_keys(table).await,
+            Driver::Sqlite(_) => Ok(vec![]),
+        }
+    }
+
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         match self {
