@@ -190,4 +190,8 @@ pub struct Verification {
     /// absent when none is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_remaining: Option<DateTime<Utc>>,
+    /// For an erasure under minimum retention: the time basis of the newest
+    /// record the minimum kept (erasable once it passes the minimum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_kept: Option<DateTime<Utc>>,
 }

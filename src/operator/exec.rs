@@ -421,6 +421,7 @@ pub async fn execute(
             reason: Some(format!("held by LegalHold {}", whole.join(", "))),
             verified_at: at,
             oldest_remaining: oldest,
+            newest_kept: None,
         });
         w.clear("Stalled");
         w.set(
@@ -568,6 +569,7 @@ pub async fn execute(
             reason: (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string()),
             verified_at: at,
             oldest_remaining: past_window(&db, &sel, run).await?,
+            newest_kept: None,
         },
         RunPurpose::Erasure => {
             // What the action left undone, plus what minimum retention and holds kept.
@@ -581,7 +583,12 @@ pub async fn execute(
             } else {
                 Some("held".to_string())
             };
-            Verification { remaining, reason, verified_at: at, oldest_remaining: None }
+            // The newest record minimum retention keeps: erasable once it passes the minimum.
+            let newest_kept = match (&run.spec.minimum_time_field, remaining > 0) {
+                (Some(col), true) => db.extreme(&everything, col, true).await?,
+                _ => None,
+            };
+            Verification { remaining, reason, verified_at: at, oldest_remaining: None, newest_kept }
         }
     };
     let affected = if resumed {
@@ -641,7 +648,7 @@ async fn past_window(db: &Driver, sel: &Selection, run: &ScrubRun) -> Result<Opt
         return Ok(None);
     }
     let all = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
-    Ok(db.oldest(&all, col).await?)
+    Ok(db.extreme(&all, col, false).await?)
 }
 
 impl From<String> for Error {

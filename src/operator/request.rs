@@ -336,13 +336,11 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                     Some("Held") => "Blocked".into(),
                     Some("DryRun") => "DryRun".into(),
                     _ if r.remaining.unwrap_or(0) > 0 && run.spec.minimum_retention_cutoff.is_some() => {
-                        // Erasable once the newest kept record passes its minimum; at the latest a full minimum from now.
+                        // Erasable once the newest kept record passes its minimum.
                         let policies = dataset::applying_policies(&ctx, ds);
                         let effective = dataset::effective_of(ds, &policies, at);
-                        r.erasable_after = effective
-                            .minimum
-                            .as_ref()
-                            .and_then(|(d, _)| d.after(run.spec.scheduled_time.unwrap_or(at)));
+                        let from = v.as_ref().and_then(|v| v.newest_kept).or(run.spec.scheduled_time).unwrap_or(at);
+                        r.erasable_after = effective.minimum.as_ref().and_then(|(d, _)| d.after(from));
                         "Deferred".into()
                     }
                     _ if r.remaining.unwrap_or(0) > 0 => "Blocked".into(),

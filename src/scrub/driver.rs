@@ -141,16 +141,17 @@ impl Driver {
         }
     }
 
-    /// The earliest value of `column` among the records a selection matches.
-    pub async fn oldest(
+    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    pub async fn extreme(
         &self,
         sel: &Selection,
         column: &crate::api::Identifier,
+        newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
         match self {
-            Driver::Postgres(d) => d.oldest(sel, column).await,
-            Driver::Mysql(d) => d.oldest(sel, column).await,
-            Driver::Sqlite(d) => d.oldest(sel, column).await,
+            Driver::Postgres(d) => d.extreme(sel, column, newest).await,
+            Driver::Mysql(d) => d.extreme(sel, column, newest).await,
+            Driver::Sqlite(d) => d.extreme(sel, column, newest).await,
         }
     }
 

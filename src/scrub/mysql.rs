@@ -243,16 +243,18 @@ impl Mysql {
         Ok(n.unwrap_or(0))
     }
 
-    /// The earliest value of `column` among the records a selection matches.
-    pub async fn oldest(
+    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    pub async fn extreme(
         &self,
         sel: &Selection,
         column: &Identifier,
+        newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let agg = if newest { "max" } else { "min" };
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols)?;
         let q = format!(
-            "SELECT CAST(UNIX_TIMESTAMP(MIN({})) AS SIGNED) FROM {} WHERE {}",
+            "SELECT CAST(UNIX_TIMESTAMP({agg}({})) AS SIGNED) FROM {} WHERE {}",
             sql::quote(Dialect::Mysql, column),
             Self::qualified(&sel.table),
             Self::where_clause(&b)

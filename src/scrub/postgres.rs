@@ -402,16 +402,18 @@ impl Postgres {
         Ok(row.get(0))
     }
 
-    /// The earliest value of `column` among the records a selection matches.
-    pub async fn oldest(
+    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    pub async fn extreme(
         &self,
         sel: &Selection,
         column: &Identifier,
+        newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let agg = if newest { "max" } else { "min" };
         let mut params = Params::new(Dialect::Postgres);
         let pred = sql::pg_predicate(sel, &mut params);
         let q = format!(
-            "SELECT EXTRACT(EPOCH FROM min({}))::float8 FROM {} WHERE {pred}",
+            "SELECT EXTRACT(EPOCH FROM {agg}({}))::float8 FROM {} WHERE {pred}",
             sql::quote(Dialect::Postgres, column),
             Self::qualified(&sel.table)
         );

@@ -171,16 +171,18 @@ impl Sqlite {
         .await
     }
 
-    /// The earliest value of `column` among the records a selection matches.
-    pub async fn oldest(
+    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    pub async fn extreme(
         &self,
         sel: &Selection,
         column: &Identifier,
+        newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let agg = if newest { "max" } else { "min" };
         let cols = self.columns(&sel.table).await?;
         let (pred, values) = Self::predicate(sel, &cols)?;
         let q = format!(
-            "SELECT CAST(min({}) AS INTEGER) FROM {} WHERE {pred}",
+            "SELECT CAST({agg}({}) AS INTEGER) FROM {} WHERE {pred}",
             time_expr(&sql::quote(Dialect::Sqlite, column)),
             Self::qualified(&sel.table)
         );
