@@ -706,3 +706,40 @@ fn unchanged_objects_are_not_rewritten_and_run_history_is_bounded() {
     let names = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "name"]);
     assert!(!names.contains(&first), "the first run outlived the history limit: {names}");
 }
+
+/// Two datasets on a store allowing one run at a time: their runs never overlap.
+fn one_run_at_a_time(executor: &str) {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    events_table(&sql, "first", 60_000);
+    events_table(&sql, "second", 60_000);
+    let ns = c.namespace("serial");
+    let _op = Operator::start(&c, &ns, executor, "op-serial");
+    let store = store_manifest_with(&pg, "  limits: {maxConcurrentRuns: 1, maxRecordsPerSecond: 30000}\n");
+    let wide = "  safety: {maxDeletePercent: 100}\n";
+    let manifest = format!(
+        "{store}---\n{}---\n{}",
+        dataset_manifest("first", "first", "created_at", wide),
+        dataset_manifest("second", "second", "created_at", wide)
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    let a = wait_phase(&c, &ns, "first", "Succeeded");
+    let b = wait_phase(&c, &ns, "second", "Succeeded");
+    let t = |r: &serde_json::Value, f: &str| {
+        r["status"][f].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    };
+    let (a0, a1, b0, b1) = (t(&a, "startTime"), t(&a, "completionTime"), t(&b, "startTime"), t(&b, "completionTime"));
+    assert!(b0 >= a1 || a0 >= b1, "runs overlapped: first {a0}..{a1}, second {b0}..{b1}");
+    assert!((a1 - a0).num_seconds() >= 1 && (b1 - b0).num_seconds() >= 1, "runs too short to tell");
+}
+
+#[test]
+fn a_store_runs_one_scrub_at_a_time_in_process() {
+    one_run_at_a_time("in-process");
+}
+
+#[test]
+fn a_store_runs_one_scrub_at_a_time_as_jobs() {
+    one_run_at_a_time("job");
+}

@@ -30,6 +30,13 @@ use crate::{
 
 /// Label on every scrub Job, naming its run.
 pub const RUN_LABEL: &str = "lethe.dev/scrub-run";
+/// Label on every scrub Job, naming its DataStore.
+pub const STORE_LABEL: &str = "lethe.dev/datastore";
+
+/// A name as a label value (at most 63 characters).
+fn label_value(name: &str) -> String {
+    name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+}
 
 /// Environment variable names the Job reads (see [`inputs_from_env`]).
 pub const ENV_USERNAME: &str = "LETHE_STORE_USERNAME";
@@ -118,7 +125,8 @@ async fn build(ctx: &Ctx, run: &ScrubRun) -> Result<std::result::Result<Job, Str
         }
     }
     let labels: BTreeMap<String, String> = [
-        (RUN_LABEL.to_string(), run.name_any().chars().take(63).collect()),
+        (RUN_LABEL.to_string(), label_value(&run.name_any())),
+        (STORE_LABEL.to_string(), label_value(&targets.store.name_any())),
         ("app.kubernetes.io/name".to_string(), "lethe".to_string()),
         ("app.kubernetes.io/component".to_string(), "scrub".to_string()),
     ]
@@ -189,6 +197,25 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
     let name = job_name(&run.name_any());
     match jobs.get_opt(&name).await? {
         None => {
+            // At most maxConcurrentRuns Jobs against one store at a time;
+            // counting and creating happen under the store's lock.
+            let mut _guard = None;
+            if let Ok(t) = exec::targets(&ctx.client, run).await? {
+                let lock = ctx.store_lock(&format!("{ns}/{}", t.store.name_any()));
+                _guard = Some(lock.lock_owned().await);
+                let limit = t.store.spec.limits.max_concurrent_runs.max(1) as usize;
+                let selector = format!("{STORE_LABEL}={}", label_value(&t.store.name_any()));
+                let active = jobs
+                    .list(&kube::api::ListParams::default().labels(&selector))
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|j| job_condition(j, "Complete").is_none() && job_condition(j, "Failed").is_none())
+                    .count();
+                if active >= limit {
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+            }
             let job = match build(ctx, run).await? {
                 Ok(j) => j,
                 Err(m) => {

@@ -137,6 +137,9 @@ pub struct Ctx {
     failures: Mutex<HashMap<String, u32>>,
     /// In-process runs currently executing, by `namespace/name`.
     pub tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Per DataStore (`namespace/name`): its `maxConcurrentRuns` and the permits.
+    stores: Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
+    store_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ctx {
@@ -153,7 +156,27 @@ impl Ctx {
             metrics: health::Metrics::default(),
             failures: Mutex::default(),
             tasks: Mutex::default(),
+            stores: Mutex::default(),
+            store_locks: Mutex::default(),
         }
+    }
+
+    /// A lock per store, held while deciding whether another Job may start.
+    pub fn store_lock(&self, store: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.store_locks.lock().expect("lock");
+        locks.entry(store.to_string()).or_default().clone()
+    }
+
+    /// The semaphore bounding concurrent in-process runs against one store.
+    pub fn store_permits(&self, store: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut stores = self.stores.lock().expect("lock");
+        let entry =
+            stores.entry(store.to_string()).or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
+        if entry.0 != limit {
+            // The limit changed: new runs use a fresh semaphore; running ones finish under the old.
+            *entry = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+        }
+        entry.1.clone()
     }
 
     /// Publishes an Event about `obj`. Events are best effort: a failure is logged, not returned.

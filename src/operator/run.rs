@@ -129,6 +129,11 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
                             return Ok(true);
                         }
                     };
+                // At most maxConcurrentRuns runs against one store at a time.
+                let store_key = format!("{ns}/{}", targets.store.name_any());
+                let limit = targets.store.spec.limits.max_concurrent_runs.max(1) as usize;
+                let permits = ctx2.store_permits(&store_key, limit);
+                let _permit = permits.acquire_owned().await.map_err(|e| super::Error::Other(e.to_string()))?;
                 let observer = Metrics(ctx2.clone());
                 let ended = exec::execute(
                     &ctx2.client,
