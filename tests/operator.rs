@@ -574,6 +574,11 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     c.apply_text(&manifest, &["-n", &ns]);
     let phase = || jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.phase}");
     eventually("the request waits for approval", LIMIT, || (phase() == "AwaitingApproval").then_some(()));
+    // kstatus reads an unfinished request as in progress.
+    assert_eq!(
+        jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Reconciling\")].status}"),
+        "True"
+    );
     // 50 days after receipt, past the CCPA's 45.
     c.ok(&["-n", &ns, "wait", "--for=condition=Overdue", "deletionrequest/req-1", "--timeout=60s"]);
     let deadline = jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.deadline}");
@@ -595,6 +600,10 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/req-1", "--timeout=120s"]);
     assert_eq!(phase(), "Completed");
     assert_eq!(jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.approvedBy}"), "bob");
+    assert_eq!(
+        jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Reconciling\")].status}"),
+        ""
+    );
     assert_eq!(
         jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Overdue\")].reason}"),
         "CompletedLate"

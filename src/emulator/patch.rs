@@ -220,9 +220,11 @@ pub fn server_side_apply(
             from_fields_v1(f, &mut Vec::new(), target);
         }
     }
-    // Deepest first, so a removed map does not hide its removed children.
-    let mut dropped: Vec<&FieldPath> = prev.difference(&new_set).filter(|p| !others.contains(*p)).collect();
-    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Only the outermost dropped paths: removing a keyed list item's fields
+    // first would leave an empty item its key no longer matches.
+    let gone: BTreeSet<&FieldPath> = prev.difference(&new_set).filter(|p| !others.contains(*p)).collect();
+    let dropped: Vec<&FieldPath> =
+        gone.iter().copied().filter(|p| !(1..p.len()).any(|n| gone.contains(&p[..n].to_vec()))).collect();
     for p in dropped {
         remove_path(&mut result, p);
     }
@@ -302,6 +304,29 @@ mod tests {
         let other = server_side_apply(&one, &json!({"status": {"count": 3}}), "o", None, Some(&s), "v1");
         let three = server_side_apply(&other, &json!({"status": {"phase": "Done"}}), "m", None, Some(&s), "v1");
         assert_eq!(three["status"]["count"], 3);
+    }
+
+    #[test]
+    fn apply_removes_a_keyed_item_the_manager_stopped_setting() {
+        let s = conditions_schema();
+        let cond = |t: &str| json!({"type": t, "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let one = server_side_apply(
+            &json!({"metadata": {"name": "x"}}),
+            &json!({"status": {"conditions": [cond("A"), cond("B")]}}),
+            "m",
+            Some("status"),
+            Some(&s),
+            "v1",
+        );
+        let two = server_side_apply(
+            &one,
+            &json!({"status": {"conditions": [cond("B")]}}),
+            "m",
+            Some("status"),
+            Some(&s),
+            "v1",
+        );
+        assert_eq!(two["status"]["conditions"], json!([cond("B")]));
     }
 
     #[test]

@@ -466,6 +466,10 @@ impl Store {
                     }
                 }
             }
+            // Server-side apply to /status records its managers too.
+            if let Some(mf) = obj.pointer("/metadata/managedFields") {
+                n["metadata"]["managedFields"] = mf.clone();
+            }
             n
         } else {
             if rt.status_subresource {

@@ -172,6 +172,11 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     async fn flush(&mut self) -> Result<()> {
+        // kstatus: in progress until the run ends.
+        match self.st.phase {
+            Some(RunPhase::Succeeded | RunPhase::Failed) | None => self.clear("Reconciling"),
+            Some(p) => self.set("Reconciling", true, &format!("{p:?}"), "the run is in progress"),
+        }
         apply_status(self.client, self.run, self.shown.as_ref(), &self.st).await?;
         self.shown = Some(self.st.clone());
         Ok(())

@@ -146,7 +146,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         Err(m) => {
             st.conditions =
                 vec![condition(&prev.conditions, "Ready", false, "SecretMissing", m, generation), overdue_cond(&prev)];
-            apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await?;
+            write(&ctx, &req, &mut st).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
@@ -198,7 +198,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         if st.phase == Some(RequestPhase::AwaitingApproval) {
             st.conditions = conds;
-            if apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await? && prev.phase != st.phase {
+            if write(&ctx, &req, &mut st).await? && prev.phase != st.phase {
                 ctx.event(req.as_ref(), false, "AwaitingApproval", "the request waits for approval".into()).await;
             }
             return Ok(Action::requeue(ctx.config.resync));
@@ -226,7 +226,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
             st.phase = Some(RequestPhase::Failed);
             conds.push(condition(&prev.conditions, "Ready", false, "RelationCycle", m, generation));
             st.conditions = conds;
-            apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await?;
+            write(&ctx, &req, &mut st).await?;
             return Ok(Action::requeue(ctx.config.resync));
         }
     };
@@ -393,7 +393,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         st.phase = Some(RequestPhase::Running);
         conds.push(condition(&prev.conditions, "Complete", false, "Running", "erasure in progress", generation));
         st.conditions = conds;
-        if apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await? && prev.phase != st.phase {
+        if write(&ctx, &req, &mut st).await? && prev.phase != st.phase {
             ctx.event(req.as_ref(), false, "Started", format!("erasing across {} dataset(s)", order.len())).await;
         }
         return Ok(Action::requeue(Duration::from_secs(30)));
@@ -441,7 +441,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     unsigned.conditions = vec![];
     st.receipt = Some(Receipt { digest: crate::receipt::digest(&req, &unsigned), issued_at: at });
     st.conditions = conds;
-    apply_status(&ctx.client, req.as_ref(), req.status.as_ref(), &st).await?;
+    write(&ctx, &req, &mut st).await?;
     ctx.metrics.request_completed(
         req.spec.regime.as_str(),
         &format!("{phase:?}"),
@@ -463,6 +463,25 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     ctx.reset_backoff(&key(req.as_ref()));
     Ok(Action::await_change())
+}
+
+/// Writes a request's status with `Reconciling` (kstatus: in progress)
+/// while it is not finished, so GitOps tools wait for it.
+async fn write(ctx: &Ctx, req: &DeletionRequest, st: &mut DeletionRequestStatus) -> Result<bool> {
+    let prev = req.status.clone().unwrap_or_default();
+    st.conditions.retain(|c| c.type_ != "Reconciling");
+    if !terminal(st.phase) {
+        let phase = st.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".into());
+        st.conditions.push(condition(
+            &prev.conditions,
+            "Reconciling",
+            true,
+            &phase,
+            "the request is in progress",
+            req.metadata.generation,
+        ));
+    }
+    apply_status(&ctx.client, req, req.status.as_ref(), &*st).await
 }
 
 /// Overdue requests per regime, for the gauge.

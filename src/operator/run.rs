@@ -67,14 +67,10 @@ async fn reconcile(run: Arc<ScrubRun>, ctx: Arc<Ctx>) -> Result<Action> {
         let st = ScrubRunStatus {
             observed_generation: run.metadata.generation,
             phase: Some(RunPhase::Pending),
-            conditions: vec![condition(
-                &[],
-                "Succeeded",
-                false,
-                "Pending",
-                "waiting for the executor",
-                run.metadata.generation,
-            )],
+            conditions: vec![
+                condition(&[], "Reconciling", true, "Pending", "the run is in progress", run.metadata.generation),
+                condition(&[], "Succeeded", false, "Pending", "waiting for the executor", run.metadata.generation),
+            ],
             ..ScrubRunStatus::default()
         };
         apply_status(&ctx.client, run.as_ref(), None, &st).await?;
