@@ -752,3 +752,46 @@ fn a_store_runs_one_scrub_at_a_time_in_process() {
 fn a_store_runs_one_scrub_at_a_time_as_jobs() {
     one_run_at_a_time("job");
 }
+
+#[test]
+fn records_under_minimum_retention_are_anonymized_when_the_dataset_erases_by_anonymizing() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    sql.exec(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, email text, placed_at timestamptz);
+         INSERT INTO orders SELECT i, i % 20, 'u' || (i % 20) || '@example.com', now() - make_interval(days => i)
+           FROM generate_series(1, 200) i;",
+    );
+    let ns = c.namespace("anon");
+    let _op = Operator::start(&c, &ns, "in-process", "op-anon");
+    let dataset = r#"apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {name: orders}
+spec:
+  storeRef: {name: db}
+  categories: [financial]
+  table: {name: orders}
+  timestamps: {created: placed_at}
+  subjectFields: {user_id: user_id}
+  retention: {keepAtLeast: 5y}
+  erasure: {action: anonymize}
+  anonymization:
+    fields: [{field: email, strategy: redact}]
+---
+apiVersion: lethe.dev/v1alpha1
+kind: DeletionRequest
+metadata: {name: forget-3}
+spec:
+  subject: {identifiers: {user_id: "3"}}
+  regime: GDPR
+"#;
+    c.apply_text(&format!("{}---\n{dataset}", store_manifest(&pg)), &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/forget-3", "--timeout=120s"]);
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/forget-3", "{.status.phase}"), "Completed");
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/forget-3", "{.status.datasets[0].recordsAffected}"), "10");
+    // Every record is kept (the minimum), none still names the subject.
+    assert_eq!(sql.count("SELECT count(*) FROM orders"), 200);
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 3 AND email LIKE '%example.com'"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id <> 3 AND email LIKE '%example.com'"), 190);
+}

@@ -276,7 +276,15 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
             None => {
                 let policies = dataset::applying_policies(&ctx, ds);
                 let effective = dataset::effective_of(ds, &policies, at);
-                let minimum = dataset::minimum_at(ds, &policies, &effective, at).map_err(super::Error::Other)?;
+                // Anonymizing keeps the record, which is what a minimum
+                // retention requires: a Dataset that erases by anonymization
+                // anonymizes records under the minimum instead of deferring.
+                let minimum = match action {
+                    ExpiryAction::Anonymize => None,
+                    ExpiryAction::Delete => {
+                        dataset::minimum_at(ds, &policies, &effective, at).map_err(super::Error::Other)?
+                    }
+                };
                 let run = ScrubRun {
                     metadata: ObjectMeta {
                         name: Some(run_n.clone()),
