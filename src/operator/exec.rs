@@ -24,7 +24,7 @@ use crate::{
         RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
     },
     scrub::{
-        Action, FieldRule, Selection,
+        Action, Selection,
         driver::{self, Credentials, Driver},
     },
 };
@@ -362,23 +362,7 @@ pub async fn execute(
             }
         }
     }
-    let action = match run.spec.action {
-        ExpiryAction::Delete => Action::Delete,
-        ExpiryAction::Anonymize => Action::Anonymize {
-            rules: ds
-                .spec
-                .anonymization
-                .as_ref()
-                .map(|a| {
-                    a.fields
-                        .iter()
-                        .map(|f| FieldRule { field: f.field.clone(), strategy: f.strategy, value: f.value.clone() })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            salt: inputs.anonymization_salt.clone().unwrap_or_default(),
-        },
-    };
+    let action = driver::action(run.spec.action, &ds.spec, inputs.anonymization_salt.clone().unwrap_or_default());
     let db = match Driver::connect(&store.spec, &inputs.credentials).await {
         Ok(db) => db,
         Err(e) if e.retryable() => return Err(e.into()),

@@ -59,6 +59,23 @@ pub fn dataset_limits(store: &StoreLimits, dataset: &DatasetSpec) -> Limits {
     }
 }
 
+/// What a run does to the records it selects: delete, or anonymize by the
+/// Dataset's field rules with `salt`.
+pub fn action(action: crate::api::ExpiryAction, dataset: &DatasetSpec, salt: String) -> Action {
+    match action {
+        crate::api::ExpiryAction::Delete => Action::Delete,
+        crate::api::ExpiryAction::Anonymize => Action::Anonymize {
+            rules: dataset
+                .anonymization
+                .iter()
+                .flat_map(|a| &a.fields)
+                .map(|f| super::FieldRule { field: f.field.clone(), strategy: f.strategy, value: f.value.clone() })
+                .collect(),
+            salt,
+        },
+    }
+}
+
 /// The table a SQL dataset names.
 pub fn table(dataset: &DatasetSpec) -> Result<Table, ScrubError> {
     let t = dataset.table.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no table".into()))?;

@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    Action, FieldRule, ScrubError, Selection,
+    ScrubError, Selection,
     driver::{self, Credentials, Driver},
 };
 use crate::{
-    api::{DataStore, Dataset, ExpiryAction, LegalHold, RetentionPolicy},
+    api::{DataStore, Dataset, LegalHold, RetentionPolicy},
     plan::retention,
 };
 
@@ -150,23 +150,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         keep_newer_than: minimum.clone(),
         held: vec![],
     };
-    let action = match rule.action {
-        ExpiryAction::Delete => Action::Delete,
-        ExpiryAction::Anonymize => Action::Anonymize {
-            rules: ds
-                .spec
-                .anonymization
-                .as_ref()
-                .map(|a| {
-                    a.fields
-                        .iter()
-                        .map(|f| FieldRule { field: f.field.clone(), strategy: f.strategy, value: f.value.clone() })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            salt: env("LETHE_ANONYMIZATION_SALT").unwrap_or_default(),
-        },
-    };
+    let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
     let credentials = Credentials {
         username: env("LETHE_STORE_USERNAME"),
         password: env("LETHE_STORE_PASSWORD"),
