@@ -256,3 +256,52 @@ fn store_faults_are_classified_and_a_crash_mid_run_resumes() {
         assert_eq!(db.query_i64("SELECT COUNT(*) FROM sessions").await.unwrap()[0], 100_000 - planned);
     });
 }
+
+#[test]
+fn tls_modes_encrypt_and_verify_as_configured() {
+    use lethe::{api::TlsMode, scrub::tls::TlsOptions};
+    let (ca, sign) = common::tls::certificate_authority();
+    let (other_ca, _) = common::tls::certificate_authority();
+    let (cert, key) = sign(&["127.0.0.1", "localhost"]);
+    let with = |db: &MariaDb, mode, ca_pem: Option<&str>| lethe::scrub::ConnectOptions {
+        tls: TlsOptions { mode: Some(mode), ca_pem: ca_pem.map(String::from) },
+        ..db.options()
+    };
+    let cipher =
+        "SELECT LENGTH(VARIABLE_VALUE) FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_CIPHER'";
+    let server = MariaDb::start_tls(&cert, &key);
+    rt().block_on(async {
+        for (mode, ca_pem) in
+            [(TlsMode::Prefer, None), (TlsMode::Require, None), (TlsMode::VerifyFull, Some(ca.as_str()))]
+        {
+            let db = Mysql::connect(&with(&server, mode, ca_pem), &Limits::default())
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert!(db.query_i64(cipher).await.unwrap()[0] > 0, "{mode:?} encrypts");
+        }
+        let plain = Mysql::connect(&with(&server, TlsMode::Disable, None), &Limits::default()).await.unwrap();
+        assert_eq!(plain.query_i64(cipher).await.unwrap()[0], 0);
+        let refused =
+            Mysql::connect(&with(&server, TlsMode::VerifyFull, Some(other_ca.as_str())), &Limits::default()).await;
+        assert!(refused.is_err(), "a server another CA signed is refused");
+    });
+    drop(server);
+    // A certificate from the right CA for another host: verifyFull refuses it;
+    // verifyCA is refused outright (the client library cannot do it).
+    let (cert, key) = sign(&["db.example.com"]);
+    let server = MariaDb::start_tls(&cert, &key);
+    rt().block_on(async {
+        assert!(
+            Mysql::connect(&with(&server, TlsMode::VerifyFull, Some(ca.as_str())), &Limits::default()).await.is_err()
+        );
+        let ca_only = Mysql::connect(&with(&server, TlsMode::VerifyCA, Some(ca.as_str())), &Limits::default()).await;
+        assert!(matches!(ca_only, Err(lethe::scrub::ScrubError::Config(_))));
+    });
+    // A server without TLS: require refuses rather than fall back, prefer falls back.
+    let plain_server = shared();
+    rt().block_on(async {
+        assert!(Mysql::connect(&with(plain_server, TlsMode::Require, None), &Limits::default()).await.is_err());
+        let db = Mysql::connect(&with(plain_server, TlsMode::Prefer, None), &Limits::default()).await.unwrap();
+        assert_eq!(db.query_i64(cipher).await.unwrap()[0], 0);
+    });
+}

@@ -457,27 +457,11 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
     });
 }
 
-/// A CA (its PEM) and a way to sign server certificates (cert PEM, key PEM) with it.
-fn certificate_authority() -> (String, impl Fn(&[&str]) -> (String, String)) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let sign = move |names: &[&str]| {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
-    };
-    (ca.pem(), sign)
-}
-
 #[test]
 fn tls_modes_encrypt_and_verify_as_configured() {
     use lethe::{api::TlsMode, scrub::tls::TlsOptions};
-    let (ca, sign) = certificate_authority();
-    let (other_ca, _) = certificate_authority();
+    let (ca, sign) = common::tls::certificate_authority();
+    let (other_ca, _) = common::tls::certificate_authority();
     let (cert, key) = sign(&["127.0.0.1", "localhost"]);
     let with = |pg: &PgServer, mode, ca_pem: Option<&str>| ConnectOptions {
         tls: TlsOptions { mode: Some(mode), ca_pem: ca_pem.map(String::from) },

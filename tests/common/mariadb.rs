@@ -16,6 +16,7 @@ pub struct MariaDb {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -24,6 +25,15 @@ fn free_port() -> u16 {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        Self::start_inner(None)
+    }
+
+    /// A server that also accepts TLS with this certificate and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> MariaDb {
+        Self::start_inner(Some((cert, key)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> MariaDb {
         // Bootstraps running side by side have been seen to trip over each
         // other's temporary tables: one at a time, each with its own tmpdir.
         static BOOTSTRAP: Mutex<()> = Mutex::new(());
@@ -41,7 +51,11 @@ impl MariaDb {
                 .expect("mariadb-install-db (run scripts/setup-test-env.sh)");
             assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let db = MariaDb { port: free_port(), dir, child: Mutex::new(None) };
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.path().join("server.crt"), cert).unwrap();
+            std::fs::write(dir.path().join("server.key"), key).unwrap();
+        }
+        let db = MariaDb { port: free_port(), dir, child: Mutex::new(None), tls: tls.is_some() };
         db.start_again();
         let sql = format!(
             "CREATE USER 'lethe'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'lethe'@'%'; CREATE DATABASE app;"
@@ -82,6 +96,14 @@ impl MariaDb {
             .arg(format!("--pid-file={}", d.join("pid").display()))
             .arg(format!("--log-error={}", d.join("err.log").display()))
             .arg(format!("--tmpdir={}", d.join("tmp").display()))
+            .args(if self.tls {
+                vec![
+                    format!("--ssl-cert={}", d.join("server.crt").display()),
+                    format!("--ssl-key={}", d.join("server.key").display()),
+                ]
+            } else {
+                vec![]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

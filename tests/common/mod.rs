@@ -87,3 +87,4 @@ pub mod mariadb;
 pub mod operator;
 pub mod pg;
 pub mod scrub;
+pub mod tls;
