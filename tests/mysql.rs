@@ -305,3 +305,48 @@ fn tls_modes_encrypt_and_verify_as_configured() {
         assert_eq!(db.query_i64(cipher).await.unwrap()[0], 0);
     });
 }
+
+#[test]
+fn whole_partitions_past_the_cutoff_are_dropped_or_detached_unless_a_row_must_stay() {
+    use lethe::scrub::PartitionMode;
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        // Yearly partitions by RANGE COLUMNS and by TO_DAYS; the cutoff is 2026-03-01.
+        let cutoff: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        for (t, partitioning) in [
+            ("pcols", "PARTITION BY RANGE COLUMNS (created_at) (PARTITION p2024 VALUES LESS THAN ('2025-01-01'), PARTITION p2025 VALUES LESS THAN ('2026-01-01'), PARTITION p2026 VALUES LESS THAN ('2027-01-01'), PARTITION pmax VALUES LESS THAN (MAXVALUE))"),
+            ("pdays", "PARTITION BY RANGE (TO_DAYS(created_at)) (PARTITION p2024 VALUES LESS THAN (TO_DAYS('2025-01-01')), PARTITION p2025 VALUES LESS THAN (TO_DAYS('2026-01-01')), PARTITION p2026 VALUES LESS THAN (TO_DAYS('2027-01-01')), PARTITION pmax VALUES LESS THAN MAXVALUE)"),
+        ] {
+            db.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_p2024; DROP TABLE IF EXISTS {t}_p2025;
+                 CREATE TABLE {t} (id bigint, user_id int, created_at datetime(6) NOT NULL, PRIMARY KEY (id, created_at)) {partitioning};
+                 INSERT INTO {t} VALUES (1, 1, '2024-03-01'), (2, 2, '2024-09-01'), (3, 3, '2025-02-01'), (4, 4, '2025-11-01'),
+                   (5, 5, '2026-01-15'), (6, 6, '2026-02-20'), (7, 7, '2026-04-01'), (8, 8, '2030-01-01');"
+            ))
+            .await
+            .unwrap();
+        }
+        let sel = |t: &str, held: Vec<String>| Selection {
+            table: table(t),
+            older_than: Some((id("created_at"), cutoff)),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), held)],
+        };
+        // User 3 (in p2025) is held: p2024 goes whole, p2025 row by row, p2026 straddles the cutoff.
+        let out = db.run(&sel("pcols", vec!["3".into()]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["p2024".to_string()]);
+        assert_eq!(out.records_done, 5, "2 by partition, 1 in p2025 and 2 in p2026 by rows");
+        assert_eq!(ids(&db, "SELECT id FROM pcols").await, BTreeSet::from([3, 7, 8]));
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'pcols'").await.unwrap(), vec![3]);
+
+        // Detach (MariaDB): the old years become tables of their own, nothing is lost.
+        let limits = Limits { partitions: PartitionMode::Detach, ..Limits::default() };
+        let out = db.run(&sel("pdays", vec![]), &Action::Delete, &limits, 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["p2024".to_string(), "p2025".to_string()]);
+        assert_eq!(ids(&db, "SELECT id FROM pdays").await, BTreeSet::from([7, 8]));
+        assert_eq!(ids(&db, "SELECT id FROM pdays_p2024").await, BTreeSet::from([1, 2]));
+        assert_eq!(ids(&db, "SELECT id FROM pdays_p2025").await, BTreeSet::from([3, 4]));
+        assert_eq!(out.remaining, 0);
+    });
+}
