@@ -453,9 +453,8 @@ impl Mysql {
             }
             .await;
             let unlocked = conn.query_drop("UNLOCK TABLES").await.map_err(|e| classify(e, "unlock"));
-            match result? {
-                Some(records) => done.push((name, records)),
-                None => {}
+            if let Some(records) = result? {
+                done.push((name, records));
             }
             unlocked?;
         }
