@@ -37,7 +37,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         manifests.join("shop.yaml"),
         format!(
             "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: shop}}\nspec: {{type: sqlite, sqlite: {{path: {}}}}}\n---
-apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: tracking-events}}\nspec:\n  storeRef: {{name: shop}}\n  categories: [tracking]\n  table: {{name: tracking_events}}\n  timestamps: {{created: recorded_at}}\n---
+apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: tracking-events}}\nspec:\n  storeRef: {{name: shop}}\n  categories: [tracking]\n  table: {{name: tracking_events}}\n  timestamps: {{created: recorded_at}}\n  subjectFields: {{user_id: customer_id}}\n---
 apiVersion: lethe.dev/v1alpha1\nkind: RetentionPolicy\nmetadata: {{name: tracking-13-months}}\nspec: {{categories: [tracking], keepFor: 13mo}}\n---
 apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: access-logs}}\nspec:\n  storeRef: {{name: shop}}\n  categories: [logs]\n  table: {{name: access_log}}\n  timestamps: {{created: logged_at}}\n  retention: {{keepFor: 90d}}\n---
 apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: fraud}}\nspec: {{reason: investigation, datasets: [access-logs]}}\n",
@@ -184,4 +184,37 @@ apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(q("SELECT count(*) FROM logs WHERE logged_at < '2025-08-25'"), 0);
     assert_eq!(q("SELECT count(*) FROM logs"), kept);
+}
+
+#[test]
+fn subject_holds_need_the_held_identifiers_and_keep_exactly_their_rows() {
+    let (_dir, db, manifests) = setup();
+    std::fs::write(
+        manifests.join("hold.yaml"),
+        "apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: vip}\nspec:\n  reason: dispute\n  datasets: [tracking-events]\n  subjects: {secretRef: {name: vip-subjects}}\n",
+    )
+    .unwrap();
+    let held_expired =
+        "SELECT count(*) FROM tracking_events WHERE customer_id IN (7, 8) AND recorded_at < '2025-10-23 00:00:00'";
+    let (expired, held, kept) = (count(&db, EXPIRED), count(&db, held_expired), count(&db, KEPT));
+    assert!(held > 0);
+    let args = ["scrub", "--dataset", "tracking-events", "-f", manifests.to_str().unwrap(), "--at", AT];
+    // Without the held identifiers the pass does not run.
+    let out = lethe(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LETHE_HELD_0_NAME=vip"));
+    assert_eq!(count(&db, EXPIRED), expired);
+    // With them, exactly the held subjects' expired rows stay.
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .env("LETHE_HELD_0_NAME", "vip")
+        .env("LETHE_HELD_0_USER_ID", "7\n8\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["held"], held);
+    assert_eq!(count(&db, EXPIRED), held);
+    assert_eq!(count(&db, held_expired), held);
+    assert_eq!(count(&db, KEPT), kept);
 }

@@ -83,25 +83,32 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         .iter()
         .find(|s| s.name_any() == ds.spec.store_ref.name && s.namespace() == ds.namespace())
         .ok_or_else(|| ScrubError::Config(format!("DataStore {:?} not found", ds.spec.store_ref.name)))?;
-    // Holds: a dataset-wide hold stops the pass; subject holds need the
-    // subjects' identifiers, which only the operator resolves, so a local
-    // pass refuses rather than risk deleting them.
+    // Holds: a dataset-wide hold stops the pass. A hold naming subjects by
+    // Secret needs their identifiers, which reach a local pass the way they
+    // reach a scrub Job: `LETHE_HELD_<n>_NAME=<hold>` and
+    // `LETHE_HELD_<n>_<TYPE>=<values, one per line>`. Without them, or when
+    // a hold names subjects by digest only, the pass refuses to run rather
+    // than risk deleting held records.
+    let from_env = crate::operator::job::inputs_from_env().held;
+    let mut held: Vec<(crate::api::Identifier, Vec<String>)> = Vec::new();
     for h in holds.iter().filter(|h| h.namespace() == ds.namespace() && h.spec.active_at(now)) {
-        let covers = h.spec.covers(&ds.name_any(), &ds.spec.categories, ds.labels());
-        match (&h.spec.subjects, covers, h.spec.names_datasets()) {
-            (None, true, _) => {
-                return Err(ScrubError::Held(format!(
-                    "LegalHold {:?} holds Dataset {dataset:?}; nothing is deleted",
-                    h.name_any()
-                )));
+        if !h.spec.covers(&ds.name_any(), &ds.spec.categories, ds.labels()) {
+            continue;
+        }
+        let name = h.name_any();
+        let Some(subjects) = &h.spec.subjects else {
+            return Err(ScrubError::Held(format!("LegalHold {name:?} holds Dataset {dataset:?}; nothing is deleted")));
+        };
+        let values = from_env.get(&name).filter(|_| subjects.digests.is_empty() && subjects.secret_ref.is_some());
+        let Some(values) = values else {
+            return Err(ScrubError::Config(format!(
+                "LegalHold {name:?} holds subjects in Dataset {dataset:?}; a local pass needs their identifiers (LETHE_HELD_0_NAME={name} and LETHE_HELD_0_<TYPE>) and cannot match digests, so it does not run"
+            )));
+        };
+        for (t, v) in values {
+            if let Some(col) = ds.spec.subject_fields.get(t) {
+                held.push((col.clone(), v.clone()));
             }
-            (Some(_), true, _) | (Some(_), _, false) => {
-                return Err(ScrubError::Config(format!(
-                    "LegalHold {:?} holds subjects in Dataset {dataset:?}; a local pass cannot resolve them, so it does not run",
-                    h.name_any()
-                )));
-            }
-            _ => {}
         }
     }
     let applying: Vec<(String, &crate::api::RetentionPolicySpec)> = policies
@@ -148,7 +155,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         older_than: Some((time_col.clone(), cutoff)),
         subject: vec![],
         keep_newer_than: minimum.clone(),
-        held: vec![],
+        held,
     };
     let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
     let credentials = Credentials {
