@@ -267,6 +267,11 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
     // What to create now.
     let mut create: Vec<(DateTime<Utc>, &'static str)> = vec![];
     let mut requeue = ctx.config.resync;
+    if p.problem.is_some() {
+        // Waiting on another object (a store being probed, a Secret): look
+        // again soon, in case its change raced ahead of this Dataset's cache.
+        requeue = requeue.min(Duration::from_secs(5));
+    }
     if let Some((parsed, sch)) = schedule {
         let deadline = sch.starting_deadline_seconds;
         match prev.last_schedule_time {
