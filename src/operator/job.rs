@@ -77,12 +77,8 @@ fn type_var(t: &str) -> String {
 }
 
 /// Builds the Job for a run.
-async fn build(ctx: &Ctx, run: &ScrubRun) -> Result<std::result::Result<Job, String>> {
+async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std::result::Result<Job, String>> {
     let ns = run.namespace().unwrap_or_default();
-    let targets = match exec::targets(&ctx.client, run).await? {
-        Ok(t) => t,
-        Err(m) => return Ok(Err(m)),
-    };
     let mut env = vec![];
     if let Some(r) = &targets.store.spec.secret_ref {
         env.push(secret_env(ENV_USERNAME, &r.name, &r.username_key));
@@ -199,24 +195,28 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
         None => {
             // At most maxConcurrentRuns Jobs against one store at a time;
             // counting and creating happen under the store's lock.
-            let mut _guard = None;
-            if let Ok(t) = exec::targets(&ctx.client, run).await? {
-                let lock = ctx.store_lock(&format!("{ns}/{}", t.store.name_any()));
-                _guard = Some(lock.lock_owned().await);
-                let limit = t.store.spec.limits.max_concurrent_runs.max(1) as usize;
-                let selector = format!("{STORE_LABEL}={}", label_value(&t.store.name_any()));
-                let active = jobs
-                    .list(&kube::api::ListParams::default().labels(&selector))
-                    .await?
-                    .items
-                    .iter()
-                    .filter(|j| job_condition(j, "Complete").is_none() && job_condition(j, "Failed").is_none())
-                    .count();
-                if active >= limit {
-                    return Ok(Action::requeue(Duration::from_secs(5)));
+            let t = match exec::targets(&ctx.client, run).await? {
+                Ok(t) => t,
+                Err(m) => {
+                    exec::fail(&ctx.client, run, "NotFound", m).await?;
+                    return Ok(Action::await_change());
                 }
+            };
+            let lock = ctx.store_lock(&format!("{ns}/{}", t.store.name_any()));
+            let _guard = lock.lock_owned().await;
+            let limit = t.store.spec.limits.max_concurrent_runs.max(1) as usize;
+            let selector = format!("{STORE_LABEL}={}", label_value(&t.store.name_any()));
+            let active = jobs
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await?
+                .items
+                .iter()
+                .filter(|j| job_condition(j, "Complete").is_none() && job_condition(j, "Failed").is_none())
+                .count();
+            if active >= limit {
+                return Ok(Action::requeue(Duration::from_secs(5)));
             }
-            let job = match build(ctx, run).await? {
+            let job = match build(ctx, run, &t).await? {
                 Ok(j) => j,
                 Err(m) => {
                     exec::fail(&ctx.client, run, "NotFound", m).await?;
