@@ -77,6 +77,17 @@ fn jsonpath(c: &Cluster, ns: &str, what: &str, path: &str) -> String {
     out
 }
 
+fn object(c: &Cluster, ns: &str, what: &str) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["-n", ns, "get", what, "-o", "json"])).unwrap()
+}
+
+/// The Argo CD health of a live object, by the chart's Lua check.
+fn health(c: &Cluster, ns: &str, kind: &str, name: &str) -> String {
+    let (status, message) = common::lua::health(kind, &object(c, ns, &format!("{}/{name}", kind.to_lowercase())));
+    assert!(!message.is_empty(), "{kind}/{name}: a health message");
+    status
+}
+
 fn status(c: &Cluster, ns: &str, what: &str) -> serde_json::Value {
     let out = c.ok(&["-n", ns, "get", what, "-o", "json"]);
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"].clone()
@@ -209,6 +220,18 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     // The Secret naming the subject was deleted on completion.
     let (code, _, _) = c.kubectl(&["-n", &ns, "get", "secret", "erasure-request-4711"]);
     assert_ne!(code, 0, "the subject's Secret should be gone");
+
+    // Argo CD health, by the chart's Lua checks on the live objects.
+    assert_eq!(health(&c, &ns, "DataStore", "shop-db"), "Healthy");
+    for ds in ["marketing-preferences", "tracking-events", "network-access-logs", "customer-accounts", "invoices"] {
+        assert_eq!(health(&c, &ns, "Dataset", ds), "Healthy", "{ds}");
+    }
+    for p in ["marketing-24-months", "tracking-13-months", "logs-90-days", "closed-accounts-30-days", "tax-records"] {
+        assert_eq!(health(&c, &ns, "RetentionPolicy", p), "Healthy", "{p}");
+    }
+    assert_eq!(health(&c, &ns, "LegalHold", "fraud-investigation-2026-114"), "Healthy");
+    assert_eq!(health(&c, &ns, "DeletionRequest", "erasure-request-4711"), "Healthy");
+    assert_eq!(health(&c, &ns, "ScrubRun", run("invoices")["metadata"]["name"].as_str().unwrap()), "Healthy");
 
     // The receipt verifies, and stops verifying when a result is altered.
     let verify = |c: &Cluster| {
@@ -401,9 +424,11 @@ fn the_brake_stops_a_misconfigured_dataset_until_the_run_is_approved() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sql.count("SELECT count(*) FROM visits"), 3000);
     let name = run["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(health(&c, &ns, "ScrubRun", &name), "Suspended");
     // Dataset health is not degraded by a stalled run.
     assert_eq!(jsonpath(&c, &ns, "dataset/visits", "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
 
+    assert_eq!(health(&c, &ns, "Dataset", "visits"), "Healthy");
     c.ok(&["-n", &ns, "annotate", &format!("scrubrun/{name}"), "lethe.dev/approved-by=privacy-officer"]);
     let done = wait_phase(&c, &ns, "visits", "Succeeded");
     assert_eq!(done["status"]["approvedBy"], "privacy-officer");
@@ -433,6 +458,7 @@ fn interrupted_run_resumes(executor: &str, kill: impl FnOnce(&Cluster, &str, &st
         (r["status"]["progress"]["recordsDone"].as_i64().unwrap_or(0) > 0)
             .then(|| r["metadata"]["name"].as_str().unwrap().to_string())
     });
+    assert_eq!(health(&c, &ns, "ScrubRun", &name), "Progressing");
     let restarted = kill(&c, &ns, &name, &mut op);
     // Interrupted part way: some rows deleted, not all.
     let left = sql.count("SELECT count(*) FROM big");
@@ -545,6 +571,8 @@ fn datastore_readiness_names_the_reason() {
     assert_eq!(reason("bad-password"), "AuthFailed");
     assert_eq!(reason("nowhere"), "Unreachable");
     assert_eq!(reason("no-secret"), "SecretMissing");
+    assert_eq!(health(&c, &ns, "DataStore", "bad-password"), "Degraded");
+    assert_eq!(health(&c, &ns, "DataStore", "db"), "Healthy");
     let msg = jsonpath(&c, &ns, "datastore/bad-password", "{.status.conditions[0].message}");
     assert!(!msg.contains("not-the-password"), "a password leaked into status");
     // The Secret appearing fixes the store without any other change.
@@ -574,6 +602,7 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     c.apply_text(&manifest, &["-n", &ns]);
     let phase = || jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.phase}");
     eventually("the request waits for approval", LIMIT, || (phase() == "AwaitingApproval").then_some(()));
+    assert_eq!(health(&c, &ns, "DeletionRequest", "req-1"), "Suspended");
     // kstatus reads an unfinished request as in progress.
     assert_eq!(
         jsonpath(&c, &ns, "deletionrequest/req-1", "{.status.conditions[?(@.type==\"Reconciling\")].status}"),
@@ -714,6 +743,9 @@ fn unchanged_objects_are_not_rewritten_and_run_history_is_bounded() {
     });
     let names = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "name"]);
     assert!(!names.contains(&first), "the first run outlived the history limit: {names}");
+    // Suspending the schedule reads as Suspended to Argo CD.
+    c.ok(&["-n", &ns, "patch", "dataset/ticks", "--type=merge", "-p", r#"{"spec":{"schedule":{"suspend":true}}}"#]);
+    eventually("a suspended Dataset", LIMIT, || (health(&c, &ns, "Dataset", "ticks") == "Suspended").then_some(()));
 }
 
 /// Two datasets on a store allowing one run at a time: their runs never overlap.

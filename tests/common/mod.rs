@@ -83,6 +83,7 @@ impl Cluster {
         rx.recv().unwrap()
     }
 }
+pub mod lua;
 pub mod mariadb;
 pub mod operator;
 pub mod pg;
