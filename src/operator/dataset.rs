@@ -33,21 +33,13 @@ pub async fn controller(ctx: Arc<Ctx>) {
     let c1 = ctx.caches.datasets.clone();
     let c2 = ctx.caches.datasets.clone();
     let c3 = ctx.caches.datasets.clone();
-    let in_ns = |cache: &kube::runtime::reflector::Store<Dataset>, ns: Option<String>| {
-        cache
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace() == ns)
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
-            .collect::<Vec<_>>()
-    };
     Controller::new(datasets, WatchConfig::default())
         .owns(Api::<ScrubRun>::all(ctx.client.clone()), WatchConfig::default())
         .watches(Api::<RetentionPolicy>::all(ctx.client.clone()), WatchConfig::default(), move |p| {
-            in_ns(&c1, p.namespace())
+            super::refs_in_ns(&c1, p.namespace())
         })
         .watches(Api::<crate::api::LegalHold>::all(ctx.client.clone()), WatchConfig::default(), move |h| {
-            in_ns(&c2, h.namespace())
+            super::refs_in_ns(&c2, h.namespace())
         })
         .watches(Api::<crate::api::DataStore>::all(ctx.client.clone()), WatchConfig::default(), move |s| {
             let name = s.name_any();

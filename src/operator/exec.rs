@@ -109,21 +109,30 @@ pub async fn inputs_from_api(
     }
     for h in holds {
         if let Some(r) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref()) {
-            let Some(values) = read_secret(client, &ns, &r.name).await? else {
+            let Some(by_type) = held_subjects(client, &ns, h).await? else {
                 return Ok(Err(format!(
                     "LegalHold {:?} names its subjects in Secret {:?}, which does not exist; nothing runs until it does",
                     h.name_any(),
                     r.name
                 )));
             };
-            let by_type = values
-                .into_iter()
-                .map(|(t, v)| (t, v.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
-                .collect();
             inputs.held.insert(h.name_any(), by_type);
         }
     }
     Ok(Ok(inputs))
+}
+
+/// The subjects a hold names in its Secret, by identifier type; `None`
+/// when it names none that way or the Secret does not exist.
+pub async fn held_subjects(
+    client: &Client,
+    ns: &str,
+    hold: &LegalHold,
+) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    let Some(r) = hold.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref()) else { return Ok(None) };
+    Ok(read_secret(client, ns, &r.name)
+        .await?
+        .map(|values| values.into_iter().map(|(t, v)| (t, super::identifier_lines(&v))).collect()))
 }
 
 /// A DeletionRequest's subject identifiers, from its Secret or inline.

@@ -18,12 +18,7 @@ pub async fn controller(ctx: Arc<Ctx>) {
     Controller::new(Api::<LegalHold>::all(ctx.client.clone()), WatchConfig::default())
         // A Dataset appearing or changing labels may change what a hold covers.
         .watches(Api::<crate::api::Dataset>::all(ctx.client.clone()), WatchConfig::default(), move |d| {
-            cache
-                .state()
-                .into_iter()
-                .filter(|h| h.namespace() == d.namespace())
-                .map(|h| kube::runtime::reflector::ObjectRef::from_obj(h.as_ref()))
-                .collect::<Vec<_>>()
+            super::refs_in_ns(&cache, d.namespace())
         })
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -51,9 +46,7 @@ async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Ctx>) -> Result<Action> {
         if let Some(r) = &s.secret_ref {
             match read_secret(&ctx.client, &ns, &r.name).await? {
                 // Each key is an identifier type; count the subjects, never show them.
-                Some(values) => {
-                    n += values.values().map(|v| v.lines().filter(|l| !l.trim().is_empty()).count()).max().unwrap_or(0)
-                }
+                Some(values) => n += values.values().map(|v| super::identifier_lines(v).len()).max().unwrap_or(0),
                 None => {
                     ready = condition(
                         &prev.conditions,

@@ -289,7 +289,7 @@ pub fn inputs_from_env() -> exec::Inputs {
             if t == "NAME" {
                 e.0 = v;
             } else {
-                let values = v.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                let values = super::identifier_lines(&v);
                 e.1.insert(t.to_ascii_lowercase(), values);
             }
         }

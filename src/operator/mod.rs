@@ -233,6 +233,17 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// References to every cached object in a namespace: what a change to a
+/// related object in that namespace re-queues.
+pub fn refs_in_ns<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: Option<String>) -> Vec<ObjectRef<K>> {
+    store.state().into_iter().filter(|o| o.meta().namespace == ns).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+}
+
+/// A Secret value naming held subjects: one identifier per line.
+pub fn identifier_lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
 /// `namespace/name` of an object.
 pub fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))

@@ -6,7 +6,7 @@ use std::{cmp::Ordering, sync::Arc};
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher::Config as WatchConfig},
+    runtime::{Controller, controller::Action, watcher::Config as WatchConfig},
 };
 
 use super::{Ctx, Result, apply_status, condition, key, now};
@@ -20,15 +20,7 @@ pub async fn controller(ctx: Arc<Ctx>) {
     let datasets = Api::<Dataset>::all(ctx.client.clone());
     let cache = ctx.caches.policies.clone();
     Controller::new(policies, WatchConfig::default())
-        .watches(datasets, WatchConfig::default(), move |ds| {
-            let ns = ds.namespace();
-            cache
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns)
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(datasets, WatchConfig::default(), move |ds| super::refs_in_ns(&cache, ds.namespace()))
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

@@ -32,12 +32,7 @@ pub async fn controller(ctx: Arc<Ctx>) {
     Controller::new(Api::<DeletionRequest>::all(ctx.client.clone()), WatchConfig::default())
         .owns(Api::<ScrubRun>::all(ctx.client.clone()), WatchConfig::default())
         .watches(Api::<LegalHold>::all(ctx.client.clone()), WatchConfig::default(), move |h| {
-            cache
-                .state()
-                .into_iter()
-                .filter(|r| r.namespace() == h.namespace())
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
+            super::refs_in_ns(&cache, h.namespace())
         })
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -235,13 +230,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     let holds: Vec<LegalHold> = ctx.caches.holds_in(&ns).iter().map(|h| h.as_ref().clone()).collect();
     let mut held_values: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for h in holds.iter().filter(|h| h.spec.active_at(at)) {
-        if let Some(r) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref())
-            && let Some(v) = super::read_secret(&ctx.client, &ns, &r.name).await?
-        {
-            let by_type = v
-                .into_iter()
-                .map(|(t, v)| (t, v.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()))
-                .collect();
+        if let Some(by_type) = exec::held_subjects(&ctx.client, &ns, h).await? {
             held_values.insert(h.name_any(), by_type);
         }
     }
