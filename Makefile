@@ -19,8 +19,14 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
+# cargo-nextest runs each test in its own process with a time limit
+# (.config/nextest.toml); plain `cargo test` where it is not installed.
 unit:
-	$(CARGO) test --locked
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --locked --no-tests=warn; \
+	else \
+	  $(CARGO) test --locked; \
+	fi
 
 ## Regenerate crds/ from the Rust types.
 crds:

@@ -615,6 +615,14 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     assert!(deadline.starts_with(&expected), "deadline {deadline}, expected 45 days after receipt");
     let (_, metrics) = op.get("/metrics");
     assert!(metrics.contains("lethe_deletion_requests_overdue{regime=\"CCPA\"} 1"), "{metrics}");
+    // The earliest open deadline, for alerts on requests coming due.
+    let due = deadline.parse::<chrono::DateTime<chrono::Utc>>().unwrap().timestamp() as f64;
+    let next = |regime: &str| {
+        let (_, m) = op.get("/metrics");
+        metric(&m, "lethe_deletion_request_next_deadline_timestamp_seconds", &[("regime", regime)])
+    };
+    eventually("the next deadline is exported", LIMIT, || (next("CCPA") == due).then_some(()));
+    assert_eq!(next("GDPR"), 0.0, "no GDPR request is open");
     // The requester cannot approve their own request.
     c.ok(&["-n", &ns, "annotate", "deletionrequest/req-1", "lethe.dev/approved-by=alice"]);
     eventually("self-approval refused", LIMIT, || {
@@ -756,7 +764,7 @@ fn one_run_at_a_time(executor: &str) {
     events_table(&sql, "first", 60_000);
     events_table(&sql, "second", 60_000);
     let ns = c.namespace("serial");
-    let _op = Operator::start(&c, &ns, executor, "op-serial");
+    let op = Operator::start(&c, &ns, executor, "op-serial");
     let store = store_manifest_with(&pg, "  limits: {maxConcurrentRuns: 1, maxRecordsPerSecond: 30000}\n");
     let wide = "  safety: {maxDeletePercent: 100}\n";
     let manifest = format!(
@@ -773,6 +781,48 @@ fn one_run_at_a_time(executor: &str) {
     let (a0, a1, b0, b1) = (t(&a, "startTime"), t(&a, "completionTime"), t(&b, "startTime"), t(&b, "completionTime"));
     assert!(b0 >= a1 || a0 >= b1, "runs overlapped: first {a0}..{a1}, second {b0}..{b1}");
     assert!((a1 - a0).num_seconds() >= 1 && (b1 - b0).num_seconds() >= 1, "runs too short to tell");
+
+    // Both executors count finished runs in the metrics, by store and category.
+    let deleted =
+        a["status"]["counts"]["deleted"].as_i64().unwrap() + b["status"]["counts"]["deleted"].as_i64().unwrap();
+    assert!(deleted > 0);
+    let labels = [
+        ("namespace", ns.as_str()),
+        ("store", "db"),
+        ("store_type", "postgres"),
+        ("category", "usage"),
+        ("purpose", "retention"),
+        ("action", "delete"),
+    ];
+    eventually("both runs counted", LIMIT, || {
+        let (_, m) = op.get("/metrics");
+        let runs =
+            metric(&m, "lethe_run_duration_seconds_count", &[("store_type", "postgres"), ("purpose", "retention")]);
+        (runs == 2.0).then_some(())
+    });
+    let (_, m) = op.get("/metrics");
+    assert_eq!(metric(&m, "lethe_records_scrubbed_total", &labels), deleted as f64, "{m}");
+    // Both Datasets run on 1 January ("0 0 1 1 *"): the interval is the next year's length.
+    let year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
+    let jan1 = |y: i32| chrono::NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
+    let interval = (jan1(year + 1) - jan1(year)).num_seconds() as f64;
+    for d in ["first", "second"] {
+        let l = [("namespace", ns.as_str()), ("dataset", d)];
+        assert_eq!(metric(&m, "lethe_dataset_schedule_interval_seconds", &l), interval, "{m}");
+    }
+}
+
+/// The sum of a metric's samples whose labels include all of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            (n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 #[test]

@@ -264,6 +264,9 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         // again soon, in case its change raced ahead of this Dataset's cache.
         requeue = requeue.min(Duration::from_secs(5));
     }
+    if schedule.is_none() {
+        ctx.metrics.set_schedule_interval(&ns, &name, None);
+    }
     if let Some((parsed, sch)) = schedule {
         let deadline = sch.starting_deadline_seconds;
         match prev.last_schedule_time {
@@ -293,6 +296,11 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             status.run_now_token = token;
         }
         status.next_schedule_time = parsed.next_after(at);
+        let interval = status
+            .next_schedule_time
+            .and_then(|n| Some((parsed.next_after(n)? - n).num_seconds() as f64))
+            .filter(|s| *s > 0.0);
+        ctx.metrics.set_schedule_interval(&ns, &name, interval);
         if let Some(n) = status.next_schedule_time {
             requeue = requeue.min((n - at).to_std().unwrap_or_default() + Duration::from_secs(1));
         }

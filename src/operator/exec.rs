@@ -263,8 +263,6 @@ pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Res
 
 /// Hooks for metrics (the in-process executor counts; a Job does not).
 pub trait Observer: Send + Sync {
-    fn finished(&self, _store_type: &str, _purpose: &str, _action: &str, _records: i64, _seconds: f64) {}
-    fn failed(&self, _reason: &str) {}
     fn stalled(&self, _namespace: &str, _dataset: &str) {}
 }
 
@@ -289,10 +287,6 @@ pub async fn execute(
     }
     let Targets { dataset: ds, store, holds, relations } = targets;
     let purpose = run.spec.purpose;
-    let purpose_str = match purpose {
-        RunPurpose::Retention => "retention",
-        RunPurpose::Erasure => "erasure",
-    };
 
     // Holds. A hold on the whole dataset stops the run before it connects.
     let subject_digests: Vec<String> =
@@ -555,7 +549,6 @@ pub async fn execute(
         Ok(o) => o,
         Err(e) if e.retryable() => return Err(e.into()),
         Err(e) => {
-            observer.failed(e.reason());
             return w.fail(e.reason(), e.to_string()).await;
         }
     };
@@ -626,16 +619,6 @@ pub async fn execute(
     );
     w.clear("Failed");
     w.flush().await?;
-    observer.finished(
-        db.store_type(),
-        purpose_str,
-        match run.spec.action {
-            ExpiryAction::Delete => "delete",
-            ExpiryAction::Anonymize => "anonymize",
-        },
-        affected,
-        seconds.as_secs_f64(),
-    );
     Ok(Ended::Done)
 }
 

@@ -45,7 +45,19 @@ pub struct Metrics {
     requests_overdue: Family<Labels, Gauge>,
     completion_seconds: Histograms,
     last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    schedule_interval: Family<Labels, Gauge<f64, AtomicU64>>,
+    next_deadline: Family<Labels, Gauge<f64, AtomicU64>>,
     reconcile_errors: Family<Labels, Counter>,
+}
+
+/// What a finished run is counted under: its Dataset's namespace, store and
+/// categories, and why it ran.
+pub struct RunLabels {
+    pub namespace: String,
+    pub store: String,
+    pub store_type: String,
+    pub categories: Vec<String>,
+    pub purpose: &'static str,
 }
 
 impl Default for Metrics {
@@ -89,6 +101,18 @@ impl Default for Metrics {
             "When a Dataset's last retention run succeeded",
             last_success.clone(),
         );
+        let schedule_interval = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dataset_schedule_interval_seconds",
+            "Seconds between a Dataset's scheduled runs (for alerts on missed runs)",
+            schedule_interval.clone(),
+        );
+        let next_deadline = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "deletion_request_next_deadline_timestamp_seconds",
+            "The earliest deadline of open DeletionRequests (0 when none is open)",
+            next_deadline.clone(),
+        );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register("reconcile_errors", "Reconcile errors by kind and reason", reconcile_errors.clone());
         Metrics {
@@ -102,28 +126,44 @@ impl Default for Metrics {
             requests_overdue,
             completion_seconds,
             last_success,
+            schedule_interval,
+            next_deadline,
             reconcile_errors,
         }
     }
 }
 
 impl Metrics {
-    pub fn scrubbed(&self, store_type: &str, action: &str, purpose: &str, n: i64) {
-        let l = vec![
-            ("store_type", store_type.to_string()),
-            ("action", action.to_string()),
-            ("purpose", purpose.to_string()),
+    /// A run that succeeded: records per category and action, its duration.
+    pub fn run_succeeded(&self, l: &RunLabels, deleted: i64, anonymized: i64, seconds: Option<f64>) {
+        for category in &l.categories {
+            for (action, n) in [("delete", deleted), ("anonymize", anonymized)] {
+                let labels = vec![
+                    ("namespace", l.namespace.clone()),
+                    ("store", l.store.clone()),
+                    ("store_type", l.store_type.clone()),
+                    ("category", category.clone()),
+                    ("purpose", l.purpose.to_string()),
+                    ("action", action.to_string()),
+                ];
+                self.records.get_or_create(&labels).inc_by(n.max(0) as u64);
+            }
+        }
+        if let Some(s) = seconds {
+            let labels = vec![("store_type", l.store_type.clone()), ("purpose", l.purpose.to_string())];
+            self.run_seconds.get_or_create(&labels).observe(s);
+        }
+    }
+
+    pub fn run_failed(&self, l: &RunLabels, reason: &str) {
+        let labels = vec![
+            ("namespace", l.namespace.clone()),
+            ("store", l.store.clone()),
+            ("store_type", l.store_type.clone()),
+            ("purpose", l.purpose.to_string()),
+            ("reason", reason.to_string()),
         ];
-        self.records.get_or_create(&l).inc_by(n.max(0) as u64);
-    }
-
-    pub fn run_finished(&self, store_type: &str, purpose: &str, seconds: f64) {
-        let l = vec![("store_type", store_type.to_string()), ("purpose", purpose.to_string())];
-        self.run_seconds.get_or_create(&l).observe(seconds);
-    }
-
-    pub fn run_failed(&self, reason: &str) {
-        self.run_failures.get_or_create(&vec![("reason", reason.to_string())]).inc();
+        self.run_failures.get_or_create(&labels).inc();
     }
 
     pub fn blast_radius_stop(&self, namespace: &str, dataset: &str) {
@@ -143,6 +183,24 @@ impl Metrics {
 
     pub fn set_overdue(&self, regime: &str, n: i64) {
         self.requests_overdue.get_or_create(&vec![("regime", regime.to_string())]).set(n);
+    }
+
+    /// The earliest deadline of open requests under a regime, or none.
+    pub fn set_next_deadline(&self, regime: &str, at: Option<chrono::DateTime<chrono::Utc>>) {
+        let v = at.map_or(0.0, |t| t.timestamp() as f64);
+        self.next_deadline.get_or_create(&vec![("regime", regime.to_string())]).set(v);
+    }
+
+    pub fn set_schedule_interval(&self, namespace: &str, dataset: &str, seconds: Option<f64>) {
+        let l = vec![("namespace", namespace.to_string()), ("dataset", dataset.to_string())];
+        match seconds {
+            Some(s) => {
+                self.schedule_interval.get_or_create(&l).set(s);
+            }
+            None => {
+                self.schedule_interval.remove(&l);
+            }
+        }
     }
 
     pub fn dataset_succeeded(&self, namespace: &str, dataset: &str, at: chrono::DateTime<chrono::Utc>) {

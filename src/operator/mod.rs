@@ -140,6 +140,9 @@ pub struct Ctx {
     /// Per DataStore (`namespace/name`): its `maxConcurrentRuns` and the permits.
     stores: Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
     store_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this process started, and the finished runs it has counted.
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub counted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ctx {
@@ -158,6 +161,8 @@ impl Ctx {
             tasks: Mutex::default(),
             stores: Mutex::default(),
             store_locks: Mutex::default(),
+            started: chrono::Utc::now(),
+            counted: Mutex::default(),
         }
     }
 

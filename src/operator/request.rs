@@ -98,8 +98,12 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     if prev.phase.is_none() {
         ctx.metrics.request_received(req.spec.regime.as_str());
     }
-    for (regime, n) in overdue_counts(&ctx.caches.requests.state(), at) {
+    let open = ctx.caches.requests.state();
+    for (regime, n) in overdue_counts(&open, at) {
         ctx.metrics.set_overdue(regime, n);
+    }
+    for (regime, next) in next_deadlines(&open) {
+        ctx.metrics.set_next_deadline(regime, next);
     }
     if terminal(prev.phase) && prev.receipt.is_some() {
         ctx.reset_backoff(&key(req.as_ref()));
@@ -482,6 +486,20 @@ async fn write(ctx: &Ctx, req: &DeletionRequest, st: &mut DeletionRequestStatus)
 }
 
 /// Overdue requests per regime, for the gauge.
+/// The earliest deadline of the open requests under each regime.
+pub fn next_deadlines(requests: &[Arc<DeletionRequest>]) -> BTreeMap<&'static str, Option<DateTime<Utc>>> {
+    let mut out: BTreeMap<&'static str, Option<DateTime<Utc>>> =
+        [("GDPR", None), ("CCPA", None), ("Other", None)].into();
+    for r in requests {
+        let st = r.status.clone().unwrap_or_default();
+        if let (false, Some(d)) = (terminal(st.phase), st.deadline) {
+            let e = out.entry(r.spec.regime.as_str()).or_default();
+            *e = Some(e.map_or(d, |x| x.min(d)));
+        }
+    }
+    out
+}
+
 pub fn overdue_counts(requests: &[Arc<DeletionRequest>], at: DateTime<Utc>) -> BTreeMap<&'static str, i64> {
     let mut out: BTreeMap<&'static str, i64> = [("GDPR", 0), ("CCPA", 0), ("Other", 0)].into();
     for r in requests {

@@ -12,11 +12,12 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Action, watcher::Config as WatchConfig},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher::Config as WatchConfig},
 };
 
+use super::health::RunLabels;
 use super::{APPROVED_BY, Ctx, ExecutorKind, Result, apply_status, condition, exec, job, key};
-use crate::api::{RunPhase, ScrubRun, ScrubRunStatus};
+use crate::api::{RunPhase, RunPurpose, ScrubRun, ScrubRunStatus};
 
 pub async fn controller(ctx: Arc<Ctx>) {
     let runs = Api::<ScrubRun>::all(ctx.client.clone());
@@ -35,15 +36,6 @@ pub fn is_finished(run: &ScrubRun) -> bool {
 struct Metrics(Arc<Ctx>);
 
 impl exec::Observer for Metrics {
-    fn finished(&self, store_type: &str, purpose: &str, action: &str, records: i64, seconds: f64) {
-        self.0.metrics.scrubbed(store_type, action, purpose, records);
-        self.0.metrics.run_finished(store_type, purpose, seconds);
-    }
-
-    fn failed(&self, reason: &str) {
-        self.0.metrics.run_failed(reason);
-    }
-
     fn stalled(&self, namespace: &str, dataset: &str) {
         self.0.metrics.blast_radius_stop(namespace, dataset);
     }
@@ -58,6 +50,7 @@ async fn reconcile(run: Arc<ScrubRun>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     if is_finished(&run) {
+        count_finished(&ctx, &run);
         ctx.tasks.lock().expect("lock").remove(&k);
         ctx.reset_backoff(&k);
         return Ok(Action::await_change());
@@ -163,6 +156,48 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
         }
     });
     tasks.insert(k, handle);
+}
+
+/// Counts a finished run in the metrics, whichever executor ran it: once
+/// per operator process, and only runs that finished after it started (the
+/// counters start at zero with the process; older runs are history).
+fn count_finished(ctx: &Ctx, run: &ScrubRun) {
+    let Some(st) = run.status.as_ref() else { return };
+    if st.completion_time.is_none_or(|t| t < ctx.started) {
+        return;
+    }
+    if !ctx.counted.lock().expect("lock").insert(key(run)) {
+        return;
+    }
+    let ns = run.namespace().unwrap_or_default();
+    let dataset = ctx.caches.datasets.get(&ObjectRef::new(&run.spec.dataset_ref.name).within(&ns));
+    let store_name = dataset.as_ref().map(|d| d.spec.store_ref.name.clone()).unwrap_or_default();
+    let store = ctx.caches.stores.get(&ObjectRef::new(&store_name).within(&ns));
+    let labels = RunLabels {
+        namespace: ns,
+        store: store_name,
+        store_type: store.map(|s| s.spec.type_.as_str().to_string()).unwrap_or_default(),
+        categories: dataset
+            .map(|d| d.spec.categories.iter().map(|c| c.as_str().to_string()).collect())
+            .unwrap_or_default(),
+        purpose: match run.spec.purpose {
+            RunPurpose::Retention => "retention",
+            RunPurpose::Erasure => "erasure",
+        },
+    };
+    match st.phase {
+        Some(RunPhase::Succeeded) => {
+            let c = st.counts.clone().unwrap_or_default();
+            let seconds =
+                st.start_time.zip(st.completion_time).map(|(a, b)| (b - a).num_milliseconds() as f64 / 1000.0);
+            ctx.metrics.run_succeeded(&labels, c.deleted, c.anonymized, seconds);
+        }
+        Some(RunPhase::Failed) => {
+            let reason = st.conditions.iter().find(|c| c.type_ == "Failed" || c.type_ == "Succeeded");
+            ctx.metrics.run_failed(&labels, reason.map_or("Unknown", |c| c.reason.as_str()));
+        }
+        _ => {}
+    }
 }
 
 /// Events for a finished run.

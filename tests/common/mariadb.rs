@@ -35,14 +35,15 @@ impl MariaDb {
 
     fn start_inner(tls: Option<(&str, &str)>) -> MariaDb {
         // Bootstraps running side by side have been seen to trip over each
-        // other's temporary tables: one at a time, each with its own tmpdir.
-        static BOOTSTRAP: Mutex<()> = Mutex::new(());
+        // other's temporary tables: one at a time across test processes,
+        // each with its own tmpdir.
         let dir = tempfile::Builder::new().prefix("lethe-mariadb-").tempdir().unwrap();
         let data = dir.path().join("data");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
         {
-            let _one = BOOTSTRAP.lock().unwrap_or_else(|e| e.into_inner());
+            let lock = std::fs::File::create(std::env::temp_dir().join("lethe-mariadb-bootstrap.lock")).unwrap();
+            lock.lock().expect("bootstrap lock");
             let out = Command::new("mariadb-install-db")
                 .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
                 .arg(format!("--datadir={}", data.display()))
