@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit crds validate-examples bench fuzz clean
+.PHONY: demo test setup lint unit crds validate-examples bench fuzz clean image
+
+## The image the chart runs (needs a container engine: docker, or CONTAINER_ENGINE=podman).
+CONTAINER_ENGINE ?= docker
+IMAGE ?= ghcr.io/lethe-dev/lethe:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image:
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 ## Run Lethe on an embedded default: a local API emulator with the CRDs, the examples applied with kubectl.
 demo:
@@ -31,6 +37,7 @@ unit:
 ## Regenerate crds/ from the Rust types.
 crds:
 	$(CARGO) run --quiet --bin lethe -- crd --output-dir crds
+	$(CARGO) run --quiet --bin lethe -- crd --output-dir charts/lethe/crds
 
 validate-examples:
 	$(CARGO) run --quiet --bin lethe -- validate -f examples/

@@ -14,12 +14,23 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariad
 command -v mariadb >/dev/null || need_apt+=(mariadb-client)
 # A Lua interpreter for the Argo CD health checks.
 command -v lua5.4 >/dev/null || need_apt+=(lua5.4)
+# promtool checks and unit-tests the chart's alerting rules and dashboard queries.
+command -v promtool >/dev/null || need_apt+=(prometheus)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Helm's SDK (lint and render the chart) in a venv of its own; no helm
+# binary installs from the registries. Tests find it at this path.
+venv="${LETHE_VENV:-/var/tmp/lethe-venv}"
+if ! "$venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
+  echo "setup: installing helm-python-sdk into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

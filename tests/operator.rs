@@ -623,6 +623,8 @@ fn a_request_needing_approval_waits_for_someone_else_and_reports_overdue() {
     };
     eventually("the next deadline is exported", LIMIT, || (next("CCPA") == due).then_some(()));
     assert_eq!(next("GDPR"), 0.0, "no GDPR request is open");
+    let (_, m) = op.get("/metrics");
+    assert_eq!(metric(&m, "lethe_deletion_requests_open", &[("regime", "CCPA")]), 1.0, "{m}");
     // The requester cannot approve their own request.
     c.ok(&["-n", &ns, "annotate", "deletionrequest/req-1", "lethe.dev/approved-by=alice"]);
     eventually("self-approval refused", LIMIT, || {

@@ -26,6 +26,7 @@ use super::{
 use crate::schema::UnknownFields;
 
 const JOBS: &str = "batch/v1/jobs";
+const DEPLOYMENTS: &str = "apps/v1/deployments";
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -40,6 +41,7 @@ fn opts() -> WriteOptions {
 pub async fn run(shared: Shared, kubeconfig: PathBuf) {
     let mut rx = shared.store.lock().expect("store lock").subscribe();
     let running: Arc<Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
+    let mut deployments = Deployments::default();
     loop {
         let ev = match rx.recv().await {
             Ok(ev) => ev,
@@ -49,6 +51,10 @@ pub async fn run(shared: Shared, kubeconfig: PathBuf) {
             }
             Err(_) => return,
         };
+        if ev.type_key == DEPLOYMENTS {
+            deployments.event(&shared, &kubeconfig, ev.kind, &ev.object);
+            continue;
+        }
         if ev.type_key != JOBS {
             continue;
         }
@@ -193,15 +199,28 @@ async fn run_job(shared: &Shared, job: &Value, kubeconfig: &std::path::Path, can
             &job_name,
             json!({"startTime": start, "active": 1, "failed": failed, "succeeded": 0}),
         );
+        let mut labels = job.pointer("/spec/template/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+        labels["job-name"] = json!(job_name);
+        labels["batch.kubernetes.io/job-name"] = json!(job_name);
+        labels["controller-uid"] = json!(job_uid);
+        labels["batch.kubernetes.io/controller-uid"] = json!(job_uid);
+        let pod = PodOwner {
+            ns: &ns,
+            prefix: &job_name,
+            api_version: "batch/v1",
+            kind: "Job",
+            uid: &job_uid,
+            labels,
+            pod_name: pod_name(&job_name),
+        };
         let outcome = run_pod(
             shared,
             job,
-            &ns,
-            &job_name,
-            &job_uid,
+            &pod,
             kubeconfig,
             &cancel,
             deadline.map(|d| Duration::from_secs(d).saturating_sub(started.elapsed())),
+            None,
         )
         .await;
         match outcome {
@@ -263,29 +282,48 @@ enum PodOutcome {
     Cancelled,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Who a pod belongs to: its owner (a Job or a Deployment) and its labels.
+struct PodOwner<'a> {
+    ns: &'a str,
+    /// Name of the owner, and the prefix of the pod's name.
+    prefix: &'a str,
+    api_version: &'a str,
+    kind: &'a str,
+    uid: &'a str,
+    labels: Value,
+    pod_name: String,
+}
+
+/// A new pod's name: the prefix and five random characters.
+fn pod_name(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..5])
+}
+
+fn delete_pod(shared: &Shared, ns: &str, name: &str) {
+    let mut store = shared.store.lock().expect("store lock");
+    if let Some(rt) = store.find("", "v1", "pods") {
+        let _ = store.delete(&rt, ns, name, false, false);
+    }
+}
+
+/// Runs one pod of `owner`'s template to its end. `ready`, when given, is
+/// told whether the pod passes its readiness probe while it runs.
 async fn run_pod(
     shared: &Shared,
-    job: &Value,
-    ns: &str,
-    job_name: &str,
-    job_uid: &str,
+    owner: &Value,
+    o: &PodOwner<'_>,
     kubeconfig: &std::path::Path,
     cancel: &Notify,
     deadline: Option<Duration>,
+    ready: Option<&tokio::sync::watch::Sender<bool>>,
 ) -> PodOutcome {
-    let template = job.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
-    let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
-    labels["job-name"] = json!(job_name);
-    labels["batch.kubernetes.io/job-name"] = json!(job_name);
-    labels["controller-uid"] = json!(job_uid);
-    labels["batch.kubernetes.io/controller-uid"] = json!(job_uid);
-    let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_string();
-    let pod_name = format!("{job_name}-{suffix}");
+    let ns = o.ns;
+    let template = owner.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
+    let pod_name = o.pod_name.clone();
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid, "controller": true, "blockOwnerDeletion": true}]},
+        "metadata": {"name": pod_name, "namespace": ns, "labels": o.labels,
+            "ownerReferences": [{"apiVersion": o.api_version, "kind": o.kind, "name": o.prefix, "uid": o.uid, "controller": true, "blockOwnerDeletion": true}]},
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
     });
     {
@@ -389,27 +427,222 @@ async fn run_pod(
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        status = child.wait() => {
-            for p in pumps { let _ = p.await; }
-            let code = status.ok().and_then(|s| s.code()).unwrap_or(137);
-            if code == 0 {
-                pod_status("Succeeded", Some(0), "Completed");
-                PodOutcome::Succeeded
-            } else {
+    tokio::pin!(deadline_sleep);
+    let probe_url = readiness_url(&container);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let outcome = loop {
+        tokio::select! {
+            status = child.wait() => {
+                for p in pumps { let _ = p.await; }
+                let code = status.ok().and_then(|s| s.code()).unwrap_or(137);
+                if code == 0 {
+                    pod_status("Succeeded", Some(0), "Completed");
+                    break PodOutcome::Succeeded;
+                }
                 pod_status("Failed", Some(code), "Error");
-                PodOutcome::Failed
+                break PodOutcome::Failed;
+            }
+            _ = cancel.notified() => {
+                let _ = child.kill().await;
+                break PodOutcome::Cancelled;
+            }
+            _ = &mut deadline_sleep => {
+                let _ = child.kill().await;
+                pod_status("Failed", Some(137), "DeadlineExceeded");
+                break PodOutcome::DeadlineExceeded;
+            }
+            _ = tick.tick(), if ready.is_some() => {
+                let ok = match &probe_url {
+                    Some(url) => http_ok(url).await,
+                    None => true,
+                };
+                if let Some(tx) = ready {
+                    tx.send_if_modified(|r| std::mem::replace(r, ok) != ok);
+                }
             }
         }
-        _ = cancel.notified() => {
-            let _ = child.kill().await;
-            PodOutcome::Cancelled
-        }
-        _ = deadline_sleep => {
-            let _ = child.kill().await;
-            pod_status("Failed", Some(137), "DeadlineExceeded");
-            PodOutcome::DeadlineExceeded
-        }
     };
+    if let Some(tx) = ready {
+        tx.send_if_modified(|r| std::mem::replace(r, false));
+    }
     outcome
+}
+
+/// Deployments the emulator runs: each generation's pods as local
+/// processes, restarted when they exit (Recreate on every spec change).
+#[derive(Default)]
+struct Deployments {
+    /// By uid: the generation running and how to stop it.
+    running: HashMap<String, (i64, Arc<tokio::sync::watch::Sender<bool>>)>,
+}
+
+impl Deployments {
+    fn event(&mut self, shared: &Shared, kubeconfig: &std::path::Path, kind: EventType, d: &Value) {
+        let uid = meta(d, "uid").to_string();
+        let generation = d.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        match kind {
+            EventType::Deleted => {
+                if let Some((_, stop)) = self.running.remove(&uid) {
+                    let _ = stop.send(true);
+                }
+            }
+            EventType::Added | EventType::Modified => {
+                if self.running.get(&uid).is_some_and(|(g, _)| *g == generation) {
+                    return; // a status update, or nothing new to run
+                }
+                if let Some((_, stop)) = self.running.remove(&uid) {
+                    let _ = stop.send(true);
+                }
+                let stop = Arc::new(tokio::sync::watch::channel(false).0);
+                self.running.insert(uid, (generation, stop.clone()));
+                tokio::spawn(run_deployment(shared.clone(), d.clone(), kubeconfig.to_path_buf(), stop));
+            }
+        }
+    }
+}
+
+async fn run_deployment(shared: Shared, d: Value, kubeconfig: PathBuf, stop: Arc<tokio::sync::watch::Sender<bool>>) {
+    let ns = meta(&d, "namespace").to_string();
+    let name = meta(&d, "name").to_string();
+    let uid = meta(&d, "uid").to_string();
+    let generation = d.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+    let replicas = d.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) as usize;
+    let hash = format!("{:x}", generation.wrapping_mul(0x9e37_79b9) & 0xff_ffff);
+    let mut readiness = Vec::new();
+    for _ in 0..replicas {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        readiness.push(rx);
+        let (shared, d, kubeconfig, stop, ns, name, uid, hash) = (
+            shared.clone(),
+            d.clone(),
+            kubeconfig.clone(),
+            stop.clone(),
+            ns.clone(),
+            name.clone(),
+            uid.clone(),
+            hash.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stopped = stop.subscribe();
+            let cancel = Notify::new();
+            let mut restarts = 0u32;
+            loop {
+                let mut labels = d.pointer("/spec/template/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+                labels["pod-template-hash"] = json!(hash);
+                let owner = PodOwner {
+                    ns: &ns,
+                    prefix: &name,
+                    api_version: "apps/v1",
+                    kind: "Deployment",
+                    uid: &uid,
+                    labels,
+                    pod_name: pod_name(&format!("{name}-{hash}")),
+                };
+                let pod = run_pod(&shared, &d, &owner, &kubeconfig, &cancel, None, Some(&tx));
+                let outcome = tokio::select! {
+                    o = pod => o,
+                    _ = stopped.wait_for(|s| *s) => {
+                        // Dropping the pod future kills its process.
+                        PodOutcome::Cancelled
+                    }
+                };
+                // The next start is a new pod; this one is gone.
+                delete_pod(&shared, &ns, &owner.pod_name);
+                let _ = tx.send(false);
+                if matches!(outcome, PodOutcome::Cancelled) || *stopped.borrow() {
+                    return;
+                }
+                // As the kubelet restarts an exited container, with a growing pause.
+                restarts += 1;
+                let pause = Duration::from_millis((250u64 << restarts.min(6)).min(10_000));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+    let mut last = None;
+    let mut stopped = stop.subscribe();
+    loop {
+        let ready = readiness.iter().filter(|r| *r.borrow()).count();
+        if last != Some(ready) {
+            last = Some(ready);
+            set_status(
+                &shared,
+                ("apps", "v1", "deployments"),
+                &ns,
+                &name,
+                deployment_status(generation, replicas, ready),
+            );
+        }
+        let changed = futures::future::select_all(readiness.iter_mut().map(|r| Box::pin(r.changed())));
+        tokio::select! {
+            _ = changed => {}
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        if readiness.is_empty() {
+            let _ = stopped.wait_for(|s| *s).await;
+            return;
+        }
+    }
+}
+
+/// A Deployment's status as `kubectl rollout status` reads it.
+fn deployment_status(generation: i64, replicas: usize, ready: usize) -> Value {
+    let t = now();
+    let available = ready == replicas;
+    json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": replicas - ready,
+        "conditions": [
+            {"type": "Available", "status": if available { "True" } else { "False" },
+             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": format!("{ready} of {replicas} replicas ready"), "lastUpdateTime": t, "lastTransitionTime": t},
+            {"type": "Progressing", "status": "True",
+             "reason": if available { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+             "message": "pods run as local processes in the emulator", "lastUpdateTime": t, "lastTransitionTime": t},
+        ],
+    })
+}
+
+/// Where a container's HTTP readiness probe looks, on loopback (pods share
+/// the host's network in the emulator).
+fn readiness_url(container: &Value) -> Option<String> {
+    let get = container.pointer("/readinessProbe/httpGet")?;
+    let path = get.get("path").and_then(Value::as_str).unwrap_or("/");
+    let port = match get.get("port")? {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(name) => container
+            .get("ports")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))?
+            .get("containerPort")?
+            .as_u64()?,
+        _ => return None,
+    };
+    Some(format!("127.0.0.1:{port}{path}"))
+}
+
+/// Whether a plain HTTP GET of `addr_path` (`host:port/path`) answers 2xx within a second.
+async fn http_ok(addr_path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, path) = addr_path.split_at(addr_path.find('/').unwrap_or(addr_path.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 2") || head.starts_with(b"HTTP/1.0 2"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt).await.ok().flatten().unwrap_or(false)
 }

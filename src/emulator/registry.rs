@@ -124,6 +124,7 @@ pub fn builtins() -> Vec<ResourceType> {
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false),
         jobs,
         builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], true),
+        builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], false),
         builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false),
         builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], false),
         builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false),

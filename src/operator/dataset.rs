@@ -366,6 +366,9 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
             status.oldest_expired_age_seconds =
                 Some(v.oldest_remaining.map_or(0, |t| (v.verified_at - t).num_seconds().max(0)));
         }
+        if let Some(age) = status.oldest_expired_age_seconds {
+            ctx.metrics.set_oldest_expired_age(&ns, &name, age);
+        }
         status.last_run = Some(RunSummary {
             name: last.name_any(),
             phase: st.phase.map(|p| format!("{p:?}")),

@@ -47,6 +47,8 @@ pub struct Metrics {
     last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     schedule_interval: Family<Labels, Gauge<f64, AtomicU64>>,
     next_deadline: Family<Labels, Gauge<f64, AtomicU64>>,
+    requests_open: Family<Labels, Gauge>,
+    oldest_expired: Family<Labels, Gauge>,
     reconcile_errors: Family<Labels, Counter>,
 }
 
@@ -113,6 +115,14 @@ impl Default for Metrics {
             "The earliest deadline of open DeletionRequests (0 when none is open)",
             next_deadline.clone(),
         );
+        let requests_open = Family::<Labels, Gauge>::default();
+        registry.register("deletion_requests_open", "DeletionRequests not yet finished", requests_open.clone());
+        let oldest_expired = Family::<Labels, Gauge>::default();
+        registry.register(
+            "dataset_oldest_expired_age_seconds",
+            "Age of the oldest record past its window that a Dataset's last run left (0: none)",
+            oldest_expired.clone(),
+        );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register("reconcile_errors", "Reconcile errors by kind and reason", reconcile_errors.clone());
         Metrics {
@@ -128,6 +138,8 @@ impl Default for Metrics {
             last_success,
             schedule_interval,
             next_deadline,
+            requests_open,
+            oldest_expired,
             reconcile_errors,
         }
     }
@@ -185,10 +197,16 @@ impl Metrics {
         self.requests_overdue.get_or_create(&vec![("regime", regime.to_string())]).set(n);
     }
 
-    /// The earliest deadline of open requests under a regime, or none.
-    pub fn set_next_deadline(&self, regime: &str, at: Option<chrono::DateTime<chrono::Utc>>) {
-        let v = at.map_or(0.0, |t| t.timestamp() as f64);
-        self.next_deadline.get_or_create(&vec![("regime", regime.to_string())]).set(v);
+    /// Open requests under a regime and their earliest deadline, if any.
+    pub fn set_open(&self, regime: &str, n: i64, next: Option<chrono::DateTime<chrono::Utc>>) {
+        let l = vec![("regime", regime.to_string())];
+        self.requests_open.get_or_create(&l).set(n);
+        self.next_deadline.get_or_create(&l).set(next.map_or(0.0, |t| t.timestamp() as f64));
+    }
+
+    pub fn set_oldest_expired_age(&self, namespace: &str, dataset: &str, seconds: i64) {
+        let l = vec![("namespace", namespace.to_string()), ("dataset", dataset.to_string())];
+        self.oldest_expired.get_or_create(&l).set(seconds);
     }
 
     pub fn set_schedule_interval(&self, namespace: &str, dataset: &str, seconds: Option<f64>) {

@@ -102,8 +102,8 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     for (regime, n) in overdue_counts(&open, at) {
         ctx.metrics.set_overdue(regime, n);
     }
-    for (regime, next) in next_deadlines(&open) {
-        ctx.metrics.set_next_deadline(regime, next);
+    for (regime, (n, next)) in open_requests(&open) {
+        ctx.metrics.set_open(regime, n, next);
     }
     if terminal(prev.phase) && prev.receipt.is_some() {
         ctx.reset_backoff(&key(req.as_ref()));
@@ -485,21 +485,25 @@ async fn write(ctx: &Ctx, req: &DeletionRequest, st: &mut DeletionRequestStatus)
     apply_status(&ctx.client, req, req.status.as_ref(), &*st).await
 }
 
-/// Overdue requests per regime, for the gauge.
-/// The earliest deadline of the open requests under each regime.
-pub fn next_deadlines(requests: &[Arc<DeletionRequest>]) -> BTreeMap<&'static str, Option<DateTime<Utc>>> {
-    let mut out: BTreeMap<&'static str, Option<DateTime<Utc>>> =
-        [("GDPR", None), ("CCPA", None), ("Other", None)].into();
+/// How many requests are open under each regime, and their earliest deadline.
+pub fn open_requests(requests: &[Arc<DeletionRequest>]) -> BTreeMap<&'static str, (i64, Option<DateTime<Utc>>)> {
+    let mut out: BTreeMap<&'static str, (i64, Option<DateTime<Utc>>)> =
+        [("GDPR", (0, None)), ("CCPA", (0, None)), ("Other", (0, None))].into();
     for r in requests {
         let st = r.status.clone().unwrap_or_default();
-        if let (false, Some(d)) = (terminal(st.phase), st.deadline) {
-            let e = out.entry(r.spec.regime.as_str()).or_default();
-            *e = Some(e.map_or(d, |x| x.min(d)));
+        if terminal(st.phase) {
+            continue;
+        }
+        let e = out.entry(r.spec.regime.as_str()).or_default();
+        e.0 += 1;
+        if let Some(d) = st.deadline {
+            e.1 = Some(e.1.map_or(d, |x| x.min(d)));
         }
     }
     out
 }
 
+/// Overdue requests per regime, for the gauge.
 pub fn overdue_counts(requests: &[Arc<DeletionRequest>], at: DateTime<Utc>) -> BTreeMap<&'static str, i64> {
     let mut out: BTreeMap<&'static str, i64> = [("GDPR", 0), ("CCPA", 0), ("Other", 0)].into();
     for r in requests {
