@@ -16,6 +16,8 @@ command -v mariadb >/dev/null || need_apt+=(mariadb-client)
 command -v lua5.4 >/dev/null || need_apt+=(lua5.4)
 # promtool checks and unit-tests the chart's alerting rules and dashboard queries.
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# Headless Chromium renders the privacy report's HTML page in a test.
+command -v chromium >/dev/null || need_apt+=(chromium)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

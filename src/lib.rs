@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod operator;
 pub mod plan;
 pub mod receipt;
+pub mod report;
 pub mod schema;
 pub mod scrub;
 pub mod validate;

@@ -87,9 +87,21 @@ enum Command {
         /// Recompute the receipt of this DeletionRequest and compare it with the one in its status.
         #[arg(long)]
         verify: Option<String>,
-        /// The namespace of the request (default: the kubeconfig's).
+        /// One namespace (default: all namespaces; with --verify, the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// The window: this long before --to (e.g. 30d, 12w, 1y).
+        #[arg(long, default_value = "30d", conflicts_with = "from")]
+        since: String,
+        /// The window's start (RFC 3339), instead of --since.
+        #[arg(long)]
+        from: Option<String>,
+        /// The window's end (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: ReportFormat,
     },
 }
 
@@ -122,14 +134,16 @@ struct OperatorArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Html,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
     Json,
-}
-
-fn not_yet(what: &str, issue: u32) -> ExitCode {
-    eprintln!("lethe {what} is not implemented yet (tracked in issue {issue}).");
-    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
@@ -194,8 +208,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Digest { type_, operator_namespace } => digest(&type_, &operator_namespace),
-        Command::Report { verify: Some(name), namespace } => verify_receipt(&name, namespace.as_deref()),
-        Command::Report { verify: None, .. } => not_yet("report", 7),
+        Command::Report { verify: Some(name), namespace, .. } => verify_receipt(&name, namespace.as_deref()),
+        Command::Report { verify: None, namespace, since, from, to, output } => {
+            report(namespace.as_deref(), &since, from.as_deref(), to.as_deref(), output)
+        }
     }
 }
 
@@ -299,6 +315,79 @@ fn digest(type_: &str, operator_namespace: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report(
+    namespace: Option<&str>,
+    since: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    output: ReportFormat,
+) -> ExitCode {
+    let now = chrono::Utc::now();
+    let parse = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().map_err(|e| format!("{s:?}: {e}"));
+    let window = (|| -> Result<_, String> {
+        let to = to.map(parse).transpose()?.unwrap_or(now);
+        let from = match from {
+            Some(f) => parse(f)?,
+            None => {
+                let d: lethe::api::Duration = since.parse().map_err(|e| format!("--since {since:?}: {e}"))?;
+                d.before(to).ok_or_else(|| format!("--since {since:?} reaches before the calendar"))?
+            }
+        };
+        if from >= to {
+            return Err("the window is empty: --from must be before --to".into());
+        }
+        Ok((from, to))
+    })();
+    let (from, to) = match window {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("lethe report: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime("report") else { return ExitCode::FAILURE };
+    let loaded = rt.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+        async fn all<K>(client: &kube::Client, ns: Option<&str>) -> Result<Vec<K>, String>
+        where
+            K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug,
+            K::DynamicType: Default,
+        {
+            let api: kube::Api<K> = match ns {
+                Some(ns) => kube::Api::namespaced(client.clone(), ns),
+                None => kube::Api::all(client.clone()),
+            };
+            api.list(&Default::default()).await.map(|l| l.items).map_err(|e| e.to_string())
+        }
+        Ok::<_, String>((
+            all::<lethe::api::DeletionRequest>(&client, namespace).await?,
+            all::<lethe::api::ScrubRun>(&client, namespace).await?,
+            all::<lethe::api::Dataset>(&client, namespace).await?,
+            all::<lethe::api::DataStore>(&client, namespace).await?,
+            all::<lethe::api::LegalHold>(&client, namespace).await?,
+        ))
+    });
+    let (requests, runs, datasets, stores, holds) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("lethe report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let inputs =
+        lethe::report::Inputs { requests: &requests, runs: &runs, datasets: &datasets, stores: &stores, holds: &holds };
+    let r = lethe::report::build(&inputs, from, to, now);
+    match output {
+        ReportFormat::Table => print!("{}", lethe::report::table(&r)),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+        ReportFormat::Html => print!("{}", lethe::report::html(&r)),
+    }
+    ExitCode::SUCCESS
 }
 
 fn verify_receipt(name: &str, namespace: Option<&str>) -> ExitCode {

@@ -60,10 +60,15 @@ fn json_output_is_machine_readable() {
 }
 
 #[test]
-fn the_report_says_it_is_not_implemented_yet() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe")).arg("report").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+fn the_report_without_a_cluster_says_so_and_exits() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .arg("report")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

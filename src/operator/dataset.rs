@@ -416,6 +416,11 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         ctx.event(ds.as_ref(), !ready_now, &c.reason, c.message).await;
     }
     ctx.reset_backoff(&key(ds.as_ref()));
+    if !active.is_empty() || !create.is_empty() {
+        // A run is under way: the change that ends it may reach this
+        // reconcile before the run cache has it, so look again soon.
+        requeue = requeue.min(Duration::from_secs(5));
+    }
     Ok(Action::requeue(requeue))
 }
 

@@ -397,7 +397,8 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         if write(&ctx, &req, &mut st).await? && prev.phase != st.phase {
             ctx.event(req.as_ref(), false, "Started", format!("erasing across {} dataset(s)", order.len())).await;
         }
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        // A run's end may reach this reconcile before the run cache has it.
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let count = |p: &str| st.datasets.iter().filter(|r| phase_of(r) == p).count();
     let n = st.datasets.len();
