@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit crds validate-examples bench fuzz clean image
+.PHONY: demo test setup lint unit crds docs validate-examples bench fuzz clean image
 
 ## The image the chart runs (needs a container engine: docker, or CONTAINER_ENGINE=podman).
 CONTAINER_ENGINE ?= docker
@@ -38,6 +38,10 @@ unit:
 crds:
 	$(CARGO) run --quiet --bin lethe -- crd --output-dir crds
 	$(CARGO) run --quiet --bin lethe -- crd --output-dir charts/lethe/crds
+
+## Regenerate docs/reference.md from the CRD schemas.
+docs:
+	$(CARGO) run --quiet --bin lethe -- reference > docs/reference.md
 
 validate-examples:
 	$(CARGO) run --quiet --bin lethe -- validate -f examples/

@@ -60,6 +60,8 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Print the resource reference (Markdown) generated from the CRD schemas.
+    Reference,
     /// Validate manifests offline: schemas, CEL rules and cross-object checks.
     Validate {
         /// Files or directories (recursing into *.yaml, *.yml, *.json).
@@ -150,6 +152,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { output_dir } => crd(output_dir),
+        Command::Reference => {
+            print!("{}", lethe::api::reference::markdown());
+            ExitCode::SUCCESS
+        }
         Command::Validate { files, partial, output } => {
             let problems = validate::validate_paths(&files, &validate::Options { partial });
             let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();

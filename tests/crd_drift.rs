@@ -50,3 +50,23 @@ fn every_crd_has_status_printer_columns_short_names_and_cel_where_cross_field_ru
         assert!(schema.contains(r#""x-kubernetes-list-map-keys":["type"]"#), "{name}: conditions list-map");
     }
 }
+
+#[test]
+fn the_resource_reference_is_generated_from_the_crds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe")).arg("reference").output().expect("run lethe reference");
+    assert!(out.status.success());
+    let committed = fs::read_to_string("docs/reference.md").expect("docs/reference.md exists");
+    assert!(
+        out.stdout == committed.as_bytes(),
+        "docs/reference.md differs from `lethe reference`; regenerate with `make docs`"
+    );
+    // Every kind and every spec field of the schemas is in it.
+    for (_, crd) in lethe::api::crds() {
+        assert!(committed.contains(&format!("## {}\n", crd.spec.names.kind)));
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for field in spec.as_object().unwrap().keys() {
+            assert!(committed.contains(&format!("| `spec.{field}` |")), "{}: spec.{field}", crd.spec.names.kind);
+        }
+    }
+}

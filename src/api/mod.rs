@@ -9,6 +9,7 @@ mod duration;
 mod hold;
 mod identifier;
 mod policy;
+pub mod reference;
 mod request;
 mod run;
 
