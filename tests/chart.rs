@@ -379,11 +379,13 @@ fn every_dashboard_query_parses_and_names_exported_metrics() {
 }
 
 /// Installs the rendered chart into the emulator, which runs the chart's
-/// Deployment as a local process: the operator it starts scrubs a Dataset
-/// through a Job running under the chart's `lethe-scrub` ServiceAccount.
+/// Deployment as a local process and enforces RBAC: the operator, holding
+/// only the chart's roles, scrubs a Dataset through a Job running under the
+/// chart's `lethe-scrub` ServiceAccount, and nothing either asks is denied.
 #[test]
 fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     let c = Cluster::start_with(false);
+    c.emulator.enforce_rbac();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -444,6 +446,33 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     let image =
         c.ok(&["-n", "shop", "get", "jobs", "-o", "jsonpath={.items[0].spec.template.spec.containers[0].image}"]);
     assert_eq!(image, "ghcr.io/lethe-dev/lethe:0.1.0", "scrub Jobs run the chart's image");
+    // The chart's roles were enough: RBAC denied the operator and the Job nothing.
+    assert_eq!(c.emulator.denied(), Vec::<String>::new());
+    // The operator and the Job did talk as their ServiceAccounts (not as admins).
+    assert!(c.emulator.allowed() > 20, "only {} requests were authorized by RBAC", c.emulator.allowed());
+    // And RBAC is enforced: the Job's ServiceAccount reads its run, not Secrets.
+    let run = c.ok(&["-n", "shop", "get", "scrubruns", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let denied = c.runtime().block_on(async {
+        let mut config = kube::Config::new(c.url.parse().unwrap());
+        config.auth_info.token = Some("serviceaccount:shop:lethe-scrub".to_string().into());
+        let client = kube::Client::try_from(config).unwrap();
+        let runs: kube::Api<lethe::api::ScrubRun> = kube::Api::namespaced(client.clone(), "shop");
+        runs.get(&run).await.expect("the Job's ServiceAccount reads its run");
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), "shop");
+        let datasets: kube::Api<lethe::api::Dataset> = kube::Api::namespaced(client, "shop");
+        (secrets.list(&Default::default()).await.err(), datasets.delete("sessions", &Default::default()).await.err())
+    });
+    match denied {
+        (Some(kube::Error::Api(s)), Some(kube::Error::Api(d))) => {
+            assert_eq!((s.code, d.code), (403, 403));
+            assert!(
+                s.message.contains("User \"system:serviceaccount:shop:lethe-scrub\" cannot list resource \"secrets\""),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected two 403s, got {other:?}"),
+    }
 
     // /metrics answers on the chart's port.
     eventually("metrics on the chart's port", Duration::from_secs(30), || {

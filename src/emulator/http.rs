@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    Shared, patch,
+    Shared, patch, rbac,
     registry::{self, ResourceType},
     select::{FieldSelector, LabelSelector},
     store::{ApiError, EventType, WriteOptions, type_key},
@@ -115,6 +115,39 @@ pub async fn handle(shared: Shared, method: Method, uri: Uri, headers: HeaderMap
         Ok(t) => t,
         Err(resp) => return resp,
     };
+    if shared.rbac.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some((sa_ns, sa_name)) =
+            rbac::service_account(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    {
+        let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let verb = match (&method, target.name.is_some()) {
+            (&Method::GET, _) if watching => "watch",
+            (&Method::GET, true) => "get",
+            (&Method::GET, false) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => "unknown",
+        };
+        let attrs = rbac::Attributes {
+            verb,
+            group: &target.rt.group,
+            resource: &target.rt.plural,
+            subresource: target.sub.as_deref(),
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+        };
+        let allowed = rbac::allowed(&shared.store.lock().expect("store lock"), &sa_ns, &sa_name, &attrs);
+        if !allowed {
+            let message = rbac::forbidden_message(&sa_ns, &sa_name, &attrs);
+            tracing::warn!(%message, "forbidden");
+            shared.denied.lock().expect("denied lock").push(message.clone());
+            return error(ApiError::new(403, "Forbidden", message));
+        }
+        shared.allowed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let wants_table = accept.contains("as=Table");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");

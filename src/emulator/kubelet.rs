@@ -294,6 +294,26 @@ struct PodOwner<'a> {
     pod_name: String,
 }
 
+/// The kubeconfig a pod's process gets: the administrator's, or with RBAC
+/// enforced, one carrying its ServiceAccount's token (the ServiceAccount
+/// must exist, as the API server requires).
+fn pod_kubeconfig(shared: &Shared, admin: &std::path::Path, ns: &str, template: &Value) -> Result<PathBuf, String> {
+    if !shared.rbac.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(admin.to_path_buf());
+    }
+    let sa = template.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+    {
+        let store = shared.store.lock().expect("store lock");
+        let rt = store.find("", "v1", "serviceaccounts").ok_or("no serviceaccounts type")?;
+        store.get(&rt, ns, sa).map_err(|_| format!("serviceaccount \"{sa}\" not found in namespace \"{ns}\""))?;
+    }
+    let text = std::fs::read_to_string(admin).map_err(|e| e.to_string())?;
+    let token = super::rbac::token(ns, sa);
+    let path = admin.with_extension(format!("{ns}.{sa}.kubeconfig"));
+    std::fs::write(&path, text.replace("token: lethe-dev", &format!("token: {token}"))).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
 /// A new pod's name: the prefix and five random characters.
 fn pod_name(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..5])
@@ -382,13 +402,21 @@ async fn run_pod(
         pod_status("Failed", Some(1), "ContainerCannotRun");
         return PodOutcome::Failed;
     };
+    let kubeconfig = match pod_kubeconfig(shared, kubeconfig, ns, &template) {
+        Ok(k) => k,
+        Err(e) => {
+            log(&format!("Error: {e}"));
+            pod_status("Failed", Some(1), "CreateContainerConfigError");
+            return PodOutcome::Failed;
+        }
+    };
     let mut command = tokio::process::Command::new(program(cmd));
     command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
-        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", &pod_name)
         .env("POD_NAMESPACE", ns)
         .envs(env)

@@ -6,6 +6,7 @@
 mod http;
 mod kubelet;
 mod patch;
+mod rbac;
 mod registry;
 mod select;
 mod store;
@@ -36,6 +37,13 @@ pub struct Inner {
     pub disconnect: tokio::sync::broadcast::Sender<()>,
     /// How many watches were answered `410 Gone` (for tests and diagnostics).
     pub gone_sent: std::sync::atomic::AtomicU64,
+    /// Whether requests with a ServiceAccount's token are authorized by RBAC
+    /// (pods then run with their ServiceAccount's token).
+    pub rbac: std::sync::atomic::AtomicBool,
+    /// The messages of requests RBAC denied (for tests and diagnostics).
+    pub denied: Mutex<Vec<String>>,
+    /// How many requests RBAC allowed.
+    pub allowed: std::sync::atomic::AtomicU64,
 }
 
 pub type Shared = Arc<Inner>;
@@ -55,6 +63,9 @@ impl Emulator {
             logs: Mutex::new(HashMap::new()),
             disconnect: tokio::sync::broadcast::channel(4).0,
             gone_sent: std::sync::atomic::AtomicU64::new(0),
+            rbac: std::sync::atomic::AtomicBool::new(false),
+            denied: Mutex::default(),
+            allowed: std::sync::atomic::AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -87,6 +98,22 @@ impl Emulator {
     /// Ends every open watch stream, as a dropped connection would.
     pub fn disconnect_watches(&self) {
         let _ = self.shared.disconnect.send(());
+    }
+
+    /// Authorizes ServiceAccounts by the RBAC objects stored, and runs pods
+    /// with their ServiceAccount's token; other clients stay administrators.
+    pub fn enforce_rbac(&self) {
+        self.shared.rbac.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The messages of the requests RBAC denied so far.
+    pub fn denied(&self) -> Vec<String> {
+        self.shared.denied.lock().expect("denied lock").clone()
+    }
+
+    /// How many ServiceAccount requests RBAC allowed so far.
+    pub fn allowed(&self) -> u64 {
+        self.shared.allowed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compacts the watch history so resuming watchers get `410 Gone`.
