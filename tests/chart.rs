@@ -490,3 +490,28 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
     });
 }
+
+/// The image's runtime (distroless `cc`) has glibc and libgcc and nothing
+/// else: the binary must need no other shared library (no OpenSSL, no
+/// system SQLite), or the image would not start.
+#[test]
+fn the_binary_needs_only_what_the_distroless_image_has() {
+    let out = Command::new("ldd").arg(env!("CARGO_BIN_EXE_lethe")).output().expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let libs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{text}");
+    let allowed =
+        ["linux-vdso.so", "libc.so", "libm.so", "libgcc_s.so", "ld-linux", "libdl.so", "libpthread.so", "librt.so"];
+    for l in libs {
+        let base = l.rsplit('/').next().unwrap();
+        assert!(
+            allowed.iter().any(|a| base.starts_with(a)),
+            "the binary needs {base}, which the runtime image lacks:\n{text}"
+        );
+    }
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/lethe\"]"), "the chart and scrub Jobs run /lethe");
+    let deployment = std::fs::read_to_string("charts/lethe/templates/deployment.yaml").unwrap();
+    assert!(deployment.contains("command: [\"/lethe\"]"));
+}

@@ -769,11 +769,17 @@ fn one_run_at_a_time(executor: &str) {
     let op = Operator::start(&c, &ns, executor, "op-serial");
     let store = store_manifest_with(&pg, "  limits: {maxConcurrentRuns: 1, maxRecordsPerSecond: 30000}\n");
     let wide = "  safety: {maxDeletePercent: 100}\n";
-    let manifest = format!(
-        "{store}---\n{}---\n{}",
-        dataset_manifest("first", "first", "created_at", wide),
-        dataset_manifest("second", "second", "created_at", wide)
-    );
+    // The Datasets carry Argo CD's tracking label and annotation, as when an
+    // Application syncs them; the runs and Jobs Lethe makes must not copy them.
+    let tracked = |name: &str| {
+        dataset_manifest(name, name, "created_at", wide).replacen(
+            &format!("metadata: {{name: {name}}}"),
+            &format!("metadata: {{name: {name}, labels: {{app.kubernetes.io/instance: shop}}, annotations: {{argocd.argoproj.io/tracking-id: \"shop:lethe.dev/Dataset:{ns}/{name}\"}}}}"),
+            1,
+        )
+    };
+    let manifest = format!("{store}---\n{}---\n{}", tracked("first"), tracked("second"));
+    assert!(manifest.contains("tracking-id"));
     c.apply_text(&manifest, &["-n", &ns]);
     let a = wait_phase(&c, &ns, "first", "Succeeded");
     let b = wait_phase(&c, &ns, "second", "Succeeded");
@@ -783,6 +789,13 @@ fn one_run_at_a_time(executor: &str) {
     let (a0, a1, b0, b1) = (t(&a, "startTime"), t(&a, "completionTime"), t(&b, "startTime"), t(&b, "completionTime"));
     assert!(b0 >= a1 || a0 >= b1, "runs overlapped: first {a0}..{a1}, second {b0}..{b1}");
     assert!((a1 - a0).num_seconds() >= 1 && (b1 - b0).num_seconds() >= 1, "runs too short to tell");
+
+    for kind in ["scrubruns", "jobs"] {
+        let meta = c.ok(&["-n", &ns, "get", kind, "-o", "jsonpath={.items[*].metadata}"]);
+        assert!(!meta.contains("argocd.argoproj.io") && !meta.contains("app.kubernetes.io/instance"), "{kind}: {meta}");
+    }
+    let runs = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "name"]);
+    assert!(runs.lines().count() >= 2, "{runs}");
 
     // Both executors count finished runs in the metrics, by store and category.
     let deleted =
