@@ -217,9 +217,11 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     );
     assert_eq!(sql.count("SELECT count(*) FROM invoices WHERE customer_id = 4711"), 1);
     assert_eq!(sql.count("SELECT count(*) FROM access_log WHERE user_id = 4711"), 1);
-    // The Secret naming the subject was deleted on completion.
+    // The invoices are deferred, and their later erasure needs the
+    // identifiers: the Secret stays although the request asks for its deletion
+    // on completion (the deferred test sees it deleted once nothing is deferred).
     let (code, _, _) = c.kubectl(&["-n", &ns, "get", "secret", "erasure-request-4711"]);
-    assert_ne!(code, 0, "the subject's Secret should be gone");
+    assert_eq!(code, 0, "the subject's Secret must stay while a dataset is deferred");
 
     // Argo CD health, by the chart's Lua checks on the live objects.
     assert_eq!(health(&c, &ns, "DataStore", "shop-db"), "Healthy");
@@ -891,4 +893,91 @@ spec:
     assert_eq!(sql.count("SELECT count(*) FROM orders"), 200);
     assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 3 AND email LIKE '%example.com'"), 0);
     assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id <> 3 AND email LIKE '%example.com'"), 190);
+}
+
+/// A request deferred by minimum retention finishes by itself: once the
+/// newest kept record passes its minimum, a further run erases it; the
+/// answer's time (and so the deadline) stays the first completion, and the
+/// Secret naming the subject is kept until nothing is deferred.
+#[test]
+fn a_deferred_erasure_finishes_once_the_minimum_retention_has_passed() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    // Subject 7: two orders past the 20-second minimum, two within it; subject 8 is someone else.
+    sql.exec(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, placed_at timestamptz);
+         INSERT INTO orders VALUES (1, 7, now() - interval '2 days'), (2, 7, now() - interval '1 day'),
+           (3, 7, now() - interval '2 seconds'), (4, 7, now()), (5, 8, now() - interval '2 days');",
+    );
+    let ns = c.namespace("deferred");
+    let op = Operator::start(&c, &ns, "in-process", "op-deferred");
+    let manifest = format!(
+        r#"{}---
+apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: orders}}
+spec:
+  storeRef: {{name: db}}
+  categories: [financial]
+  table: {{name: orders}}
+  primaryKey: [id]
+  timestamps: {{created: placed_at}}
+  subjectFields: {{user_id: user_id}}
+  retention: {{keepFor: 10y, keepAtLeast: 20s}}
+  safety: {{maxDeletePercent: 100}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: subject-7}}
+stringData: {{user_id: "7"}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: DeletionRequest
+metadata: {{name: erase-7}}
+spec:
+  subject: {{secretRef: {{name: subject-7}}}}
+  regime: GDPR
+  deleteSecretOnCompletion: true
+"#,
+        store_manifest(&pg)
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    let phase = || jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.phase}");
+    eventually("first pass deferred", LIMIT, || (phase() == "Deferred").then_some(()));
+    let responded = jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.respondedAt}");
+    assert!(!responded.is_empty());
+    let erasable = jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.datasets[0].erasableAfter}");
+    assert!(!erasable.is_empty(), "a deferred dataset says when it may be erased");
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 7"), 2, "the two recent orders are kept");
+    assert_eq!(c.kubectl(&["-n", &ns, "get", "secret", "subject-7"]).0, 0, "the Secret stays while deferred");
+
+    // After the minimum, the request finishes by itself with a further run.
+    eventually("the deferred orders are erased", LIMIT, || (phase() == "Completed").then_some(()));
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 7"), 0);
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 8"), 1, "nobody else's records");
+    let runs = c.ok(&["-n", &ns, "get", "scrubruns", "-l", "lethe.dev/deletion-request=erase-7", "-o", "name"]);
+    assert_eq!(runs.lines().count(), 2, "{runs}");
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.datasets[0].recordsAffected}"), "4");
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.datasets[0].remaining}"), "0");
+    assert_eq!(
+        jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.respondedAt}"),
+        responded,
+        "answered at the first pass"
+    );
+    assert_eq!(
+        jsonpath(&c, &ns, "deletionrequest/erase-7", "{.status.conditions[?(@.type==\"Overdue\")].status}"),
+        "False"
+    );
+    eventually("the Secret is deleted at the end", LIMIT, || {
+        (c.kubectl(&["-n", &ns, "get", "secret", "subject-7"]).0 != 0).then_some(())
+    });
+    // The new receipt verifies.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["report", "--verify", "erase-7", "-n", &ns])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(op);
 }

@@ -55,7 +55,8 @@ pub struct DeletionRequestSpec {
     /// set by someone other than the requester) before erasing.
     #[serde(default)]
     pub require_approval: bool,
-    /// Delete the identifiers' Secret once the request is complete.
+    /// Delete the identifiers' Secret once the request is complete and no
+    /// dataset is deferred (a deferred erasure still needs the identifiers).
     #[serde(default)]
     pub delete_secret_on_completion: bool,
     /// Count what would be affected, change nothing.
@@ -166,6 +167,11 @@ pub struct DeletionRequestStatus {
     pub start_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<DateTime<Utc>>,
+    /// When the request first finished: the answer its deadline applies to.
+    /// Datasets deferred by minimum retention are erased later, by further
+    /// runs, without making the request overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responded_at: Option<DateTime<Utc>>,
     /// Records erased or anonymized, over every dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_affected: Option<i64>,

@@ -62,6 +62,81 @@ fn terminal(p: Option<RequestPhase>) -> bool {
 }
 
 /// The erasure run's name for one dataset of a request.
+/// The name of a request's `attempt`-th run on a dataset (the first is
+/// [`run_name`]; later ones erase what minimum retention deferred).
+pub fn attempt_name(request: &str, dataset: &str, attempt: u32) -> String {
+    let first = run_name(request, dataset);
+    if attempt <= 1 {
+        return first;
+    }
+    let suffix = format!("-{attempt}");
+    let keep = 253 - suffix.len();
+    format!("{}{suffix}", &first[..first.len().min(keep)])
+}
+
+/// Creates a request's erasure run on one dataset, with the minimum
+/// retention that applies now.
+async fn create_run(
+    ctx: &Ctx,
+    req: &DeletionRequest,
+    ds: &Dataset,
+    run_n: &str,
+    action: ExpiryAction,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let ns = req.namespace().unwrap_or_default();
+    let name = req.name_any();
+    let ds_name = ds.name_any();
+    let policies = dataset::applying_policies(ctx, ds);
+    let effective = dataset::effective_of(ds, &policies, at);
+    // Anonymizing keeps the record, which is what a minimum retention
+    // requires: a Dataset that erases by anonymization anonymizes records
+    // under the minimum instead of deferring.
+    let minimum = match action {
+        ExpiryAction::Anonymize => None,
+        ExpiryAction::Delete => dataset::minimum_at(ds, &policies, &effective, at).map_err(super::Error::Other)?,
+    };
+    let run = ScrubRun {
+        metadata: ObjectMeta {
+            name: Some(run_n.to_string()),
+            namespace: Some(ns.clone()),
+            labels: Some(
+                [
+                    ("lethe.dev/dataset".to_string(), ds_name.chars().take(63).collect()),
+                    ("lethe.dev/deletion-request".to_string(), name.chars().take(63).collect()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![req.controller_owner_ref(&()).expect("a stored request has a uid")]),
+            ..ObjectMeta::default()
+        },
+        spec: ScrubRunSpec {
+            dataset_ref: LocalRef { name: ds_name.clone() },
+            purpose: RunPurpose::Erasure,
+            deletion_request_ref: Some(LocalRef { name: name.clone() }),
+            cutoff: None,
+            time_field: None,
+            minimum_retention_cutoff: minimum.as_ref().map(|(_, t)| *t),
+            minimum_time_field: minimum.map(|(c, _)| c),
+            action,
+            scheduled_time: Some(at),
+            dry_run: req.spec.dry_run || ds.spec.dry_run,
+        },
+        status: None,
+    };
+    let pp = PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() };
+    match Api::<ScrubRun>::namespaced(ctx.client.clone(), &ns).create(&pp, &run).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// When the earliest deferred dataset of a finished request may be erased.
+fn next_erasable(st: &DeletionRequestStatus) -> Option<DateTime<Utc>> {
+    st.datasets.iter().filter(|d| d.phase.as_deref() == Some("Deferred")).filter_map(|d| d.erasable_after).min()
+}
+
 pub fn run_name(request: &str, dataset: &str) -> String {
     let name = format!("{request}-{dataset}");
     if name.len() <= 253 {
@@ -107,7 +182,15 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     if terminal(prev.phase) && prev.receipt.is_some() {
         ctx.reset_backoff(&key(req.as_ref()));
-        return Ok(Action::await_change());
+        // Datasets deferred by minimum retention are erased once they may be.
+        match next_erasable(&prev) {
+            None => return Ok(Action::await_change()),
+            Some(t) if t > at => {
+                let wait = (t - at).to_std().unwrap_or_default() + Duration::from_secs(1);
+                return Ok(Action::requeue(wait.min(ctx.config.resync)));
+            }
+            Some(_) => {}
+        }
     }
     let mut st = DeletionRequestStatus {
         observed_generation: generation,
@@ -115,10 +198,12 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         subject_digest: prev.subject_digest.clone(),
         deadline: Some(deadline),
         start_time: prev.start_time,
+        responded_at: prev.responded_at.or(prev.completion_time.filter(|_| terminal(prev.phase))),
         approved_by: prev.approved_by.clone(),
         ..DeletionRequestStatus::default()
     };
-    let overdue = at > deadline;
+    // Once answered, later passes over deferred records do not make it late.
+    let overdue = st.responded_at.unwrap_or(at) > deadline;
     let overdue_cond = |prev: &DeletionRequestStatus| {
         if overdue {
             condition(
@@ -246,8 +331,19 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         let ds = datasets.iter().find(|d| d.name_any() == *ds_name).expect("ordered from these datasets");
         let action = ds.spec.erasure.as_ref().map(|e| e.action).unwrap_or(ExpiryAction::Delete);
         let mut r = DatasetResult { dataset: ds_name.clone(), action: Some(action), ..DatasetResult::default() };
-        let run_n = run_name(&name, ds_name);
-        let existing = runs_api.get_opt(&run_n).await?;
+        // A dataset deferred by minimum retention gets a further run once the
+        // kept records may go; the latest run decides the result, and the
+        // records of earlier ones are added to it.
+        let mut attempt = 1;
+        let mut earlier_affected = 0;
+        let mut existing = runs_api.get_opt(&attempt_name(&name, ds_name, 1)).await?;
+        while let Some(run) = &existing {
+            let Some(next) = runs_api.get_opt(&attempt_name(&name, ds_name, attempt + 1)).await? else { break };
+            earlier_affected += run.status.as_ref().and_then(|s| s.counts.as_ref()).map_or(0, |c| c.affected);
+            attempt += 1;
+            existing = Some(next);
+        }
+        let run_n = attempt_name(&name, ds_name, attempt);
         let holders: Vec<String> = exec::holds_for(&holds, ds, at)
             .iter()
             .filter(|h| holding(h, &digests, &ids, held_values.get(&h.name_any()).unwrap_or(&BTreeMap::new())))
@@ -267,53 +363,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                 continue;
             }
             None => {
-                let policies = dataset::applying_policies(&ctx, ds);
-                let effective = dataset::effective_of(ds, &policies, at);
-                // Anonymizing keeps the record, which is what a minimum
-                // retention requires: a Dataset that erases by anonymization
-                // anonymizes records under the minimum instead of deferring.
-                let minimum = match action {
-                    ExpiryAction::Anonymize => None,
-                    ExpiryAction::Delete => {
-                        dataset::minimum_at(ds, &policies, &effective, at).map_err(super::Error::Other)?
-                    }
-                };
-                let run = ScrubRun {
-                    metadata: ObjectMeta {
-                        name: Some(run_n.clone()),
-                        namespace: Some(ns.clone()),
-                        labels: Some(
-                            [
-                                ("lethe.dev/dataset".to_string(), ds_name.chars().take(63).collect()),
-                                ("lethe.dev/deletion-request".to_string(), name.chars().take(63).collect()),
-                            ]
-                            .into(),
-                        ),
-                        owner_references: Some(vec![
-                            req.controller_owner_ref(&()).expect("a stored request has a uid"),
-                        ]),
-                        ..ObjectMeta::default()
-                    },
-                    spec: ScrubRunSpec {
-                        dataset_ref: LocalRef { name: ds_name.clone() },
-                        purpose: RunPurpose::Erasure,
-                        deletion_request_ref: Some(LocalRef { name: name.clone() }),
-                        cutoff: None,
-                        time_field: None,
-                        minimum_retention_cutoff: minimum.as_ref().map(|(_, t)| *t),
-                        minimum_time_field: minimum.map(|(c, _)| c),
-                        action,
-                        scheduled_time: Some(at),
-                        dry_run: req.spec.dry_run || ds.spec.dry_run,
-                    },
-                    status: None,
-                };
-                let pp = PostParams { field_manager: Some(super::MANAGER.into()), ..PostParams::default() };
-                match runs_api.create(&pp, &run).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                create_run(&ctx, &req, ds, &run_n, action, at).await?;
                 st.start_time.get_or_insert(at);
                 waiting = true;
                 r.run = Some(run_n);
@@ -328,7 +378,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
             Some(RunPhase::Succeeded) => {
                 let c = rs.conditions.iter().find(|c| c.type_ == "Succeeded");
                 let counts = rs.counts.clone().unwrap_or_default();
-                r.records_affected = Some(counts.affected);
+                r.records_affected = Some(earlier_affected + counts.affected);
                 let v = rs.verification.clone();
                 r.remaining = v.as_ref().map(|v| v.remaining);
                 r.remaining_reason = v.as_ref().and_then(|v| v.reason.clone());
@@ -347,6 +397,19 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                     _ if r.remaining.unwrap_or(0) > 0 => "Blocked".into(),
                     _ => "Completed".into(),
                 });
+                // Due now: the next run erases what the minimum no longer keeps.
+                if r.phase.as_deref() == Some("Deferred")
+                    && r.erasable_after.is_some_and(|t| t <= at)
+                    && holders.is_empty()
+                    && !waiting
+                {
+                    let next = attempt_name(&name, ds_name, attempt + 1);
+                    create_run(&ctx, &req, ds, &next, action, at).await?;
+                    waiting = true;
+                    r.run = Some(next);
+                    r.phase = Some("Running".into());
+                    r.erasable_after = None;
+                }
             }
             Some(RunPhase::Failed) => {
                 let c = rs.conditions.iter().find(|c| c.type_ == "Failed" || c.type_ == "Succeeded");
@@ -418,6 +481,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     st.phase = Some(phase);
     st.completion_time = Some(at);
     st.start_time.get_or_insert(at);
+    st.responded_at.get_or_insert(at);
     let summary = format!("{done} of {n} dataset(s) erased, {blocked} held, {deferred} deferred, {failed} failed");
     conds.push(condition(
         &prev.conditions,
@@ -450,8 +514,10 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         (at - received).num_seconds().max(0) as f64,
     );
     ctx.event(req.as_ref(), phase == RequestPhase::Failed, &format!("{phase:?}"), summary).await;
+    // The Secret stays while a deferred dataset still needs the identifiers.
     if req.spec.delete_secret_on_completion
         && phase != RequestPhase::Failed
+        && deferred == 0
         && let Some(r) = &req.spec.subject.secret_ref
     {
         match Api::<Secret>::namespaced(ctx.client.clone(), &ns).delete(&r.name, &DeleteParams::default()).await {
@@ -492,7 +558,7 @@ pub fn open_requests(requests: &[Arc<DeletionRequest>]) -> BTreeMap<&'static str
         [("GDPR", (0, None)), ("CCPA", (0, None)), ("Other", (0, None))].into();
     for r in requests {
         let st = r.status.clone().unwrap_or_default();
-        if terminal(st.phase) {
+        if terminal(st.phase) || st.responded_at.is_some() {
             continue;
         }
         let e = out.entry(r.spec.regime.as_str()).or_default();
@@ -509,7 +575,7 @@ pub fn overdue_counts(requests: &[Arc<DeletionRequest>], at: DateTime<Utc>) -> B
     let mut out: BTreeMap<&'static str, i64> = [("GDPR", 0), ("CCPA", 0), ("Other", 0)].into();
     for r in requests {
         let st = r.status.clone().unwrap_or_default();
-        if !terminal(st.phase) && st.deadline.is_some_and(|d| at > d) {
+        if !terminal(st.phase) && st.responded_at.is_none() && st.deadline.is_some_and(|d| at > d) {
             *out.entry(r.spec.regime.as_str()).or_default() += 1;
         }
     }
