@@ -32,6 +32,9 @@ pub struct Report {
     pub records_done: i64,
     pub remaining: i64,
     pub partitions: Vec<String>,
+    /// Files stores: bytes the pass freed (or, dry, would free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<u64>,
 }
 
 type Objects = (Vec<DataStore>, Vec<Dataset>, Vec<RetentionPolicy>, Vec<LegalHold>);
@@ -91,6 +94,9 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     // than risk deleting held records.
     let from_env = crate::operator::job::inputs_from_env().held;
     let mut held: Vec<(crate::api::Identifier, Vec<String>)> = Vec::new();
+    // Files: held subjects' directories, from the same identifiers.
+    let mut held_paths: Vec<std::path::PathBuf> = Vec::new();
+    let template = ds.spec.files.as_ref().and_then(|f| f.subject_path_template.clone());
     for h in holds.iter().filter(|h| h.namespace() == ds.namespace() && h.spec.active_at(now)) {
         if !h.spec.covers(&ds.name_any(), &ds.spec.categories, ds.labels()) {
             continue;
@@ -108,6 +114,14 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         for (t, v) in values {
             if let Some(col) = ds.spec.subject_fields.get(t) {
                 held.push((col.clone(), v.clone()));
+            }
+            if let Some(tpl) = &template {
+                for value in v {
+                    let ids = [(t.clone(), value.clone())].into();
+                    if let Some(p) = super::files::render_subject_path(tpl, &ids)? {
+                        held_paths.push(p);
+                    }
+                }
             }
         }
     }
@@ -127,6 +141,50 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         )));
     };
     let keep_for = rule.keep_for.as_ref().expect("a maximum has keepFor");
+    if let Some(f) = &ds.spec.files {
+        // Files carry their own time (a date in the name, else mtime).
+        let root =
+            store.spec.filesystem.as_ref().ok_or_else(|| {
+                ScrubError::Config(format!("DataStore {:?} has no filesystem root", store.name_any()))
+            })?;
+        let cutoff = keep_for.before(now).ok_or_else(|| ScrubError::Config("cutoff out of range".into()))?;
+        let minimum = effective.minimum.as_ref().and_then(|(d, _)| d.before(now));
+        let sel = super::files::FileSelection {
+            directory: f.directory.clone().into(),
+            older_than: Some(cutoff),
+            subject: vec![],
+            keep_newer_than: minimum,
+            held: held_paths,
+            name_date_pattern: f.name_date_pattern.clone(),
+        };
+        let fs = super::files::FileStore::open(&root.root)?;
+        let plan = fs.plan(&sel)?;
+        let mut report = Report {
+            dataset: dataset.to_string(),
+            cutoff: Some(cutoff),
+            minimum_retention_cutoff: minimum,
+            set_by: Some(set_by.clone()),
+            dry_run: dry_run || ds.spec.dry_run,
+            selected: plan.selected,
+            held: plan.held,
+            under_minimum: plan.under_minimum,
+            records_done: 0,
+            remaining: plan.selected,
+            partitions: vec![],
+            bytes_freed: Some(plan.selected_bytes),
+        };
+        if report.dry_run {
+            return Ok(report);
+        }
+        let out = fs.run(&sel, 1000, |files, bytes| {
+            eprintln!("{}", serde_json::json!({"progress": {"recordsDone": files, "bytesFreed": bytes}}));
+            true
+        })?;
+        report.records_done = out.files_deleted;
+        report.remaining = out.remaining;
+        report.bytes_freed = Some(out.bytes_freed);
+        return Ok(report);
+    }
     let time_col = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
         ScrubError::Config(format!("Dataset {dataset:?} does not declare the time field {set_by} measures from"))
     })?;
@@ -177,6 +235,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         records_done: 0,
         remaining: plan.selected,
         partitions: vec![],
+        bytes_freed: None,
     };
     if report.dry_run {
         return Ok(report);

@@ -10,6 +10,7 @@
 //! longer selected.
 
 pub mod driver;
+pub mod files;
 pub mod local;
 pub mod mysql;
 pub mod postgres;

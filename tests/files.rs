@@ -1,0 +1,269 @@
+//! The files store on real directories: exactly the expired, unheld files
+//! go; nothing outside the root, nothing through a symbolic link, never the
+//! root; a pass stopped anywhere and run again ends in the same state.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, Utc};
+use lethe::scrub::files::{FileSelection, FileStore, render_subject_path};
+
+const DAY: u64 = 86_400;
+
+fn write(path: &Path, bytes: usize, age_days: u64) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, vec![b'x'; bytes]).unwrap();
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(age_days * DAY + 3600)).unwrap();
+}
+
+/// Every file under `dir` (not following links), relative, with its size.
+fn files(dir: &Path) -> BTreeSet<(PathBuf, u64)> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert((e.path().strip_prefix(dir).unwrap().to_path_buf(), m.len()));
+            }
+        }
+    }
+    out
+}
+
+struct Tree {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+/// A root with `logs/` (files 0..400 days old, some dated by name, some per
+/// user), links pointing out of the root, and files outside it.
+fn tree() -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    write(&outside.join("secret.txt"), 10, 900);
+    write(&outside.join("dir/old.log"), 10, 900);
+    for i in 0..300u64 {
+        let age = (i * 37) % 400;
+        write(&root.join(format!("logs/app/{i:03}.log")), (i as usize % 7) + 1, age);
+    }
+    for user in [7u64, 42, 99] {
+        for j in 0..5u64 {
+            write(&root.join(format!("logs/users/{user}/nested/{j}.json")), 3, j * 100);
+        }
+    }
+    // Dated by name; the mtime says "new", the name says otherwise.
+    for (d, name) in [(1, "access-2020-01-15.log"), (1, "access-2099-01-15.log")] {
+        write(&root.join("logs/dated").join(name), 5, d);
+    }
+    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("logs/app/escape.log")).unwrap();
+    std::os::unix::fs::symlink(outside.join("dir"), root.join("logs/linked")).unwrap();
+    Tree { _dir: dir, root, outside }
+}
+
+fn cutoff(days: u64) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::seconds((days * DAY) as i64)
+}
+
+fn retention(days: u64) -> FileSelection {
+    FileSelection {
+        directory: "logs".into(),
+        older_than: Some(cutoff(days)),
+        held: vec!["users/7".into()],
+        name_date_pattern: Some("access-{yyyy}-{mm}-{dd}.log".into()),
+        ..FileSelection::default()
+    }
+}
+
+/// What a retention pass must leave: computed from the files' ages, not the engine.
+fn expected_after_retention(before: &BTreeSet<(PathBuf, u64)>, days: u64) -> BTreeSet<(PathBuf, u64)> {
+    before
+        .iter()
+        .filter(|(p, _)| {
+            let s = p.to_string_lossy();
+            if s.starts_with("logs/users/7/") || s.ends_with("escape.log") || s == "logs/linked" {
+                return true;
+            }
+            if s.contains("access-2020") {
+                return false;
+            }
+            if s.contains("access-2099") {
+                return true;
+            }
+            let age = if let Some(n) = s.strip_prefix("logs/app/").and_then(|n| n.strip_suffix(".log")) {
+                (n.parse::<u64>().unwrap() * 37) % 400
+            } else {
+                let j: u64 = p.file_stem().unwrap().to_string_lossy().parse().unwrap();
+                j * 100
+            };
+            age < days
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn retention_removes_exactly_the_expired_unheld_files_and_nothing_outside() {
+    let t = tree();
+    let before = files(&t.root);
+    let outside_before = files(&t.outside);
+    let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+    let sel = retention(180);
+    let plan = store.plan(&sel).unwrap();
+    assert_eq!(files(&t.root), before, "planning touches nothing");
+    let out = store.run(&sel, 50, |_, _| true).unwrap();
+    let after = files(&t.root);
+    let expected = expected_after_retention(&before, 180);
+    assert_eq!(after, expected);
+    let freed: u64 = before.difference(&after).map(|(_, b)| b).sum();
+    assert_eq!(out.bytes_freed, freed);
+    assert_eq!(out.files_deleted as usize, before.len() - after.len());
+    assert_eq!(plan.selected, out.files_deleted);
+    assert_eq!(plan.selected_bytes, out.bytes_freed);
+    assert_eq!(out.remaining, 0);
+    assert_eq!(plan.links_skipped, 2, "the two links are met and left alone");
+    assert!(plan.held >= 1, "user 7's old files are held");
+    // Nothing outside the root, nothing through a link, never the directories.
+    assert_eq!(files(&t.outside), outside_before);
+    assert!(fs::symlink_metadata(t.root.join("logs/app/escape.log")).unwrap().file_type().is_symlink());
+    assert!(t.root.join("logs").is_dir() && t.root.is_dir());
+    // Nothing newer than the cutoff went.
+    for (p, _) in before.difference(&after) {
+        let m = p.to_string_lossy();
+        assert!(!m.starts_with("logs/users/7/"), "held file {m} deleted");
+    }
+}
+
+#[test]
+fn minimum_retention_keeps_what_is_too_young() {
+    let t = tree();
+    let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+    let before = files(&t.root);
+    // Expire everything older than 100 days, but keep anything younger than 300.
+    let sel = FileSelection { keep_newer_than: Some(cutoff(300)), ..retention(100) };
+    let plan = store.plan(&sel).unwrap();
+    assert!(plan.under_minimum > 0);
+    store.run(&sel, 10, |_, _| true).unwrap();
+    assert_eq!(files(&t.root), expected_after_retention(&before, 300));
+}
+
+#[test]
+fn a_pass_stopped_anywhere_and_run_again_ends_in_the_same_state() {
+    let reference = {
+        let t = tree();
+        let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+        store.run(&retention(200), 10, |_, _| true).unwrap();
+        files(&t.root)
+    };
+    for stop_after in [1, 7, 40, 120] {
+        let t = tree();
+        let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+        let mut calls = 0;
+        let stopped = store.run(&retention(200), 1, |_, _| {
+            calls += 1;
+            calls < stop_after
+        });
+        assert!(stopped.is_err(), "stopped after {stop_after}");
+        let partial = files(&t.root);
+        assert!(partial.is_superset(&reference), "a stopped pass removed something the full pass keeps");
+        store.run(&retention(200), 10, |_, _| true).unwrap();
+        assert_eq!(files(&t.root), reference, "stopped after {stop_after}, then resumed");
+    }
+}
+
+#[test]
+fn erasure_removes_a_subjects_directory_but_not_a_held_one_and_refuses_escapes() {
+    let t = tree();
+    let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+    let before = files(&t.root);
+    let ids = |v: &str| [("user_id".to_string(), v.to_string())].into();
+    let subject = render_subject_path("users/{user_id}/", &ids("42")).unwrap().unwrap();
+    let sel = FileSelection {
+        directory: "logs".into(),
+        subject: vec![subject],
+        held: vec!["users/7".into()],
+        ..FileSelection::default()
+    };
+    let out = store.run(&sel, 10, |_, _| true).unwrap();
+    assert_eq!(out.files_deleted, 5);
+    assert!(!t.root.join("logs/users/42").exists(), "the subject's directory is gone");
+    assert!(t.root.join("logs/users").is_dir(), "but not its parent");
+    let after = files(&t.root);
+    let gone: Vec<_> = before.difference(&after).collect();
+    assert!(gone.iter().all(|(p, _)| p.starts_with("logs/users/42")), "{gone:?}");
+    // A held subject's erasure changes nothing.
+    let held = FileSelection { subject: vec!["users/7".into()], ..sel.clone() };
+    assert_eq!(store.run(&held, 10, |_, _| true).unwrap().files_deleted, 0);
+    // Identifiers that would climb out are refused before anything happens.
+    for bad in ["..", "../..", "a/b", ""] {
+        assert!(render_subject_path("users/{user_id}/", &ids(bad)).is_err(), "{bad:?}");
+    }
+    // A selection that names the whole directory as a subject is refused.
+    let whole = FileSelection { subject: vec![PathBuf::new()], ..sel };
+    assert!(store.plan(&whole).is_err());
+    assert_eq!(files(&t.root), after);
+}
+
+#[test]
+fn a_dataset_directory_reached_through_a_link_is_refused() {
+    let t = tree();
+    let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+    let sel = FileSelection { directory: "logs/linked".into(), ..retention(1) };
+    let err = store.plan(&sel).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(store.run(&sel, 1, |_, _| true).is_err());
+    assert!(t.outside.join("dir/old.log").exists());
+    let sel = FileSelection { directory: "../outside".into(), ..retention(1) };
+    assert!(store.plan(&sel).is_err());
+}
+
+#[test]
+fn lethe_scrub_runs_a_files_dataset_from_manifests() {
+    let t = tree();
+    let manifests = tempfile::tempdir().unwrap();
+    fs::write(
+        manifests.path().join("m.yaml"),
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: vol}}\nspec: {{type: filesystem, filesystem: {{root: {}}}}}\n---\napiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n  storeRef: {{name: vol}}\n  categories: [usage]\n  files: {{directory: logs, nameDatePattern: \"access-{{yyyy}}-{{mm}}-{{dd}}.log\"}}\n  retention: {{keepFor: 180d}}\n",
+            t.root.display()
+        ),
+    )
+    .unwrap();
+    let before = files(&t.root);
+    let scrub = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["scrub", "--dataset", "logs", "-f"])
+            .arg(manifests.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let dry = scrub(&["--dry-run"]);
+    assert_eq!(files(&t.root), before, "a dry run touches nothing");
+    let report = scrub(&[]);
+    assert_eq!(report["selected"], dry["selected"]);
+    assert_eq!(report["recordsDone"], dry["selected"]);
+    assert_eq!(report["bytesFreed"], dry["bytesFreed"]);
+    assert_eq!(report["remaining"], 0);
+    // Without the hold on user 7, their old files go too.
+    let mut expected = expected_after_retention(&before, 180);
+    expected.retain(|(p, _)| {
+        !p.starts_with("logs/users/7") || {
+            let j: u64 = p.file_stem().unwrap().to_string_lossy().parse().unwrap();
+            j * 100 < 180
+        }
+    });
+    assert_eq!(files(&t.root), expected);
+}
