@@ -515,9 +515,7 @@ fn cross_checks(parsed: &[Parsed], secrets: &HashSet<(String, String)>, options:
                     .collect();
                 for (name, rp) in &applying {
                     let rule = &rp.rule;
-                    if rule.keep_for.is_some()
-                        && spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).is_none()
-                    {
+                    if rule.keep_for.is_some() && spec.time_field(rule.measured_from, rule.event.as_deref()).is_none() {
                         let what = match rule.measured_from {
                             api::TimeBasis::Created => "timestamps.created".to_string(),
                             api::TimeBasis::LastActivity => "timestamps.lastActivity".to_string(),

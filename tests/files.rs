@@ -10,7 +10,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+mod common;
+
 use chrono::{DateTime, Utc};
+use common::{Cluster, operator::Operator};
 use lethe::scrub::files::{FileSelection, FileStore, render_subject_path};
 
 const DAY: u64 = 86_400;
@@ -266,4 +269,80 @@ fn lethe_scrub_runs_a_files_dataset_from_manifests() {
         }
     });
     assert_eq!(files(&t.root), expected);
+}
+
+/// The operator scrubs a files Dataset (in-process executor): retention
+/// keeps a held subject's directory, and a deletion request removes one
+/// subject's directory, with the counts and verification in status.
+#[test]
+fn the_operator_scrubs_a_files_dataset_and_erases_a_subjects_files() {
+    let t = tree();
+    let before = files(&t.root);
+    let outside_before = files(&t.outside);
+    let c = Cluster::start();
+    let ns = c.namespace("volumes");
+    let _op = Operator::start(&c, &ns, "in-process", "op-files");
+    let manifest = format!(
+        r#"apiVersion: lethe.dev/v1alpha1
+kind: DataStore
+metadata: {{name: vol}}
+spec: {{type: filesystem, filesystem: {{root: {root}}}}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: logs}}
+spec:
+  storeRef: {{name: vol}}
+  categories: [usage]
+  files: {{directory: logs, nameDatePattern: "access-{{yyyy}}-{{mm}}-{{dd}}.log", subjectPathTemplate: "users/{{user_id}}/"}}
+  retention: {{keepFor: 180d}}
+  schedule: {{cron: "0 0 1 1 *"}}
+  safety: {{maxDeletePercent: 100}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: held-users}}
+stringData: {{user_id: "7"}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: LegalHold
+metadata: {{name: audit}}
+spec:
+  reason: audit of user 7
+  datasets: [logs]
+  subjects: {{secretRef: {{name: held-users}}}}
+"#,
+        root = t.root.display()
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/vol", "--timeout=60s"]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/logs", "--timeout=90s"]);
+    let after = files(&t.root);
+    assert_eq!(after, expected_after_retention(&before, 180));
+    assert_eq!(files(&t.outside), outside_before);
+    let run = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "jsonpath={.items[0].status}"]);
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_eq!(run["counts"]["deleted"].as_u64().unwrap() as usize, before.len() - after.len());
+    assert_eq!(run["verification"]["remaining"], 0);
+    assert!(run["plan"]["heldRecords"].as_i64().unwrap() >= 1, "user 7's old files were held: {run}");
+
+    // A deletion request for user 42 removes their directory, and nothing else.
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-42}\nspec:\n  subject: {identifiers: {user_id: \"42\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-42", "--timeout=90s"]);
+    let phase = c.ok(&["-n", &ns, "get", "deletionrequest/erase-42", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Completed");
+    assert!(!t.root.join("logs/users/42").exists());
+    let gone: Vec<_> = after.difference(&files(&t.root)).cloned().collect();
+    assert!(!gone.is_empty() && gone.iter().all(|(p, _)| p.starts_with("logs/users/42")), "{gone:?}");
+    // A request for the held user is blocked, their files untouched.
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-7}\nspec:\n  subject: {identifiers: {user_id: \"7\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-7", "--timeout=90s"]);
+    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-7", "-o", "jsonpath={.status.phase}"]), "Blocked");
+    assert!(t.root.join("logs/users/7/nested/4.json").exists());
 }

@@ -40,7 +40,7 @@ use super::{DataCategory, Duration, ExpiryAction, Identifier, LocalRef, Retentio
     validation = Rule::new("[has(self.table), has(self.objects), has(self.keys), has(self.files)].filter(x, x).size() == 1").message("set exactly one of table, objects, keys and files"),
     validation = Rule::new("!(has(self.retention) && self.retention.action == 'anonymize') || (has(self.anonymization) && size(self.anonymization.fields) > 0)").message("retention.action: anonymize needs anonymization.fields").field_path(".anonymization"),
     validation = Rule::new("!(has(self.erasure) && self.erasure.action == 'anonymize') || (has(self.anonymization) && size(self.anonymization.fields) > 0)").message("erasure.action: anonymize needs anonymization.fields").field_path(".anonymization"),
-    validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'created' || has(self.timestamps.created)").message("retention measured from creation needs timestamps.created").field_path(".timestamps.created"),
+    validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'created' || has(self.timestamps.created) || has(self.files)").message("retention measured from creation needs timestamps.created (files carry their own time)").field_path(".timestamps.created"),
     validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'lastActivity' || has(self.timestamps.lastActivity)").message("retention measured from last activity needs timestamps.lastActivity").field_path(".timestamps.lastActivity"),
     validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'event' || (has(self.timestamps.events) && self.retention.event in self.timestamps.events)").message("retention measured from an event needs that event in timestamps.events").field_path(".timestamps.events"),
 )]
@@ -203,6 +203,41 @@ pub struct Timestamps {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][A-Za-z0-9]{0,62}$'))").message("event names are lowerCamelCase, e.g. accountClosed"))]
     #[schemars(extend("maxProperties" = 16))]
     pub events: BTreeMap<String, Identifier>,
+}
+
+/// The time field name runs of a files Dataset carry: a file's own time
+/// (the date in its name, else its modification time).
+pub const FILE_TIME: &str = "modified";
+
+impl DatasetSpec {
+    /// The identifier types a subject's records are found by: the subject
+    /// fields, and the placeholders of a files Dataset's path template.
+    pub fn subject_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.subject_fields.keys().cloned().collect();
+        if let Some(tpl) = self.files.as_ref().and_then(|f| f.subject_path_template.as_deref()) {
+            let mut rest = tpl;
+            while let Some(start) = rest.find('{') {
+                let Some(end) = rest[start..].find('}') else { break };
+                types.push(rest[start + 1..start + end].to_string());
+                rest = &rest[start + end + 1..];
+            }
+        }
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// The field a time basis is read from. Files carry their own time, so a
+    /// files Dataset measures `created` from each file without declaring it.
+    pub fn time_field(&self, basis: TimeBasis, event: Option<&str>) -> Option<Identifier> {
+        match self.timestamps.field_for(basis, event) {
+            Some(f) => Some(f.clone()),
+            None if self.files.is_some() && basis == TimeBasis::Created => {
+                Some(Identifier::new(FILE_TIME).expect("a valid identifier"))
+            }
+            None => None,
+        }
+    }
 }
 
 impl Timestamps {

@@ -87,7 +87,7 @@ pub fn minimum_at(
 ) -> std::result::Result<Option<(crate::api::Identifier, DateTime<Utc>)>, String> {
     let Some((d, source)) = &effective.minimum else { return Ok(None) };
     let rule = rule_of(ds, policies, source).ok_or_else(|| format!("{source} is gone"))?;
-    let col = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
+    let col = ds.spec.time_field(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
         format!("the minimum from {source} is measured from a time field this Dataset does not declare")
     })?;
     let t = d.before(at).ok_or("minimum out of range")?;
@@ -115,7 +115,7 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
     let mut problem = None;
     match ctx.caches.store(&ns, &ds.spec.store_ref.name) {
         None => problem = Some(("StoreNotFound", format!("DataStore {:?} does not exist", ds.spec.store_ref.name))),
-        Some(s) if !s.spec.type_.is_sql() => {
+        Some(s) if !s.spec.type_.is_sql() && s.spec.type_ != crate::api::StoreType::Filesystem => {
             problem = Some(("Unsupported", format!("{} stores are not supported yet", s.spec.type_.as_str())))
         }
         Some(s)
@@ -133,7 +133,7 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
     }
     if problem.is_none()
         && let Some((rule, source)) = &effective.maximum
-        && ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).is_none()
+        && ds.spec.time_field(rule.measured_from, rule.event.as_deref()).is_none()
     {
         problem =
             Some(("MissingTimeField", format!("{source} measures from a time field this Dataset does not declare")));
@@ -433,7 +433,7 @@ fn new_run(
 ) -> std::result::Result<ScrubRun, String> {
     let (rule, _) = p.effective.maximum.as_ref().ok_or("no maximum")?;
     let keep_for = rule.keep_for.as_ref().ok_or("no keepFor")?;
-    let field = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or("no time field")?;
+    let field = ds.spec.time_field(rule.measured_from, rule.event.as_deref()).ok_or("no time field")?;
     // Windows are measured back from when the run was decided, which is now.
     let cutoff = keep_for.before(at).ok_or("cutoff out of range")?;
     let minimum = minimum_at(ds, policies, &p.effective, at)?;

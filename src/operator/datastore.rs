@@ -55,12 +55,13 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Ctx>) -> Result<Action> {
     let ns = store.namespace().unwrap_or_default();
     let prev = store.status.clone().unwrap_or_default();
     let generation = store.metadata.generation;
-    let probed = match exec::store_credentials(&ctx.client, &ns, &store.spec).await? {
-        Err(missing) => Err(("SecretMissing", missing)),
-        Ok(creds) => match Driver::connect(&store.spec, &creds).await {
-            Err(e) => Err((reason(&e), e.to_string())),
-            Ok(db) => db.server_version().await.map_err(|e| (reason(&e), e.to_string())),
-        },
+    // A volume only scrub Jobs mount cannot be probed from here.
+    let job_volume = ctx.config.executor == super::ExecutorKind::Job
+        && store.spec.filesystem.as_ref().is_some_and(|f| f.persistent_volume_claim.is_some());
+    let probed = if job_volume {
+        Ok("filesystem (PersistentVolumeClaim mounted by scrub Jobs)".to_string())
+    } else {
+        probe(&ctx, &ns, &store).await?
     };
     let mut status = DataStoreStatus {
         observed_generation: generation,
@@ -108,4 +109,15 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Ctx>) -> Result<Action> {
     } else {
         ctx.config.resync.min(std::time::Duration::from_secs(30))
     }))
+}
+
+/// Connects to the store with its credentials: its version, or why not.
+async fn probe(ctx: &Ctx, ns: &str, store: &DataStore) -> Result<std::result::Result<String, (&'static str, String)>> {
+    Ok(match exec::store_credentials(&ctx.client, ns, &store.spec).await? {
+        Err(missing) => Err(("SecretMissing", missing)),
+        Ok(creds) => match Driver::connect(&store.spec, &creds).await {
+            Err(e) => Err((reason(&e), e.to_string())),
+            Ok(db) => db.server_version().await.map_err(|e| (reason(&e), e.to_string())),
+        },
+    })
 }

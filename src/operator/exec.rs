@@ -320,6 +320,31 @@ pub async fn execute(
                         )
                         .await;
                 }
+                if let Some(files) = &ds.spec.files {
+                    // Files: a held subject's directory, from the path template.
+                    let Some(tpl) = &files.subject_path_template else {
+                        return w
+                            .fail(
+                                "HeldSubjectsUnresolvable",
+                                format!("LegalHold {name:?} names subjects, but this files Dataset has no subjectPathTemplate to find their files; nothing runs"),
+                            )
+                            .await;
+                    };
+                    for (t, values) in by_secret {
+                        for v in values {
+                            let ids = [(t.clone(), v)].into();
+                            match crate::scrub::files::render_subject_path(tpl, &ids) {
+                                Ok(Some(p)) => held_cols
+                                    .entry(file_path_field())
+                                    .or_default()
+                                    .push(p.to_string_lossy().into_owned()),
+                                Ok(None) => {}
+                                Err(e) => return w.fail("HeldSubjectsUnresolvable", e.to_string()).await,
+                            }
+                        }
+                    }
+                    continue;
+                }
                 for (t, values) in by_secret {
                     if let Some(col) = ds.spec.subject_fields.get(&t) {
                         held_cols.entry(col.clone()).or_default().extend(values);
@@ -347,6 +372,22 @@ pub async fn execute(
             (Some(f), Some(t)) => sel.older_than = Some((f.clone(), t)),
             _ => return w.fail("InvalidConfiguration", "a retention run needs cutoff and timeField".into()).await,
         },
+        RunPurpose::Erasure if ds.spec.files.is_some() => {
+            let ids = inputs.identifiers.clone().unwrap_or_default();
+            let tpl = ds.spec.files.as_ref().and_then(|f| f.subject_path_template.clone());
+            let Some(tpl) = tpl else {
+                return w.fail("NoSubjectFields", "this files Dataset has no subjectPathTemplate".into()).await;
+            };
+            match crate::scrub::files::render_subject_path(&tpl, &ids) {
+                Ok(Some(p)) => sel.subject = vec![(file_path_field(), vec![p.to_string_lossy().into_owned()])],
+                Ok(None) => {
+                    return w
+                        .fail("NoSubjectFields", "the subject has no identifier the path template names".into())
+                        .await;
+                }
+                Err(e) => return w.fail("InvalidConfiguration", e.to_string()).await,
+            }
+        }
         RunPurpose::Erasure => {
             let ids = inputs.identifiers.clone().unwrap_or_default();
             sel.subject = ds
@@ -367,7 +408,7 @@ pub async fn execute(
     }
     let action = driver::action(run.spec.action, &ds.spec, inputs.anonymization_salt.clone().unwrap_or_default());
     let db = match Driver::connect(&store.spec, &inputs.credentials).await {
-        Ok(db) => db,
+        Ok(db) => db.for_dataset(&ds.spec),
         Err(e) if e.retryable() => return Err(e.into()),
         Err(e) => return w.fail(e.reason(), e.to_string()).await,
     };
@@ -620,6 +661,11 @@ pub async fn execute(
     w.clear("Failed");
     w.flush().await?;
     Ok(Ended::Done)
+}
+
+/// The field name under which a files selection carries directories.
+fn file_path_field() -> crate::api::Identifier {
+    crate::api::Identifier::new("path").expect("a valid identifier")
 }
 
 /// The oldest record still past a retention run's window, whatever kept it.

@@ -128,12 +128,32 @@ async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std
     ]
     .into();
     let quantity = |s: &str| Quantity(s.to_string());
+    // A files store's volume, mounted at its root.
+    let volume = targets.store.spec.filesystem.as_ref().and_then(|f| {
+        let claim = f.persistent_volume_claim.clone()?;
+        Some((
+            k8s_openapi::api::core::v1::Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: claim,
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            k8s_openapi::api::core::v1::VolumeMount {
+                name: "data".into(),
+                mount_path: f.root.clone(),
+                ..Default::default()
+            },
+        ))
+    });
     let container = Container {
         name: "scrub".into(),
         image: Some(ctx.config.image.clone()),
         command: Some(vec![ctx.config.command.clone()]),
         args: Some(vec!["scrub".into(), "--run".into(), run.name_any(), "--namespace".into(), ns.clone()]),
         env: Some(env),
+        volume_mounts: volume.as_ref().map(|(_, m)| vec![m.clone()]),
         resources: Some(ResourceRequirements {
             requests: Some([("cpu".to_string(), quantity("100m")), ("memory".to_string(), quantity("64Mi"))].into()),
             limits: Some([("cpu".to_string(), quantity("1")), ("memory".to_string(), quantity("256Mi"))].into()),
@@ -169,6 +189,7 @@ async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
+                    volumes: volume.map(|(v, _)| vec![v]),
                     ..PodSpec::default()
                 }),
             },

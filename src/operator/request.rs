@@ -294,7 +294,7 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
         .caches
         .datasets_in(&ns)
         .into_iter()
-        .filter(|d| d.spec.subject_fields.keys().any(|t| ids.contains_key(t)))
+        .filter(|d| d.spec.subject_types().iter().any(|t| ids.contains_key(t)))
         .filter(|d| match &req.spec.scope {
             None => true,
             Some(s) => s.datasets.contains(&d.name_any()) || s.categories.iter().any(|c| d.spec.categories.contains(c)),

@@ -14,6 +14,81 @@ pub enum Driver {
     Postgres(Postgres),
     Mysql(Mysql),
     Sqlite(Sqlite),
+    Files(FilesDriver),
+}
+
+/// Files under a root, and the Dataset's directory in it (set by
+/// [`Driver::for_dataset`]). A selection's subject and held values are
+/// directories relative to the Dataset's directory (rendered from its
+/// `subjectPathTemplate`); its time conditions apply to each file's time.
+pub struct FilesDriver {
+    store: super::files::FileStore,
+    target: Option<crate::api::FileLocation>,
+}
+
+impl FilesDriver {
+    fn selection(&self, sel: &Selection) -> Result<super::files::FileSelection, ScrubError> {
+        let t = self.target.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no files location".into()))?;
+        let paths = |v: &[(crate::api::Identifier, Vec<String>)]| -> Vec<std::path::PathBuf> {
+            v.iter().flat_map(|(_, vals)| vals.iter().map(std::path::PathBuf::from)).collect()
+        };
+        Ok(super::files::FileSelection {
+            directory: t.directory.clone().into(),
+            older_than: sel.older_than.as_ref().map(|(_, t)| *t),
+            subject: paths(&sel.subject),
+            keep_newer_than: sel.keep_newer_than.as_ref().map(|(_, t)| *t),
+            held: paths(&sel.held),
+            name_date_pattern: t.name_date_pattern.clone(),
+        })
+    }
+
+    fn refuse_anonymize(action: &Action) -> Result<(), ScrubError> {
+        match action {
+            Action::Delete => Ok(()),
+            Action::Anonymize { .. } => {
+                Err(ScrubError::Config("files cannot be anonymized in place; use the delete action".into()))
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        mut on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        Self::refuse_anonymize(action)?;
+        let fsel = self.selection(sel)?;
+        let started = std::time::Instant::now();
+        let batch = limits.initial_batch.clamp(1, 10_000) as usize;
+        let mut out = Outcome { records_done: done_before, ..Outcome::default() };
+        for chunk in self.store.selected(&fsel)?.chunks(batch) {
+            let t = std::time::Instant::now();
+            let mut n = 0;
+            for (path, _) in chunk {
+                if self.store.remove(path)? {
+                    n += 1;
+                }
+            }
+            out.records_done += n;
+            out.batches += 1;
+            out.batch_durations.push(t.elapsed());
+            on_progress(&Progress {
+                records_done: out.records_done,
+                batches: out.batches,
+                last_batch_size: n,
+                last_batch: t.elapsed(),
+                elapsed: started.elapsed(),
+            });
+            // Let checkpoints and other work through between batches.
+            tokio::task::yield_now().await;
+        }
+        self.store.remove_subject_dirs(&fsel)?;
+        out.remaining = self.store.selected(&fsel)?.len() as i64;
+        Ok(out)
+    }
 }
 
 /// Credentials read from the DataStore's Secret.
@@ -76,8 +151,12 @@ pub fn action(action: crate::api::ExpiryAction, dataset: &DatasetSpec, salt: Str
     }
 }
 
-/// The table a SQL dataset names.
+/// The table a SQL dataset names (for files, a placeholder: the driver
+/// reads the location from the Dataset).
 pub fn table(dataset: &DatasetSpec) -> Result<Table, ScrubError> {
+    if dataset.files.is_some() {
+        return Ok(Table { schema: None, name: crate::api::Identifier::new("files").expect("a valid identifier") });
+    }
     let t = dataset.table.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no table".into()))?;
     Ok(Table { schema: t.schema.clone(), name: t.name.clone() })
 }
@@ -111,8 +190,24 @@ impl Driver {
                     .path;
                 Driver::Sqlite(Sqlite::open(path, &limits).await?)
             }
+            StoreType::Filesystem => {
+                let root = &store
+                    .filesystem
+                    .as_ref()
+                    .ok_or_else(|| ScrubError::Config("the store has no filesystem root".into()))?
+                    .root;
+                Driver::Files(FilesDriver { store: super::files::FileStore::open(root)?, target: None })
+            }
             other => return Err(ScrubError::Config(format!("{} stores are not supported yet", other.as_str()))),
         })
+    }
+
+    /// Binds a files store to a Dataset's location (other stores need nothing).
+    pub fn for_dataset(mut self, dataset: &DatasetSpec) -> Driver {
+        if let Driver::Files(f) = &mut self {
+            f.target = dataset.files.clone();
+        }
+        self
     }
 
     /// The server's version, as a short string for status.
@@ -121,6 +216,7 @@ impl Driver {
             Driver::Postgres(d) => d.server_version().await?,
             Driver::Mysql(d) => d.server_version(),
             Driver::Sqlite(d) => d.server_version().await?,
+            Driver::Files(_) => "filesystem".to_string(),
         };
         Ok(v.split(" on ").next().unwrap_or_default().chars().take(64).collect())
     }
@@ -130,6 +226,7 @@ impl Driver {
             Driver::Postgres(_) => "postgres",
             Driver::Mysql(_) => "mysql",
             Driver::Sqlite(_) => "sqlite",
+            Driver::Files(_) => "filesystem",
         }
     }
 
@@ -138,6 +235,9 @@ impl Driver {
             Driver::Postgres(d) => d.probe(table).await,
             Driver::Mysql(d) => d.probe(table).await,
             Driver::Sqlite(d) => d.probe(table).await,
+            Driver::Files(_) => {
+                Ok(Probe { server_version: "filesystem".into(), can_select: true, can_delete: true, can_update: false })
+            }
         }
     }
 
@@ -146,6 +246,7 @@ impl Driver {
             Driver::Postgres(d) => d.count(sel).await,
             Driver::Mysql(d) => d.count(sel).await,
             Driver::Sqlite(d) => d.count(sel).await,
+            Driver::Files(f) => Ok(f.store.selected(&f.selection(sel)?)?.len() as i64),
         }
     }
 
@@ -155,6 +256,10 @@ impl Driver {
             Driver::Postgres(d) => d.pending(sel, action).await,
             Driver::Mysql(d) => d.pending(sel, action).await,
             Driver::Sqlite(d) => d.pending(sel, action).await,
+            Driver::Files(f) => {
+                FilesDriver::refuse_anonymize(action)?;
+                Ok(f.store.selected(&f.selection(sel)?)?.len() as i64)
+            }
         }
     }
 
@@ -169,6 +274,7 @@ impl Driver {
             Driver::Postgres(d) => d.extreme(sel, column, newest).await,
             Driver::Mysql(d) => d.extreme(sel, column, newest).await,
             Driver::Sqlite(d) => d.extreme(sel, column, newest).await,
+            Driver::Files(f) => f.store.extreme(&f.selection(sel)?, newest),
         }
     }
 
@@ -177,7 +283,7 @@ impl Driver {
         match self {
             Driver::Postgres(d) => d.foreign_keys(table).await,
             Driver::Mysql(d) => d.foreign_keys(table).await,
-            Driver::Sqlite(_) => Ok(vec![]),
+            Driver::Sqlite(_) | Driver::Files(_) => Ok(vec![]),
         }
     }
 
@@ -187,6 +293,10 @@ impl Driver {
             Driver::Postgres(d) => d.plan(sel).await,
             Driver::Mysql(d) => d.plan(sel).await,
             Driver::Sqlite(d) => d.plan(sel).await,
+            Driver::Files(f) => {
+                let c = f.store.plan(&f.selection(sel)?)?;
+                Ok(Counts { selected: c.selected, total: c.total, held: c.held, under_minimum: c.under_minimum })
+            }
         }
     }
 
@@ -202,6 +312,7 @@ impl Driver {
             Driver::Postgres(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Mysql(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Sqlite(d) => d.run(sel, action, limits, done_before, on_progress).await,
+            Driver::Files(f) => f.run(sel, action, limits, done_before, on_progress).await,
         }
     }
 }

@@ -265,6 +265,58 @@ impl FileStore {
         Ok(c)
     }
 
+    /// The files a selection removes, in a stable order, with their sizes.
+    pub fn selected(&self, sel: &FileSelection) -> Result<Vec<(PathBuf, u64)>, ScrubError> {
+        Self::check(sel)?;
+        let mut links = 0;
+        Ok(self
+            .walk(sel, &mut links)?
+            .into_iter()
+            .filter(|e| Self::classify(sel, e) == Class::Selected)
+            .map(|e| (e.path, e.bytes))
+            .collect())
+    }
+
+    /// The earliest (or latest) time among the files a selection matches.
+    pub fn extreme(&self, sel: &FileSelection, newest: bool) -> Result<Option<DateTime<Utc>>, ScrubError> {
+        let mut links = 0;
+        let times = self.walk(sel, &mut links)?.into_iter().filter(|e| Self::classify(sel, e) == Class::Selected);
+        Ok(if newest { times.map(|e| e.time).max() } else { times.map(|e| e.time).min() })
+    }
+
+    /// Removes one selected file, re-checking it is still a regular file
+    /// under the root (not swapped for a link or a directory). Returns
+    /// whether it was removed.
+    pub fn remove(&self, path: &Path) -> Result<bool, ScrubError> {
+        if !path.starts_with(&self.root) {
+            return Err(ScrubError::Config(format!("{} is outside the root", path.display())));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => return Ok(false),
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(ScrubError::Access(format!("{}: {err}", path.display())))
+            }
+            Err(err) => Err(ScrubError::Unavailable(format!("{}: {err}", path.display()))),
+        }
+    }
+
+    /// After a pass: removes the subjects' emptied directories (never the
+    /// Dataset's own); returns how many went.
+    pub fn remove_subject_dirs(&self, sel: &FileSelection) -> Result<i64, ScrubError> {
+        let mut n = 0;
+        if let Some(base) = self.dataset_dir(sel)? {
+            for s in sel.subject.iter().filter(|s| !s.as_os_str().is_empty()) {
+                n += remove_empty_dirs(&base.join(s));
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes the selected files, reporting progress every `batch` files
     /// (the callback may stop the pass by returning `false`).
     pub fn run(
@@ -273,28 +325,12 @@ impl FileStore {
         batch: usize,
         mut on_progress: impl FnMut(i64, u64) -> bool,
     ) -> Result<FileOutcome, ScrubError> {
-        Self::check(sel)?;
-        let mut links = 0;
-        let entries = self.walk(sel, &mut links)?;
         let mut out = FileOutcome::default();
         let mut since = Instant::now();
-        for e in entries.iter().filter(|e| Self::classify(sel, e) == Class::Selected) {
-            // Re-check the entry itself just before removing it: still a
-            // regular file (not swapped for a link or a directory).
-            match std::fs::symlink_metadata(&e.path) {
-                Ok(m) if m.file_type().is_file() => {}
-                _ => continue,
-            }
-            match std::fs::remove_file(&e.path) {
-                Ok(()) => {
-                    out.files_deleted += 1;
-                    out.bytes_freed += e.bytes;
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return Err(ScrubError::Access(format!("{}: {err}", e.path.display())));
-                }
-                Err(err) => return Err(ScrubError::Unavailable(format!("{}: {err}", e.path.display()))),
+        for (path, bytes) in self.selected(sel)? {
+            if self.remove(&path)? {
+                out.files_deleted += 1;
+                out.bytes_freed += bytes;
             }
             if (out.files_deleted as usize).is_multiple_of(batch.max(1)) || since.elapsed() > Duration::from_secs(1) {
                 since = Instant::now();
@@ -303,15 +339,8 @@ impl FileStore {
                 }
             }
         }
-        // A subject's directories go once empty (never the Dataset's own).
-        if let Some(base) = self.dataset_dir(sel)? {
-            for s in &sel.subject {
-                out.directories_removed += remove_empty_dirs(&base.join(s));
-            }
-        }
-        let mut links = 0;
-        out.remaining =
-            self.walk(sel, &mut links)?.iter().filter(|e| Self::classify(sel, e) == Class::Selected).count() as i64;
+        out.directories_removed = self.remove_subject_dirs(sel)?;
+        out.remaining = self.selected(sel)?.len() as i64;
         Ok(out)
     }
 }
