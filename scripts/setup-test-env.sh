@@ -12,6 +12,8 @@ id postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # MariaDB server and client (tests start their own servers on loopback).
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v mariadb >/dev/null || need_apt+=(mariadb-client)
+# Redis server (tests start their own on loopback).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 # A Lua interpreter for the Argo CD health checks.
 command -v lua5.4 >/dev/null || need_apt+=(lua5.4)
 # promtool checks and unit-tests the chart's alerting rules and dashboard queries.

@@ -214,7 +214,11 @@ impl DatasetSpec {
     /// fields, and the placeholders of a files Dataset's path template.
     pub fn subject_types(&self) -> Vec<String> {
         let mut types: Vec<String> = self.subject_fields.keys().cloned().collect();
-        if let Some(tpl) = self.files.as_ref().and_then(|f| f.subject_path_template.as_deref()) {
+        let templates = [
+            self.files.as_ref().and_then(|f| f.subject_path_template.as_deref()),
+            self.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()),
+        ];
+        for tpl in templates.into_iter().flatten() {
             let mut rest = tpl;
             while let Some(start) = rest.find('{') {
                 let Some(end) = rest[start..].find('}') else { break };

@@ -115,7 +115,10 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
     let mut problem = None;
     match ctx.caches.store(&ns, &ds.spec.store_ref.name) {
         None => problem = Some(("StoreNotFound", format!("DataStore {:?} does not exist", ds.spec.store_ref.name))),
-        Some(s) if !s.spec.type_.is_sql() && s.spec.type_ != crate::api::StoreType::Filesystem => {
+        Some(s)
+            if !s.spec.type_.is_sql()
+                && !matches!(s.spec.type_, crate::api::StoreType::Filesystem | crate::api::StoreType::Redis) =>
+        {
             problem = Some(("Unsupported", format!("{} stores are not supported yet", s.spec.type_.as_str())))
         }
         Some(s)

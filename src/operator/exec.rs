@@ -345,7 +345,19 @@ pub async fn execute(
                     }
                     continue;
                 }
+                let key_template = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.clone());
                 for (t, values) in by_secret {
+                    if let Some(tpl) = &key_template {
+                        // Redis: a held subject's keys, from the key template.
+                        for v in &values {
+                            let ids = [(t.clone(), v.clone())].into();
+                            match crate::scrub::redis::render_key_template(tpl, &ids) {
+                                Ok(Some(p)) => held_cols.entry(key_field()).or_default().push(p),
+                                Ok(None) => {}
+                                Err(e) => return w.fail("HeldSubjectsUnresolvable", e.to_string()).await,
+                            }
+                        }
+                    }
                     if let Some(col) = ds.spec.subject_fields.get(&t) {
                         held_cols.entry(col.clone()).or_default().extend(values);
                     }
@@ -396,6 +408,13 @@ pub async fn execute(
                 .iter()
                 .filter_map(|(t, col)| ids.get(t).map(|v| (col.clone(), vec![v.clone()])))
                 .collect();
+            if let Some(tpl) = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()) {
+                match crate::scrub::redis::render_key_template(tpl, &ids) {
+                    Ok(Some(p)) => sel.subject.push((key_field(), vec![p])),
+                    Ok(None) => {}
+                    Err(e) => return w.fail("InvalidConfiguration", e.to_string()).await,
+                }
+            }
             if sel.subject.is_empty() {
                 return w
                     .fail(
@@ -661,6 +680,11 @@ pub async fn execute(
     w.clear("Failed");
     w.flush().await?;
     Ok(Ended::Done)
+}
+
+/// The field name under which a Redis selection carries key patterns.
+fn key_field() -> crate::api::Identifier {
+    crate::api::Identifier::new(crate::scrub::redis::KEY_FIELD).expect("a valid identifier")
 }
 
 /// The field name under which a files selection carries directories.

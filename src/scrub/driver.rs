@@ -15,6 +15,7 @@ pub enum Driver {
     Mysql(Mysql),
     Sqlite(Sqlite),
     Files(FilesDriver),
+    Redis(super::redis::RedisDriver),
 }
 
 /// Files under a root, and the Dataset's directory in it (set by
@@ -154,7 +155,7 @@ pub fn action(action: crate::api::ExpiryAction, dataset: &DatasetSpec, salt: Str
 /// The table a SQL dataset names (for files, a placeholder: the driver
 /// reads the location from the Dataset).
 pub fn table(dataset: &DatasetSpec) -> Result<Table, ScrubError> {
-    if dataset.files.is_some() {
+    if dataset.files.is_some() || dataset.keys.is_some() {
         return Ok(Table { schema: None, name: crate::api::Identifier::new("files").expect("a valid identifier") });
     }
     let t = dataset.table.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no table".into()))?;
@@ -190,6 +191,21 @@ impl Driver {
                     .path;
                 Driver::Sqlite(Sqlite::open(path, &limits).await?)
             }
+            StoreType::Redis => {
+                let c = store
+                    .redis
+                    .as_ref()
+                    .ok_or_else(|| ScrubError::Config("the store has no redis connection".into()))?;
+                Driver::Redis(
+                    super::redis::RedisDriver::connect(
+                        &c.host,
+                        c.port.unwrap_or(6379),
+                        c.database,
+                        credentials.password.as_deref(),
+                    )
+                    .await?,
+                )
+            }
             StoreType::Filesystem => {
                 let root = &store
                     .filesystem
@@ -204,8 +220,10 @@ impl Driver {
 
     /// Binds a files store to a Dataset's location (other stores need nothing).
     pub fn for_dataset(mut self, dataset: &DatasetSpec) -> Driver {
-        if let Driver::Files(f) = &mut self {
-            f.target = dataset.files.clone();
+        match &mut self {
+            Driver::Files(f) => f.target = dataset.files.clone(),
+            Driver::Redis(r) => r.target = dataset.keys.clone(),
+            _ => {}
         }
         self
     }
@@ -217,6 +235,7 @@ impl Driver {
             Driver::Mysql(d) => d.server_version(),
             Driver::Sqlite(d) => d.server_version().await?,
             Driver::Files(_) => "filesystem".to_string(),
+            Driver::Redis(r) => r.server_version().await?,
         };
         Ok(v.split(" on ").next().unwrap_or_default().chars().take(64).collect())
     }
@@ -227,6 +246,7 @@ impl Driver {
             Driver::Mysql(_) => "mysql",
             Driver::Sqlite(_) => "sqlite",
             Driver::Files(_) => "filesystem",
+            Driver::Redis(_) => "redis",
         }
     }
 
@@ -238,6 +258,12 @@ impl Driver {
             Driver::Files(_) => {
                 Ok(Probe { server_version: "filesystem".into(), can_select: true, can_delete: true, can_update: false })
             }
+            Driver::Redis(r) => Ok(Probe {
+                server_version: r.server_version().await?,
+                can_select: true,
+                can_delete: true,
+                can_update: false,
+            }),
         }
     }
 
@@ -247,6 +273,7 @@ impl Driver {
             Driver::Mysql(d) => d.count(sel).await,
             Driver::Sqlite(d) => d.count(sel).await,
             Driver::Files(f) => Ok(f.store.selected(&f.selection(sel)?)?.len() as i64),
+            Driver::Redis(r) => r.count(sel).await,
         }
     }
 
@@ -259,6 +286,10 @@ impl Driver {
             Driver::Files(f) => {
                 FilesDriver::refuse_anonymize(action)?;
                 Ok(f.store.selected(&f.selection(sel)?)?.len() as i64)
+            }
+            Driver::Redis(r) => {
+                super::redis::RedisDriver::refuse_anonymize(action)?;
+                r.count(sel).await
             }
         }
     }
@@ -275,6 +306,7 @@ impl Driver {
             Driver::Mysql(d) => d.extreme(sel, column, newest).await,
             Driver::Sqlite(d) => d.extreme(sel, column, newest).await,
             Driver::Files(f) => f.store.extreme(&f.selection(sel)?, newest),
+            Driver::Redis(r) => r.extreme(sel, column, newest).await,
         }
     }
 
@@ -283,7 +315,7 @@ impl Driver {
         match self {
             Driver::Postgres(d) => d.foreign_keys(table).await,
             Driver::Mysql(d) => d.foreign_keys(table).await,
-            Driver::Sqlite(_) | Driver::Files(_) => Ok(vec![]),
+            Driver::Sqlite(_) | Driver::Files(_) | Driver::Redis(_) => Ok(vec![]),
         }
     }
 
@@ -297,6 +329,7 @@ impl Driver {
                 let c = f.store.plan(&f.selection(sel)?)?;
                 Ok(Counts { selected: c.selected, total: c.total, held: c.held, under_minimum: c.under_minimum })
             }
+            Driver::Redis(r) => r.plan(sel).await,
         }
     }
 
@@ -313,6 +346,7 @@ impl Driver {
             Driver::Mysql(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Sqlite(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Files(f) => f.run(sel, action, limits, done_before, on_progress).await,
+            Driver::Redis(r) => r.run(sel, action, limits, done_before, on_progress).await,
         }
     }
 }

@@ -115,6 +115,14 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             if let Some(col) = ds.spec.subject_fields.get(t) {
                 held.push((col.clone(), v.clone()));
             }
+            if let Some(tpl) = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()) {
+                for value in v {
+                    let ids = [(t.clone(), value.clone())].into();
+                    if let Some(p) = super::redis::render_key_template(tpl, &ids)? {
+                        held.push((crate::api::Identifier::new(super::redis::KEY_FIELD).expect("valid"), vec![p]));
+                    }
+                }
+            }
             if let Some(tpl) = &template {
                 for value in v {
                     let ids = [(t.clone(), value.clone())].into();
@@ -221,7 +229,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         password: env("LETHE_STORE_PASSWORD"),
         ca_pem: env("LETHE_STORE_CA_FILE").and_then(|f| std::fs::read_to_string(f).ok()),
     };
-    let db = Driver::connect(&store.spec, &credentials).await?;
+    let db = Driver::connect(&store.spec, &credentials).await?.for_dataset(&ds.spec);
     let plan = db.plan(&sel).await?;
     let mut report = Report {
         dataset: dataset.to_string(),

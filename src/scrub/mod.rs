@@ -14,6 +14,7 @@ pub mod files;
 pub mod local;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod sql;
 pub mod sqlite;
 pub mod tls;

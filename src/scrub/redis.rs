@@ -1,0 +1,468 @@
+//! Redis: a Dataset is the keys a SCAN pattern matches; a key is a record.
+//! A hash key's fields are its columns — the time basis (`timestamps`) and
+//! the subject fields are read with `HMGET`; keys without the time field
+//! never expire, as a NULL never does in SQL. A subject's keys are also
+//! found by the Dataset's `subjectKeyTemplate` (`session:{user_id}:*`),
+//! with the identifier escaped so it cannot widen the pattern.
+//!
+//! Keys are found with `SCAN ... MATCH ... COUNT` (never `KEYS`) and removed
+//! with pipelined `UNLINK`; every key is re-checked in the batch that
+//! removes it. A pass is idempotent: run again after a kill, it finishes the
+//! same set. Redis Cluster is not supported (one node or a primary).
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use redis::aio::MultiplexedConnection;
+
+use super::{Action, Counts, Limits, Outcome, Progress, ScrubError, Selection};
+use crate::api::{Identifier, KeyLocation};
+
+/// The pseudo-field under which a selection carries key patterns.
+pub const KEY_FIELD: &str = "key";
+
+pub struct RedisDriver {
+    con: MultiplexedConnection,
+    pub(super) target: Option<KeyLocation>,
+}
+
+fn unavailable(e: redis::RedisError) -> ScrubError {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed || e.to_string().contains("NOAUTH") {
+        ScrubError::Access(e.to_string())
+    } else {
+        ScrubError::Unavailable(e.to_string())
+    }
+}
+
+/// Escapes a value for a SCAN pattern: it matches itself only.
+pub fn glob_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Renders a key template for one subject; `None` when it names an
+/// identifier type the subject lacks.
+pub fn render_key_template(
+    template: &str,
+    identifiers: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<String>, ScrubError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| ScrubError::Config(format!("subjectKeyTemplate {template:?}: unclosed '{{'")))?;
+        let key = &rest[start + 1..start + end];
+        let Some(value) = identifiers.get(key) else { return Ok(None) };
+        if value.is_empty() {
+            return Err(ScrubError::Config(format!("an empty identifier of type {key:?} names no keys")));
+        }
+        out.push_str(&glob_escape(value));
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
+/// Redis glob matching (`*`, `?`, `[...]` with ranges and `^`, `\` escapes).
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let (mut star_p, mut star_i) = (None, 0);
+    while i < s.len() {
+        let step = if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star_p = Some(p);
+                    star_i = i;
+                    p += 1;
+                    continue;
+                }
+                b'?' => Some(1),
+                b'[' => class(&pattern[p..], s[i]),
+                b'\\' if p + 1 < pattern.len() => (pattern[p + 1] == s[i]).then_some(2),
+                c => (c == s[i]).then_some(1),
+            }
+        } else {
+            None
+        };
+        match step {
+            Some(n) => {
+                p += n;
+                i += 1;
+            }
+            None => match star_p {
+                Some(sp) => {
+                    p = sp + 1;
+                    star_i += 1;
+                    i = star_i;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// Whether `c` is in the class at the start of `pat` (`[...]`); the class's length if so.
+fn class(pat: &[u8], c: u8) -> Option<usize> {
+    let mut j = 1;
+    let negate = pat.get(1) == Some(&b'^');
+    if negate {
+        j += 1;
+    }
+    let mut hit = false;
+    while j < pat.len() && pat[j] != b']' {
+        if pat[j] == b'\\' && j + 1 < pat.len() {
+            hit |= pat[j + 1] == c;
+            j += 2;
+        } else if j + 2 < pat.len() && pat[j + 1] == b'-' && pat[j + 2] != b']' {
+            let (a, b) = (pat[j].min(pat[j + 2]), pat[j].max(pat[j + 2]));
+            hit |= (a..=b).contains(&c);
+            j += 3;
+        } else {
+            hit |= pat[j] == c;
+            j += 1;
+        }
+    }
+    if j >= pat.len() {
+        return None; // an unclosed class matches nothing
+    }
+    (hit != negate).then_some(j + 1)
+}
+
+/// A time stored in a hash field: Unix seconds or RFC 3339.
+fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return DateTime::from_timestamp_millis((secs * 1000.0) as i64);
+    }
+    DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Where a SCAN over the keys in scope has got to.
+struct Scanner {
+    dataset: String,
+    patterns: Vec<String>,
+    names: Vec<String>,
+    next: usize,
+    cursor: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Class {
+    Out,
+    Selected,
+    Held,
+    UnderMinimum,
+}
+
+/// The fields a selection reads from each hash, in a fixed order.
+fn fields(sel: &Selection) -> Vec<String> {
+    let mut f: Vec<String> = Vec::new();
+    let mut add = |id: &Identifier| {
+        let s = id.to_string();
+        if s != KEY_FIELD && !f.contains(&s) {
+            f.push(s);
+        }
+    };
+    if let Some((c, _)) = &sel.older_than {
+        add(c);
+    }
+    if let Some((c, _)) = &sel.keep_newer_than {
+        add(c);
+    }
+    for (c, _) in sel.subject.iter().chain(sel.held.iter()) {
+        add(c);
+    }
+    f
+}
+
+fn classify(sel: &Selection, names: &[String], key: &str, values: &[Option<String>]) -> Class {
+    let value = |id: &Identifier| -> Option<&str> {
+        let i = names.iter().position(|n| *n == id.to_string())?;
+        values.get(i)?.as_deref()
+    };
+    let matches = |conds: &[(Identifier, Vec<String>)]| {
+        conds.iter().any(|(id, vals)| {
+            if id.to_string() == KEY_FIELD {
+                vals.iter().any(|p| glob_match(p.as_bytes(), key.as_bytes()))
+            } else {
+                value(id).is_some_and(|v| vals.iter().any(|x| x == v))
+            }
+        })
+    };
+    let expired = match &sel.older_than {
+        None => true,
+        Some((c, t)) => value(c).and_then(parse_time).is_some_and(|v| v < *t),
+    };
+    let of_subject = sel.subject.is_empty() || matches(&sel.subject);
+    if !(expired && of_subject) {
+        Class::Out
+    } else if matches(&sel.held) {
+        Class::Held
+    } else if let Some((c, t)) = &sel.keep_newer_than {
+        // A key without the field is too young to know: kept.
+        if value(c).and_then(parse_time).is_none_or(|v| v >= *t) { Class::UnderMinimum } else { Class::Selected }
+    } else {
+        Class::Selected
+    }
+}
+
+impl RedisDriver {
+    pub async fn connect(host: &str, port: u16, db: u8, password: Option<&str>) -> Result<RedisDriver, ScrubError> {
+        use redis::IntoConnectionInfo;
+        let info = redis::ConnectionAddr::Tcp(host.to_string(), port).into_connection_info().map_err(unavailable)?;
+        let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(db));
+        if let Some(p) = password {
+            settings = settings.set_password(p);
+        }
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unavailable)?;
+        let con = client.get_multiplexed_async_connection().await.map_err(unavailable)?;
+        Ok(RedisDriver { con, target: None })
+    }
+
+    pub async fn server_version(&self) -> Result<String, ScrubError> {
+        let info: String =
+            redis::cmd("INFO").arg("server").query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        let v = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("unknown");
+        Ok(format!("Redis {}", v.trim()))
+    }
+
+    fn pattern(&self) -> Result<String, ScrubError> {
+        self.target
+            .as_ref()
+            .map(|t| t.pattern.clone())
+            .ok_or_else(|| ScrubError::Config("the dataset names no key pattern".into()))
+    }
+
+    /// The patterns to SCAN: a subject's key patterns when the selection is
+    /// by key alone (cheap), else the Dataset's pattern.
+    fn scan_patterns(&self, sel: &Selection) -> Result<Vec<String>, ScrubError> {
+        let by_key_only = !sel.subject.is_empty() && sel.subject.iter().all(|(c, _)| c.to_string() == KEY_FIELD);
+        if by_key_only {
+            Ok(sel.subject.iter().flat_map(|(_, v)| v.clone()).collect())
+        } else {
+            Ok(vec![self.pattern()?])
+        }
+    }
+
+    /// A SCAN over the keys in scope, batch by batch.
+    fn scanner(&self, sel: &Selection) -> Result<Scanner, ScrubError> {
+        if sel.older_than.is_none() && sel.subject.iter().all(|(_, v)| v.is_empty()) {
+            return Err(ScrubError::Config("a run must select by time, by subject, or both".into()));
+        }
+        Ok(Scanner {
+            dataset: self.pattern()?,
+            patterns: self.scan_patterns(sel)?,
+            names: fields(sel),
+            next: 0,
+            cursor: 0,
+        })
+    }
+
+    /// The next batch of keys in scope with their class; `None` at the end.
+    async fn next_batch(
+        &self,
+        s: &mut Scanner,
+        sel: &Selection,
+        count: usize,
+    ) -> Result<Option<Vec<(String, Class)>>, ScrubError> {
+        let mut con = self.con.clone();
+        while s.next < s.patterns.len() {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(s.cursor)
+                .arg("MATCH")
+                .arg(&s.patterns[s.next])
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            s.cursor = next;
+            if next == 0 {
+                s.next += 1;
+            }
+            // Only the Dataset's keys, whatever pattern found them.
+            let keys: Vec<String> =
+                keys.into_iter().filter(|k| glob_match(s.dataset.as_bytes(), k.as_bytes())).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let values: Vec<Vec<Option<String>>> = if s.names.is_empty() {
+                vec![vec![]; keys.len()]
+            } else {
+                let mut p = redis::pipe();
+                for k in &keys {
+                    // HMGET on a key of another type is an error: read only hashes' fields.
+                    p.cmd("EVAL")
+                        .arg("if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then return redis.call('HMGET', KEYS[1], unpack(ARGV)) else return {} end")
+                        .arg(1)
+                        .arg(k)
+                        .arg(&s.names);
+                }
+                p.query_async(&mut con).await.map_err(unavailable)?
+            };
+            let batch = keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| {
+                    let c = classify(sel, &s.names, &k, &v);
+                    (k, c)
+                })
+                .collect();
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+
+    pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        let mut c = Counts::default();
+        let mut s = self.scanner(sel)?;
+        while let Some(batch) = self.next_batch(&mut s, sel, 1000).await? {
+            for (_, class) in batch {
+                c.total += 1;
+                match class {
+                    Class::Selected => c.selected += 1,
+                    Class::Held => c.held += 1,
+                    Class::UnderMinimum => c.under_minimum += 1,
+                    Class::Out => {}
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        Ok(self.plan(sel).await?.selected)
+    }
+
+    /// The earliest (or latest) time among the selected keys.
+    pub async fn extreme(
+        &self,
+        sel: &Selection,
+        column: &Identifier,
+        newest: bool,
+    ) -> Result<Option<DateTime<Utc>>, ScrubError> {
+        let mut con = self.con.clone();
+        let mut best: Option<DateTime<Utc>> = None;
+        let mut s = self.scanner(sel)?;
+        while let Some(batch) = self.next_batch(&mut s, sel, 1000).await? {
+            let selected: Vec<String> =
+                batch.into_iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
+            if selected.is_empty() {
+                continue;
+            }
+            let mut p = redis::pipe();
+            for k in &selected {
+                p.cmd("HGET").arg(k).arg(column.to_string());
+            }
+            let vals: Vec<Option<String>> = p.query_async(&mut con).await.map_err(unavailable)?;
+            for t in vals.iter().flatten().filter_map(|v| parse_time(v)) {
+                best = Some(match best {
+                    None => t,
+                    Some(b) if newest => b.max(t),
+                    Some(b) => b.min(t),
+                });
+            }
+        }
+        Ok(best)
+    }
+
+    pub fn refuse_anonymize(action: &Action) -> Result<(), ScrubError> {
+        match action {
+            Action::Delete => Ok(()),
+            Action::Anonymize { .. } => {
+                Err(ScrubError::Config("Redis keys cannot be anonymized in place; use the delete action".into()))
+            }
+        }
+    }
+
+    pub async fn run(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        limits: &Limits,
+        done_before: i64,
+        mut on_progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, ScrubError> {
+        Self::refuse_anonymize(action)?;
+        let started = Instant::now();
+        let count = limits.initial_batch.clamp(100, 10_000) as usize;
+        let mut out = Outcome { records_done: done_before, ..Outcome::default() };
+        let mut con = self.con.clone();
+        let mut s = self.scanner(sel)?;
+        while let Some(batch) = self.next_batch(&mut s, sel, count).await? {
+            let doomed: Vec<&String> = batch.iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let t = Instant::now();
+            let mut p = redis::pipe();
+            for k in &doomed {
+                p.cmd("UNLINK").arg(*k);
+            }
+            let removed: Vec<i64> = p.query_async(&mut con).await.map_err(unavailable)?;
+            let n: i64 = removed.iter().sum();
+            out.records_done += n;
+            out.batches += 1;
+            out.batch_durations.push(t.elapsed());
+            on_progress(&Progress {
+                records_done: out.records_done,
+                batches: out.batches,
+                last_batch_size: n,
+                last_batch: t.elapsed(),
+                elapsed: started.elapsed(),
+            });
+            if let Some(rate) = limits.max_records_per_second.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(n as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(t.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        out.remaining = self.count(sel).await?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_redis_does() {
+        assert!(glob_match(b"session:*", b"session:42:a"));
+        assert!(!glob_match(b"session:*", b"sessions"));
+        assert!(glob_match(b"s?ssion", b"session"));
+        assert!(glob_match(b"user:[0-9]", b"user:7"));
+        assert!(!glob_match(b"user:[^0-9]", b"user:7"));
+        assert!(glob_match(b"a\\*b", b"a*b"));
+        assert!(!glob_match(b"a\\*b", b"axb"));
+        assert!(glob_match(b"*", b""));
+    }
+
+    #[test]
+    fn identifiers_cannot_widen_a_template() {
+        let ids = |v: &str| [("user_id".to_string(), v.to_string())].into();
+        let p = render_key_template("session:{user_id}:*", &ids("4*")).unwrap().unwrap();
+        assert_eq!(p, "session:4\\*:*");
+        assert!(glob_match(p.as_bytes(), b"session:4*:x"));
+        assert!(!glob_match(p.as_bytes(), b"session:42:x"));
+        assert_eq!(render_key_template("session:{email}:*", &ids("4")).unwrap(), None);
+        assert!(render_key_template("session:{user_id}:*", &ids("")).is_err());
+    }
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc3339() {
+        assert_eq!(parse_time("1700000000").unwrap().timestamp(), 1_700_000_000);
+        assert_eq!(parse_time("2026-01-01T00:00:00Z").unwrap().timestamp(), 1_767_225_600);
+        assert_eq!(parse_time("soon"), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! The Redis driver against a real redis-server on loopback: exactly the
+//! expired, unheld keys go; a subject's keys by template and by hash field;
+//! a pass stopped anywhere and run again ends in the same state; and the
+//! operator scrubs a Redis Dataset end to end.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chrono::Utc;
+use common::{Cluster, operator::Operator};
+use lethe::{
+    api::Identifier,
+    scrub::{Action, Limits, Selection, Table, driver::Driver, redis::render_key_template},
+};
+
+struct RedisServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (run scripts/setup-test-env.sh)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisServer { port, child, _dir: dir }
+    }
+
+    fn con(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DAY: i64 = 86_400;
+
+/// Sessions as hashes (`session:<user>:<n>`, created `age` days ago), a
+/// cache of plain strings, and keys of another dataset.
+fn populate(r: &RedisServer, n: i64) {
+    let mut con = r.con();
+    let now = Utc::now().timestamp();
+    let mut p = redis::pipe();
+    for i in 0..n {
+        let user = i % 50;
+        let age = (i * 37) % 400;
+        p.cmd("HSET")
+            .arg(format!("session:{user}:{i}"))
+            .arg("user_id")
+            .arg(user.to_string())
+            .arg("created_at")
+            .arg((now - age * DAY - 3600).to_string())
+            .ignore();
+        if i % 5000 == 4999 {
+            p.query::<()>(&mut con).unwrap();
+            p = redis::pipe();
+        }
+    }
+    // A session without a time: never expires. Another type under the pattern.
+    p.cmd("HSET").arg("session:1:untimed").arg("user_id").arg("1").ignore();
+    p.cmd("SET").arg("session:1:flag").arg("x").ignore();
+    for i in 0..100 {
+        p.cmd("SET").arg(format!("cache:{i}")).arg("x").ignore();
+    }
+    p.query::<()>(&mut con).unwrap();
+}
+
+fn keys(r: &RedisServer) -> BTreeSet<String> {
+    let mut con = r.con();
+    let mut out = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query(&mut con).unwrap();
+        out.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return out;
+        }
+    }
+}
+
+/// Age in days of a session key, from how `populate` made it.
+fn age_of(key: &str) -> Option<i64> {
+    let i: i64 = key.rsplit(':').next()?.parse().ok()?;
+    Some((i * 37) % 400)
+}
+
+fn id(s: &str) -> Identifier {
+    Identifier::new(s).unwrap()
+}
+
+fn limits() -> Limits {
+    Limits { initial_batch: 500, ..Limits::default() }
+}
+
+fn driver(r: &RedisServer, rt: &tokio::runtime::Runtime) -> Driver {
+    let store: lethe::api::DataStoreSpec =
+        serde_json::from_value(serde_json::json!({"type": "redis", "redis": {"host": "127.0.0.1", "port": r.port}}))
+            .unwrap();
+    let ds: lethe::api::DatasetSpec = serde_json::from_value(serde_json::json!({
+        "storeRef": {"name": "cache"}, "categories": ["usage"],
+        "keys": {"pattern": "session:*", "subjectKeyTemplate": "session:{user_id}:*"},
+        "timestamps": {"created": "created_at"}, "subjectFields": {"user_id": "user_id"},
+    }))
+    .unwrap();
+    rt.block_on(Driver::connect(&store, &Default::default())).unwrap().for_dataset(&ds)
+}
+
+fn retention(days: i64) -> Selection {
+    Selection {
+        table: Table { schema: None, name: id("records") },
+        older_than: Some((id("created_at"), Utc::now() - chrono::Duration::seconds(days * DAY))),
+        subject: vec![],
+        keep_newer_than: None,
+        // User 7 is held, by key pattern.
+        held: vec![(id("key"), vec!["session:7:*".into()])],
+    }
+}
+
+fn expected_after_retention(before: &BTreeSet<String>, days: i64) -> BTreeSet<String> {
+    before
+        .iter()
+        .filter(|k| !k.starts_with("session:") || k.starts_with("session:7:") || age_of(k).is_none_or(|a| a < days))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn retention_unlinks_exactly_the_expired_unheld_keys() {
+    let r = RedisServer::start();
+    populate(&r, 20_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = driver(&r, &rt);
+    let before = keys(&r);
+    let sel = retention(180);
+    let plan = rt.block_on(db.plan(&sel)).unwrap();
+    assert_eq!(keys(&r), before, "planning touches nothing");
+    let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    let after = keys(&r);
+    assert_eq!(after, expected_after_retention(&before, 180));
+    assert_eq!(out.records_done as usize, before.len() - after.len());
+    assert_eq!(plan.selected, out.records_done);
+    assert_eq!(out.remaining, 0);
+    assert!(plan.held > 0, "user 7's old sessions are held");
+    assert!(after.contains("session:1:untimed") && after.contains("session:1:flag"), "no time, never expires");
+    assert!(after.iter().filter(|k| k.starts_with("cache:")).count() == 100, "other datasets untouched");
+    // Minimum retention on top: keep everything younger than 300 days.
+    let r2 = RedisServer::start();
+    populate(&r2, 5_000);
+    let db2 = driver(&r2, &rt);
+    let before2 = keys(&r2);
+    let sel2 = Selection {
+        keep_newer_than: Some((id("created_at"), Utc::now() - chrono::Duration::seconds(300 * DAY))),
+        ..retention(100)
+    };
+    rt.block_on(db2.run(&sel2, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!(keys(&r2), expected_after_retention(&before2, 300));
+    // Keys cannot be anonymized.
+    let anon = Action::Anonymize { rules: vec![], salt: String::new() };
+    assert!(rt.block_on(db.run(&sel, &anon, &limits(), 0, |_| {})).is_err());
+}
+
+#[test]
+fn a_pass_stopped_anywhere_and_run_again_ends_in_the_same_state() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reference = {
+        let r = RedisServer::start();
+        populate(&r, 10_000);
+        rt.block_on(driver(&r, &rt).run(&retention(200), &Action::Delete, &limits(), 0, |_| {})).unwrap();
+        keys(&r)
+    };
+    for stop_after_batches in [1, 3, 7] {
+        let r = RedisServer::start();
+        populate(&r, 10_000);
+        let db = driver(&r, &rt);
+        // Kill the pass: drop its future after a few batches (as a crash would).
+        let mut seen = 0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sel, lim) = (retention(200), limits());
+        let fut = db.run(&sel, &Action::Delete, &lim, 0, move |_| {
+            seen += 1;
+            if seen == stop_after_batches {
+                let _ = tx.send(());
+            }
+        });
+        rt.block_on(async {
+            tokio::select! {
+                _ = fut => {}
+                _ = async { while rx.try_recv().is_err() { tokio::task::yield_now().await; } } => {}
+            }
+        });
+        let partial = keys(&r);
+        assert!(partial.is_superset(&reference), "a stopped pass removed a key the full pass keeps");
+        assert_ne!(partial, reference, "the pass was stopped before its end");
+        let out = rt.block_on(db.run(&retention(200), &Action::Delete, &limits(), 0, |_| {})).unwrap();
+        assert_eq!(out.remaining, 0);
+        assert_eq!(keys(&r), reference, "stopped after {stop_after_batches} batches, then resumed");
+    }
+}
+
+#[test]
+fn erasure_by_key_template_and_by_hash_field_but_not_a_held_subject() {
+    let r = RedisServer::start();
+    populate(&r, 2_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = driver(&r, &rt);
+    let before = keys(&r);
+    let ids = |v: &str| [("user_id".to_string(), v.to_string())].into();
+    let pattern = render_key_template("session:{user_id}:*", &ids("42")).unwrap().unwrap();
+    let sel = Selection {
+        table: Table { schema: None, name: id("records") },
+        older_than: None,
+        subject: vec![(id("key"), vec![pattern])],
+        keep_newer_than: None,
+        held: vec![],
+    };
+    let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    let after = keys(&r);
+    let gone: BTreeSet<_> = before.difference(&after).cloned().collect();
+    assert_eq!(gone.len() as i64, out.records_done);
+    assert!(!gone.is_empty() && gone.iter().all(|k| k.starts_with("session:42:")), "{gone:?}");
+    // By hash field: every session whose user_id is 9, whatever its key.
+    let mut con = r.con();
+    let _: () = redis::cmd("HSET").arg("session:moved:1").arg("user_id").arg("9").query(&mut con).unwrap();
+    let by_field = Selection { subject: vec![(id("user_id"), vec!["9".into()])], ..sel.clone() };
+    rt.block_on(db.run(&by_field, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    let now = keys(&r);
+    assert!(!now.contains("session:moved:1") && !now.iter().any(|k| k.starts_with("session:9:")));
+    // A held subject's erasure changes nothing.
+    let held = Selection {
+        subject: vec![(id("key"), vec!["session:7:*".into()])],
+        held: vec![(id("user_id"), vec!["7".into()])],
+        ..sel.clone()
+    };
+    let out = rt.block_on(db.run(&held, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!(out.records_done, 0);
+    assert_eq!(keys(&r), now);
+    // An identifier cannot widen the pattern to other subjects.
+    let wide = render_key_template("session:{user_id}:*", &ids("*")).unwrap().unwrap();
+    let sel = Selection { subject: vec![(id("key"), vec![wide])], ..sel };
+    assert_eq!(rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap().records_done, 0);
+    assert_eq!(keys(&r), now);
+}
+
+#[test]
+fn the_operator_scrubs_a_redis_dataset_and_erases_a_subject() {
+    let r = RedisServer::start();
+    populate(&r, 3_000);
+    let before = keys(&r);
+    let c = Cluster::start();
+    let ns = c.namespace("sessions");
+    let _op = Operator::start(&c, &ns, "in-process", "op-redis");
+    let manifest = format!(
+        r#"apiVersion: lethe.dev/v1alpha1
+kind: DataStore
+metadata: {{name: cache}}
+spec: {{type: redis, redis: {{host: 127.0.0.1, port: {port}}}}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: sessions}}
+spec:
+  storeRef: {{name: cache}}
+  categories: [usage]
+  keys: {{pattern: "session:*", subjectKeyTemplate: "session:{{user_id}}:*"}}
+  timestamps: {{created: created_at}}
+  subjectFields: {{user_id: user_id}}
+  retention: {{keepFor: 180d}}
+  schedule: {{cron: "0 0 1 1 *"}}
+  safety: {{maxDeletePercent: 100}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: held-users}}
+stringData: {{user_id: "7"}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: LegalHold
+metadata: {{name: audit}}
+spec:
+  reason: audit of user 7
+  datasets: [sessions]
+  subjects: {{secretRef: {{name: held-users}}}}
+"#,
+        port = r.port
+    );
+    c.apply_text(&manifest, &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/cache", "--timeout=60s"]);
+    let version = c.ok(&["-n", &ns, "get", "datastore/cache", "-o", "jsonpath={.status.serverVersion}"]);
+    assert!(version.starts_with("Redis 7"), "{version}");
+    c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/sessions", "--timeout=90s"]);
+    let after = keys(&r);
+    assert_eq!(after, expected_after_retention(&before, 180));
+    let run = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "jsonpath={.items[0].status}"]);
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_eq!(run["counts"]["deleted"].as_u64().unwrap() as usize, before.len() - after.len());
+    assert_eq!(run["verification"]["remaining"], 0);
+
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-42}\nspec:\n  subject: {identifiers: {user_id: \"42\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-42", "--timeout=90s"]);
+    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-42", "-o", "jsonpath={.status.phase}"]), "Completed");
+    let now = keys(&r);
+    assert!(!now.iter().any(|k| k.starts_with("session:42:")));
+    let gone: Vec<_> = after.difference(&now).collect();
+    assert!(!gone.is_empty() && gone.iter().all(|k| k.starts_with("session:42:")), "{gone:?}");
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-7}\nspec:\n  subject: {identifiers: {user_id: \"7\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-7", "--timeout=90s"]);
+    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-7", "-o", "jsonpath={.status.phase}"]), "Blocked");
+    assert_eq!(keys(&r), now, "the held subject's keys stay");
+}
