@@ -53,6 +53,7 @@ clean:
 bench:
 	$(CARGO) bench --bench emulator
 	$(CARGO) bench --bench postgres
+	$(CARGO) bench --bench redis
 
 ## Fuzz each target for a while (needs `cargo install cargo-fuzz`; RUSTC_BOOTSTRAP lets the stable toolchain build it).
 fuzz:

@@ -87,5 +87,6 @@ pub mod lua;
 pub mod mariadb;
 pub mod operator;
 pub mod pg;
+pub mod redis;
 pub mod scrub;
 pub mod tls;
