@@ -61,7 +61,6 @@ fn terminal(p: Option<RequestPhase>) -> bool {
     )
 }
 
-/// The erasure run's name for one dataset of a request.
 /// The name of a request's `attempt`-th run on a dataset (the first is
 /// [`run_name`]; later ones erase what minimum retention deferred).
 pub fn attempt_name(request: &str, dataset: &str, attempt: u32) -> String {
@@ -137,6 +136,7 @@ fn next_erasable(st: &DeletionRequestStatus) -> Option<DateTime<Utc>> {
     st.datasets.iter().filter(|d| d.phase.as_deref() == Some("Deferred")).filter_map(|d| d.erasable_after).min()
 }
 
+/// The erasure run's name for one dataset of a request.
 pub fn run_name(request: &str, dataset: &str) -> String {
     let name = format!("{request}-{dataset}");
     if name.len() <= 253 {
