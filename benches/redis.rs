@@ -26,12 +26,11 @@ fn start() -> RedisServer {
     for i in 0..KEYS {
         let user = if i % (KEYS / SUBJECT_KEYS) == 0 { 42 } else { 1000 + i % 997 };
         p.cmd("SET").arg(format!("session:{user}:{i}")).arg("x").ignore();
-        if i % 20_000 == 19_999 {
+        if (i + 1) % 20_000 == 0 || i + 1 == KEYS {
             p.query::<()>(&mut con).unwrap();
             p = redis::pipe();
         }
     }
-    p.query::<()>(&mut con).unwrap();
     server
 }
 

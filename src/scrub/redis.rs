@@ -18,6 +18,9 @@ use redis::aio::MultiplexedConnection;
 use super::{Action, Counts, Limits, Outcome, Progress, ScrubError, Selection};
 use crate::api::{Identifier, KeyLocation};
 
+/// Keys asked of each SCAN step when counting (a hint to the server).
+const SCAN_COUNT: usize = 5000;
+
 /// The pseudo-field under which a selection carries key patterns.
 pub const KEY_FIELD: &str = "key";
 
@@ -325,7 +328,7 @@ impl RedisDriver {
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         let mut c = Counts::default();
         let mut s = self.scanner(sel)?;
-        while let Some(batch) = self.next_batch(&mut s, sel, 1000).await? {
+        while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
             for (_, class) in batch {
                 c.total += 1;
                 match class {
@@ -353,7 +356,7 @@ impl RedisDriver {
         let mut con = self.con.clone();
         let mut best: Option<DateTime<Utc>> = None;
         let mut s = self.scanner(sel)?;
-        while let Some(batch) = self.next_batch(&mut s, sel, 1000).await? {
+        while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
             let selected: Vec<String> =
                 batch.into_iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
             if selected.is_empty() {
