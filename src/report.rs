@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::api::{DataStore, Dataset, DeletionRequest, LegalHold, RequestPhase, RunPhase, RunPurpose, ScrubRun};
+use crate::api::{DataStore, Dataset, DeletionRequest, LegalHold, RunPhase, RunPurpose, ScrubRun};
 
 /// What a report is computed from.
 pub struct Inputs<'a> {
@@ -87,19 +87,6 @@ fn received_at(r: &DeletionRequest) -> Option<DateTime<Utc>> {
     r.spec.received_at.or_else(|| r.meta().creation_timestamp.as_ref().map(crate::operator::from_time))
 }
 
-fn finished(p: Option<RequestPhase>) -> bool {
-    matches!(
-        p,
-        Some(
-            RequestPhase::Completed
-                | RequestPhase::PartiallyCompleted
-                | RequestPhase::Deferred
-                | RequestPhase::Blocked
-                | RequestPhase::Failed
-        )
-    )
-}
-
 /// The value at quantile `q` (nearest rank) of sorted `v`.
 fn quantile(v: &[f64], q: f64) -> Option<f64> {
     if v.is_empty() {
@@ -133,7 +120,7 @@ pub fn build(inputs: &Inputs, from: DateTime<Utc>, to: DateTime<Utc>, now: DateT
         if received.is_some_and(in_window) {
             bump(&|c| c.received += 1);
         }
-        if finished(st.phase) {
+        if crate::operator::request::terminal(st.phase) {
             if let Some(done) = st.completion_time.filter(|t| in_window(*t)) {
                 let on_time = st.deadline.is_none_or(|d| done <= d);
                 bump(&|c| {

@@ -48,7 +48,8 @@ pub fn deadline_days(regime: Regime) -> i64 {
     }
 }
 
-fn terminal(p: Option<RequestPhase>) -> bool {
+/// Whether a request has finished (any final phase).
+pub fn terminal(p: Option<RequestPhase>) -> bool {
     matches!(
         p,
         Some(

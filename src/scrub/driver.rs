@@ -44,12 +44,7 @@ impl FilesDriver {
     }
 
     fn refuse_anonymize(action: &Action) -> Result<(), ScrubError> {
-        match action {
-            Action::Delete => Ok(()),
-            Action::Anonymize { .. } => {
-                Err(ScrubError::Config("files cannot be anonymized in place; use the delete action".into()))
-            }
-        }
+        super::delete_only(action, "files")
     }
 
     async fn run(

@@ -71,25 +71,15 @@ pub fn render_subject_path(
     template: &str,
     identifiers: &std::collections::BTreeMap<String, String>,
 ) -> Result<Option<PathBuf>, ScrubError> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| ScrubError::Config(format!("subjectPathTemplate {template:?}: unclosed '{{'")))?;
-        let key = &rest[start + 1..start + end];
-        let Some(value) = identifiers.get(key) else { return Ok(None) };
+    let rendered = super::render_template(template, identifiers, |key, value| {
         if value.is_empty() || value == "." || value == ".." || value.contains('/') || value.contains('\0') {
             return Err(ScrubError::Config(format!(
                 "an identifier of type {key:?} cannot name a directory (empty, '.', '..', or containing '/')"
             )));
         }
-        out.push_str(value);
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    relative(&out).map(Some)
+        Ok(value.to_string())
+    })?;
+    rendered.map(|p| relative(&p)).transpose()
 }
 
 /// A relative path without `..`, `.` or a root: something that stays inside.

@@ -67,6 +67,40 @@ pub struct Selection {
     pub held: Vec<(Identifier, Vec<String>)>,
 }
 
+/// Fills a subject template (`users/{user_id}/`) with one subject's
+/// identifiers, each passed through `value` (which checks or escapes it);
+/// `None` when the template names a type the subject lacks.
+pub fn render_template(
+    template: &str,
+    identifiers: &std::collections::BTreeMap<String, String>,
+    mut value: impl FnMut(&str, &str) -> Result<String, ScrubError>,
+) -> Result<Option<String>, ScrubError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| ScrubError::Config(format!("template {template:?}: unclosed '{{'")))?;
+        let key = &rest[start + 1..start + end];
+        let Some(v) = identifiers.get(key) else { return Ok(None) };
+        out.push_str(&value(key, v)?);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
+/// Refuses an anonymization where a store can only delete whole records.
+pub fn delete_only(action: &Action, store: &str) -> Result<(), ScrubError> {
+    match action {
+        Action::Delete => Ok(()),
+        Action::Anonymize { .. } => {
+            Err(ScrubError::Config(format!("{store} cannot be anonymized in place; use the delete action")))
+        }
+    }
+}
+
 impl Selection {
     /// A selection with no condition at all would select every record;
     /// refuse it so no bug upstream can turn into a table wipe.

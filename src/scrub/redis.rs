@@ -55,23 +55,12 @@ pub fn render_key_template(
     template: &str,
     identifiers: &std::collections::BTreeMap<String, String>,
 ) -> Result<Option<String>, ScrubError> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| ScrubError::Config(format!("subjectKeyTemplate {template:?}: unclosed '{{'")))?;
-        let key = &rest[start + 1..start + end];
-        let Some(value) = identifiers.get(key) else { return Ok(None) };
+    super::render_template(template, identifiers, |key, value| {
         if value.is_empty() {
             return Err(ScrubError::Config(format!("an empty identifier of type {key:?} names no keys")));
         }
-        out.push_str(&glob_escape(value));
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(Some(out))
+        Ok(glob_escape(value))
+    })
 }
 
 /// Redis glob matching (`*`, `?`, `[...]` with ranges and `^`, `\` escapes).
@@ -379,12 +368,7 @@ impl RedisDriver {
     }
 
     pub fn refuse_anonymize(action: &Action) -> Result<(), ScrubError> {
-        match action {
-            Action::Delete => Ok(()),
-            Action::Anonymize { .. } => {
-                Err(ScrubError::Config("Redis keys cannot be anonymized in place; use the delete action".into()))
-            }
-        }
+        super::delete_only(action, "Redis keys")
     }
 
     pub async fn run(
