@@ -13,7 +13,10 @@ use std::{
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{Cluster, operator::Operator};
+use common::{
+    Cluster,
+    operator::{Operator, erase_user, hold_on_user},
+};
 use lethe::scrub::files::{FileSelection, FileStore, render_subject_path};
 
 const DAY: u64 = 86_400;
@@ -298,23 +301,10 @@ spec:
   retention: {{keepFor: 180d}}
   schedule: {{cron: "0 0 1 1 *"}}
   safety: {{maxDeletePercent: 100}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: held-users}}
-stringData: {{user_id: "7"}}
----
-apiVersion: lethe.dev/v1alpha1
-kind: LegalHold
-metadata: {{name: audit}}
-spec:
-  reason: audit of user 7
-  datasets: [logs]
-  subjects: {{secretRef: {{name: held-users}}}}
 "#,
         root = t.root.display()
     );
-    c.apply_text(&manifest, &["-n", &ns]);
+    c.apply_text(&format!("{manifest}---\n{}", hold_on_user("logs", "7")), &["-n", &ns]);
     c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/vol", "--timeout=60s"]);
     c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/logs", "--timeout=90s"]);
     let after = files(&t.root);
@@ -327,22 +317,11 @@ spec:
     assert!(run["plan"]["heldRecords"].as_i64().unwrap() >= 1, "user 7's old files were held: {run}");
 
     // A deletion request for user 42 removes their directory, and nothing else.
-    c.apply_text(
-        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-42}\nspec:\n  subject: {identifiers: {user_id: \"42\"}}\n  regime: GDPR\n",
-        &["-n", &ns],
-    );
-    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-42", "--timeout=90s"]);
-    let phase = c.ok(&["-n", &ns, "get", "deletionrequest/erase-42", "-o", "jsonpath={.status.phase}"]);
-    assert_eq!(phase, "Completed");
+    assert_eq!(erase_user(&c, &ns, "42"), "Completed");
     assert!(!t.root.join("logs/users/42").exists());
     let gone: Vec<_> = after.difference(&files(&t.root)).cloned().collect();
     assert!(!gone.is_empty() && gone.iter().all(|(p, _)| p.starts_with("logs/users/42")), "{gone:?}");
     // A request for the held user is blocked, their files untouched.
-    c.apply_text(
-        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-7}\nspec:\n  subject: {identifiers: {user_id: \"7\"}}\n  regime: GDPR\n",
-        &["-n", &ns],
-    );
-    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-7", "--timeout=90s"]);
-    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-7", "-o", "jsonpath={.status.phase}"]), "Blocked");
+    assert_eq!(erase_user(&c, &ns, "7"), "Blocked");
     assert!(t.root.join("logs/users/7/nested/4.json").exists());
 }

@@ -8,7 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 
 use chrono::Utc;
-use common::{Cluster, operator::Operator, redis::RedisServer};
+use common::{
+    Cluster,
+    operator::{Operator, erase_user, hold_on_user},
+    redis::RedisServer,
+};
 use lethe::{
     api::Identifier,
     scrub::{Action, Limits, Selection, Table, driver::Driver, redis::render_key_template},
@@ -72,7 +76,7 @@ fn id(s: &str) -> Identifier {
 }
 
 fn limits() -> Limits {
-    Limits { initial_batch: 500, ..Limits::default() }
+    Limits { initial_batch: 500, max_batch: 500, ..Limits::default() }
 }
 
 fn driver(r: &RedisServer, rt: &tokio::runtime::Runtime) -> Driver {
@@ -250,23 +254,10 @@ spec:
   retention: {{keepFor: 180d}}
   schedule: {{cron: "0 0 1 1 *"}}
   safety: {{maxDeletePercent: 100}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: held-users}}
-stringData: {{user_id: "7"}}
----
-apiVersion: lethe.dev/v1alpha1
-kind: LegalHold
-metadata: {{name: audit}}
-spec:
-  reason: audit of user 7
-  datasets: [sessions]
-  subjects: {{secretRef: {{name: held-users}}}}
 "#,
         port = r.port
     );
-    c.apply_text(&manifest, &["-n", &ns]);
+    c.apply_text(&format!("{manifest}---\n{}", hold_on_user("sessions", "7")), &["-n", &ns]);
     c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/cache", "--timeout=60s"]);
     let version = c.ok(&["-n", &ns, "get", "datastore/cache", "-o", "jsonpath={.status.serverVersion}"]);
     assert!(version.starts_with("Redis 7"), "{version}");
@@ -278,21 +269,11 @@ spec:
     assert_eq!(run["counts"]["deleted"].as_u64().unwrap() as usize, before.len() - after.len());
     assert_eq!(run["verification"]["remaining"], 0);
 
-    c.apply_text(
-        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-42}\nspec:\n  subject: {identifiers: {user_id: \"42\"}}\n  regime: GDPR\n",
-        &["-n", &ns],
-    );
-    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-42", "--timeout=90s"]);
-    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-42", "-o", "jsonpath={.status.phase}"]), "Completed");
+    assert_eq!(erase_user(&c, &ns, "42"), "Completed");
     let now = keys(&r);
     assert!(!now.iter().any(|k| k.starts_with("session:42:")));
     let gone: Vec<_> = after.difference(&now).collect();
     assert!(!gone.is_empty() && gone.iter().all(|k| k.starts_with("session:42:")), "{gone:?}");
-    c.apply_text(
-        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: erase-7}\nspec:\n  subject: {identifiers: {user_id: \"7\"}}\n  regime: GDPR\n",
-        &["-n", &ns],
-    );
-    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/erase-7", "--timeout=90s"]);
-    assert_eq!(c.ok(&["-n", &ns, "get", "deletionrequest/erase-7", "-o", "jsonpath={.status.phase}"]), "Blocked");
+    assert_eq!(erase_user(&c, &ns, "7"), "Blocked");
     assert_eq!(keys(&r), now, "the held subject's keys stay");
 }

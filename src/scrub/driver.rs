@@ -53,34 +53,12 @@ impl FilesDriver {
         action: &Action,
         limits: &Limits,
         done_before: i64,
-        mut on_progress: impl FnMut(&Progress),
+        on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         Self::refuse_anonymize(action)?;
         let fsel = self.selection(sel)?;
-        let started = std::time::Instant::now();
-        let batch = limits.initial_batch.clamp(1, 10_000) as usize;
-        let mut out = Outcome { records_done: done_before, ..Outcome::default() };
-        for chunk in self.store.selected(&fsel)?.chunks(batch) {
-            let t = std::time::Instant::now();
-            let mut n = 0;
-            for (path, _) in chunk {
-                if self.store.remove(path)? {
-                    n += 1;
-                }
-            }
-            out.records_done += n;
-            out.batches += 1;
-            out.batch_durations.push(t.elapsed());
-            on_progress(&Progress {
-                records_done: out.records_done,
-                batches: out.batches,
-                last_batch_size: n,
-                last_batch: t.elapsed(),
-                elapsed: started.elapsed(),
-            });
-            // Let checkpoints and other work through between batches.
-            tokio::task::yield_now().await;
-        }
+        let mut source = FileBatches { store: &self.store, files: self.store.selected(&fsel)?, next: 0 };
+        let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
         self.store.remove_subject_dirs(&fsel)?;
         out.remaining = self.store.selected(&fsel)?.len() as i64;
         Ok(out)
@@ -103,6 +81,36 @@ impl std::fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+/// The files a pass removes, a batch at a time.
+struct FileBatches<'a> {
+    store: &'a super::files::FileStore,
+    files: Vec<(std::path::PathBuf, u64)>,
+    next: usize,
+}
+
+impl super::BatchSource for FileBatches<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        (limits.initial_batch, limits.min_batch, limits.max_batch)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        if self.next >= self.files.len() {
+            return Ok(None);
+        }
+        let end = (self.next + size.max(1) as usize).min(self.files.len());
+        let mut n = 0;
+        for (path, _) in &self.files[self.next..end] {
+            if self.store.remove(path)? {
+                n += 1;
+            }
+        }
+        self.next = end;
+        // Removing files blocks: let checkpoints and other work through.
+        tokio::task::yield_now().await;
+        Ok(Some(n))
     }
 }
 

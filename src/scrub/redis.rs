@@ -10,8 +10,6 @@
 //! removes it. A pass is idempotent: run again after a kill, it finishes the
 //! same set. Redis Cluster is not supported (one node or a primary).
 
-use std::time::{Duration, Instant};
-
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 
@@ -145,6 +143,38 @@ struct Scanner {
     names: Vec<String>,
     next: usize,
     cursor: u64,
+}
+
+/// A pass's batches: each SCAN step's selected keys, unlinked in one pipeline.
+struct KeyBatches<'a> {
+    driver: &'a RedisDriver,
+    sel: &'a Selection,
+    scanner: Scanner,
+}
+
+impl super::BatchSource for KeyBatches<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        // SCAN's COUNT: keys looked at per step. Redis serves one command at
+        // a time, so a step never asks for more than 10,000.
+        let max = limits.max_batch.clamp(1, 10_000);
+        (limits.initial_batch.clamp(1, max), limits.min_batch.clamp(1, max), max)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        let Some(batch) = self.driver.next_batch(&mut self.scanner, self.sel, size as usize).await? else {
+            return Ok(None);
+        };
+        let doomed: Vec<&String> = batch.iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
+        if doomed.is_empty() {
+            return Ok(Some(0));
+        }
+        let mut p = redis::pipe();
+        for k in &doomed {
+            p.cmd("UNLINK").arg(*k);
+        }
+        let removed: Vec<i64> = p.query_async(&mut self.driver.con.clone()).await.map_err(unavailable)?;
+        Ok(Some(removed.iter().sum()))
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -377,43 +407,11 @@ impl RedisDriver {
         action: &Action,
         limits: &Limits,
         done_before: i64,
-        mut on_progress: impl FnMut(&Progress),
+        on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         Self::refuse_anonymize(action)?;
-        let started = Instant::now();
-        let count = limits.initial_batch.clamp(100, 10_000) as usize;
-        let mut out = Outcome { records_done: done_before, ..Outcome::default() };
-        let mut con = self.con.clone();
-        let mut s = self.scanner(sel)?;
-        while let Some(batch) = self.next_batch(&mut s, sel, count).await? {
-            let doomed: Vec<&String> = batch.iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
-            if doomed.is_empty() {
-                continue;
-            }
-            let t = Instant::now();
-            let mut p = redis::pipe();
-            for k in &doomed {
-                p.cmd("UNLINK").arg(*k);
-            }
-            let removed: Vec<i64> = p.query_async(&mut con).await.map_err(unavailable)?;
-            let n: i64 = removed.iter().sum();
-            out.records_done += n;
-            out.batches += 1;
-            out.batch_durations.push(t.elapsed());
-            on_progress(&Progress {
-                records_done: out.records_done,
-                batches: out.batches,
-                last_batch_size: n,
-                last_batch: t.elapsed(),
-                elapsed: started.elapsed(),
-            });
-            if let Some(rate) = limits.max_records_per_second.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64(n as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(t.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        let mut source = KeyBatches { driver: self, sel, scanner: self.scanner(sel)? };
+        let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
         out.remaining = self.count(sel).await?;
         Ok(out)
     }

@@ -134,3 +134,22 @@ impl Sql {
         self.rt.block_on(self.client.query_one(sql, &[])).unwrap().get(0)
     }
 }
+
+/// A LegalHold on `dataset` naming the subject `user_id` through a Secret.
+pub fn hold_on_user(dataset: &str, user_id: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: held-users}}\nstringData: {{user_id: \"{user_id}\"}}\n---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: audit}}\nspec:\n  reason: audit of user {user_id}\n  datasets: [{dataset}]\n  subjects: {{secretRef: {{name: held-users}}}}\n"
+    )
+}
+
+/// Files a GDPR DeletionRequest `erase-<user_id>` for that subject, waits
+/// until it is complete, and returns its phase.
+pub fn erase_user(c: &Cluster, ns: &str, user_id: &str) -> String {
+    let name = format!("erase-{user_id}");
+    c.apply_text(
+        &format!("apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: {name}}}\nspec:\n  subject: {{identifiers: {{user_id: \"{user_id}\"}}}}\n  regime: GDPR\n"),
+        &["-n", ns],
+    );
+    c.ok(&["-n", ns, "wait", "--for=condition=Complete", &format!("deletionrequest/{name}"), "--timeout=90s"]);
+    c.ok(&["-n", ns, "get", &format!("deletionrequest/{name}"), "-o", "jsonpath={.status.phase}"])
+}
