@@ -40,7 +40,7 @@ use super::{DataCategory, Duration, ExpiryAction, Identifier, LocalRef, Retentio
     validation = Rule::new("[has(self.table), has(self.objects), has(self.keys), has(self.files)].filter(x, x).size() == 1").message("set exactly one of table, objects, keys and files"),
     validation = Rule::new("!(has(self.retention) && self.retention.action == 'anonymize') || (has(self.anonymization) && size(self.anonymization.fields) > 0)").message("retention.action: anonymize needs anonymization.fields").field_path(".anonymization"),
     validation = Rule::new("!(has(self.erasure) && self.erasure.action == 'anonymize') || (has(self.anonymization) && size(self.anonymization.fields) > 0)").message("erasure.action: anonymize needs anonymization.fields").field_path(".anonymization"),
-    validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'created' || has(self.timestamps.created) || has(self.files)").message("retention measured from creation needs timestamps.created (files carry their own time)").field_path(".timestamps.created"),
+    validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'created' || has(self.timestamps.created) || has(self.files) || has(self.objects)").message("retention measured from creation needs timestamps.created (files and objects carry their own time)").field_path(".timestamps.created"),
     validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'lastActivity' || has(self.timestamps.lastActivity)").message("retention measured from last activity needs timestamps.lastActivity").field_path(".timestamps.lastActivity"),
     validation = Rule::new("!has(self.retention) || self.retention.measuredFrom != 'event' || (has(self.timestamps.events) && self.retention.event in self.timestamps.events)").message("retention measured from an event needs that event in timestamps.events").field_path(".timestamps.events"),
 )]
@@ -143,12 +143,15 @@ pub struct ObjectLocation {
     #[serde(default)]
     #[schemars(length(max = 1024))]
     pub prefix: String,
-    /// A date embedded in the key, e.g. `logs/{yyyy}/{mm}/{dd}/`; without it
-    /// the object's LastModified is the time basis.
+    /// A date embedded in the key, e.g. `logs/{yyyy}/{mm}/{dd}/` (matched from
+    /// the key's start; an object's time is the end of the day or month it
+    /// names); without it the object's LastModified is the time basis. Other
+    /// time fields in `timestamps` are read from user metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub key_date_pattern: Option<String>,
-    /// Where a subject's objects live, e.g. `users/{user_id}/`.
+    /// Where a subject's objects live: ending in `/`, a prefix
+    /// (`users/{user_id}/`); otherwise one key (`exports/{user_id}.zip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub subject_key_template: Option<String>,
@@ -205,8 +208,9 @@ pub struct Timestamps {
     pub events: BTreeMap<String, Identifier>,
 }
 
-/// The time field name runs of a files Dataset carry: a file's own time
-/// (the date in its name, else its modification time).
+/// The time field name runs of a files or objects Dataset carry: a file's
+/// or object's own time (the date in its name or key, else its
+/// modification time).
 pub const FILE_TIME: &str = "modified";
 
 impl DatasetSpec {
@@ -217,6 +221,7 @@ impl DatasetSpec {
         let templates = [
             self.files.as_ref().and_then(|f| f.subject_path_template.as_deref()),
             self.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()),
+            self.objects.as_ref().and_then(|o| o.subject_key_template.as_deref()),
         ];
         for tpl in templates.into_iter().flatten() {
             let mut rest = tpl;
@@ -231,12 +236,12 @@ impl DatasetSpec {
         types
     }
 
-    /// The field a time basis is read from. Files carry their own time, so a
-    /// files Dataset measures `created` from each file without declaring it.
+    /// The field a time basis is read from. Files and objects carry their
+    /// own time, so their Datasets measure `created` without declaring it.
     pub fn time_field(&self, basis: TimeBasis, event: Option<&str>) -> Option<Identifier> {
         match self.timestamps.field_for(basis, event) {
             Some(f) => Some(f.clone()),
-            None if self.files.is_some() && basis == TimeBasis::Created => {
+            None if (self.files.is_some() || self.objects.is_some()) && basis == TimeBasis::Created => {
                 Some(Identifier::new(FILE_TIME).expect("a valid identifier"))
             }
             None => None,

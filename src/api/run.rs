@@ -194,4 +194,42 @@ pub struct Verification {
     /// record the minimum kept (erasable once it passes the minimum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_kept: Option<DateTime<Utc>>,
+    /// Objects an S3 Object Lock kept from deletion, by when each becomes
+    /// deletable. Lethe never bypasses a lock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<LockedObjects>,
+}
+
+/// Objects under an S3 Object Lock.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedObjects {
+    /// Object versions.
+    pub objects: i64,
+    /// When the lock's retention ends; absent when only a legal hold applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<DateTime<Utc>>,
+    /// Under the lock's legal hold: deletable only once it is lifted.
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+impl LockedObjects {
+    /// A sentence for a verification's reason, e.g. `3 objects under S3
+    /// Object Lock until 2033-05-18, 1 under an S3 legal hold`.
+    pub fn describe(locked: &[LockedObjects]) -> Option<String> {
+        let parts: Vec<String> = locked
+            .iter()
+            .map(|l| match (l.retain_until, l.legal_hold) {
+                (Some(t), false) => format!("{} under S3 Object Lock until {}", l.objects, t.format("%Y-%m-%d")),
+                (Some(t), true) => format!(
+                    "{} under S3 Object Lock until {} and an S3 legal hold",
+                    l.objects,
+                    t.format("%Y-%m-%d")
+                ),
+                (None, _) => format!("{} under an S3 legal hold", l.objects),
+            })
+            .collect();
+        (!parts.is_empty()).then(|| format!("objects the store protects: {}", parts.join(", ")))
+    }
 }

@@ -116,12 +116,6 @@ fn plan(ctx: &Ctx, ds: &Dataset, policies: &[Arc<RetentionPolicy>], at: DateTime
     match ctx.caches.store(&ns, &ds.spec.store_ref.name) {
         None => problem = Some(("StoreNotFound", format!("DataStore {:?} does not exist", ds.spec.store_ref.name))),
         Some(s)
-            if !s.spec.type_.is_sql()
-                && !matches!(s.spec.type_, crate::api::StoreType::Filesystem | crate::api::StoreType::Redis) =>
-        {
-            problem = Some(("Unsupported", format!("{} stores are not supported yet", s.spec.type_.as_str())))
-        }
-        Some(s)
             if !condition_is(&s.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(), "Ready", "True") =>
         {
             let why = s

@@ -20,7 +20,7 @@ use kube::{Api, Client, ResourceExt};
 use super::{APPROVED_BY, Error, Result, apply_status, condition, now, read_secret};
 use crate::{
     api::{
-        DataStore, DataStoreSpec, Dataset, DeletionRequest, ExpiryAction, LegalHold, RunCounts, RunPhase, RunPlan,
+        DataStore, DataStoreSpec, Dataset, DeletionRequest, ExpiryAction, LegalHold, LockedObjects, RunCounts, RunPhase, RunPlan,
         RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
     },
     scrub::{
@@ -345,17 +345,14 @@ pub async fn execute(
                     }
                     continue;
                 }
-                let key_template = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.clone());
                 for (t, values) in by_secret {
-                    if let Some(tpl) = &key_template {
-                        // Redis: a held subject's keys, from the key template.
-                        for v in &values {
-                            let ids = [(t.clone(), v.clone())].into();
-                            match crate::scrub::redis::render_key_template(tpl, &ids) {
-                                Ok(Some(p)) => held_cols.entry(key_field()).or_default().push(p),
-                                Ok(None) => {}
-                                Err(e) => return w.fail("HeldSubjectsUnresolvable", e.to_string()).await,
-                            }
+                    // Redis and S3: a held subject's keys, from the key template.
+                    for v in &values {
+                        let ids = [(t.clone(), v.clone())].into();
+                        match driver::subject_key_pattern(&ds.spec, &ids) {
+                            Ok(Some(p)) => held_cols.entry(key_field()).or_default().push(p),
+                            Ok(None) => {}
+                            Err(e) => return w.fail("HeldSubjectsUnresolvable", e.to_string()).await,
                         }
                     }
                     if let Some(col) = ds.spec.subject_fields.get(&t) {
@@ -408,12 +405,10 @@ pub async fn execute(
                 .iter()
                 .filter_map(|(t, col)| ids.get(t).map(|v| (col.clone(), vec![v.clone()])))
                 .collect();
-            if let Some(tpl) = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()) {
-                match crate::scrub::redis::render_key_template(tpl, &ids) {
-                    Ok(Some(p)) => sel.subject.push((key_field(), vec![p])),
-                    Ok(None) => {}
-                    Err(e) => return w.fail("InvalidConfiguration", e.to_string()).await,
-                }
+            match driver::subject_key_pattern(&ds.spec, &ids) {
+                Ok(Some(p)) => sel.subject.push((key_field(), vec![p])),
+                Ok(None) => {}
+                Err(e) => return w.fail("InvalidConfiguration", e.to_string()).await,
             }
             if sel.subject.is_empty() {
                 return w
@@ -474,6 +469,7 @@ pub async fn execute(
             verified_at: at,
             oldest_remaining: oldest,
             newest_kept: None,
+            locked: vec![],
         });
         w.clear("Stalled");
         w.set(
@@ -614,13 +610,22 @@ pub async fn execute(
     };
     // Verify: count again what the subject (or the window) still matches.
     let at = now();
+    let locked: Vec<LockedObjects> = outcome
+        .locked
+        .iter()
+        .map(|l| LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold })
+        .collect();
+    let lock_reason = LockedObjects::describe(&locked);
     let verification = match purpose {
         RunPurpose::Retention => Verification {
             remaining: outcome.remaining,
-            reason: (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string()),
+            reason: lock_reason.clone().or_else(|| {
+                (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string())
+            }),
             verified_at: at,
             oldest_remaining: past_window(&db, &sel, run).await?,
             newest_kept: None,
+            locked: locked.clone(),
         },
         RunPurpose::Erasure => {
             // What the action left undone, plus what minimum retention and holds kept.
@@ -629,6 +634,8 @@ pub async fn execute(
             let remaining = outcome.remaining + kept;
             let reason = if remaining == 0 {
                 None
+            } else if lock_reason.is_some() {
+                lock_reason.clone()
             } else if let Some(t) = run.spec.minimum_retention_cutoff {
                 Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
             } else {
@@ -639,7 +646,7 @@ pub async fn execute(
                 (Some(col), true) => db.extreme(&everything, col, true).await?,
                 _ => None,
             };
-            Verification { remaining, reason, verified_at: at, oldest_remaining: None, newest_kept }
+            Verification { remaining, reason, verified_at: at, oldest_remaining: None, newest_kept, locked }
         }
     };
     let affected = if resumed {
@@ -682,7 +689,7 @@ pub async fn execute(
     Ok(Ended::Done)
 }
 
-/// The field name under which a Redis selection carries key patterns.
+/// The field name under which a Redis or S3 selection carries key patterns.
 fn key_field() -> crate::api::Identifier {
     crate::api::Identifier::new(crate::scrub::redis::KEY_FIELD).expect("a valid identifier")
 }

@@ -16,6 +16,7 @@ pub enum Driver {
     Sqlite(Sqlite),
     Files(FilesDriver),
     Redis(super::redis::RedisDriver),
+    S3(super::s3::S3Driver),
 }
 
 /// Files under a root, and the Dataset's directory in it (set by
@@ -138,6 +139,22 @@ pub fn dataset_limits(store: &StoreLimits, dataset: &DatasetSpec) -> Limits {
     }
 }
 
+/// A subject's key pattern in a Redis or S3 Dataset, from its
+/// `subjectKeyTemplate`; `None` when there is no template or it names an
+/// identifier type the subject lacks.
+pub fn subject_key_pattern(
+    dataset: &DatasetSpec,
+    identifiers: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<String>, ScrubError> {
+    if let Some(tpl) = dataset.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()) {
+        return super::redis::render_key_template(tpl, identifiers);
+    }
+    if let Some(tpl) = dataset.objects.as_ref().and_then(|o| o.subject_key_template.as_deref()) {
+        return super::s3::render_key_template(tpl, identifiers);
+    }
+    Ok(None)
+}
+
 /// What a run does to the records it selects: delete, or anonymize by the
 /// Dataset's field rules with `salt`.
 pub fn action(action: crate::api::ExpiryAction, dataset: &DatasetSpec, salt: String) -> Action {
@@ -155,10 +172,10 @@ pub fn action(action: crate::api::ExpiryAction, dataset: &DatasetSpec, salt: Str
     }
 }
 
-/// The table a SQL dataset names (for files, a placeholder: the driver
-/// reads the location from the Dataset).
+/// The table a SQL dataset names (for files, keys and objects, a
+/// placeholder: the driver reads the location from the Dataset).
 pub fn table(dataset: &DatasetSpec) -> Result<Table, ScrubError> {
-    if dataset.files.is_some() || dataset.keys.is_some() {
+    if dataset.files.is_some() || dataset.keys.is_some() || dataset.objects.is_some() {
         return Ok(Table { schema: None, name: crate::api::Identifier::new("files").expect("a valid identifier") });
     }
     let t = dataset.table.as_ref().ok_or_else(|| ScrubError::Config("the dataset names no table".into()))?;
@@ -217,15 +234,32 @@ impl Driver {
                     .root;
                 Driver::Files(FilesDriver { store: super::files::FileStore::open(root)?, target: None })
             }
-            other => return Err(ScrubError::Config(format!("{} stores are not supported yet", other.as_str()))),
+            StoreType::S3 => {
+                let c =
+                    store.s3.as_ref().ok_or_else(|| ScrubError::Config("the store has no s3 connection".into()))?;
+                let (Some(id), Some(secret)) = (&credentials.username, &credentials.password) else {
+                    return Err(ScrubError::Config(
+                        "an s3 store needs credentialsSecretRef with an access key id and a secret access key".into(),
+                    ));
+                };
+                Driver::S3(super::s3::S3Driver::connect(&super::s3::S3Options {
+                    endpoint: c.endpoint.clone(),
+                    region: c.region.clone(),
+                    force_path_style: c.force_path_style,
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                    ca_pem: credentials.ca_pem.clone(),
+                })?)
+            }
         })
     }
 
-    /// Binds a files store to a Dataset's location (other stores need nothing).
+    /// Binds a files, Redis or S3 store to a Dataset's location (SQL stores need nothing).
     pub fn for_dataset(mut self, dataset: &DatasetSpec) -> Driver {
         match &mut self {
             Driver::Files(f) => f.target = dataset.files.clone(),
             Driver::Redis(r) => r.target = dataset.keys.clone(),
+            Driver::S3(s) => s.target = dataset.objects.clone(),
             _ => {}
         }
         self
@@ -239,6 +273,7 @@ impl Driver {
             Driver::Sqlite(d) => d.server_version().await?,
             Driver::Files(_) => "filesystem".to_string(),
             Driver::Redis(r) => r.server_version().await?,
+            Driver::S3(s) => s.server_version().await?,
         };
         Ok(v.split(" on ").next().unwrap_or_default().chars().take(64).collect())
     }
@@ -250,6 +285,7 @@ impl Driver {
             Driver::Sqlite(_) => "sqlite",
             Driver::Files(_) => "filesystem",
             Driver::Redis(_) => "redis",
+            Driver::S3(_) => "s3",
         }
     }
 
@@ -267,6 +303,12 @@ impl Driver {
                 can_delete: true,
                 can_update: false,
             }),
+            Driver::S3(s) => Ok(Probe {
+                server_version: s.server_version().await?,
+                can_select: true,
+                can_delete: true,
+                can_update: false,
+            }),
         }
     }
 
@@ -277,6 +319,7 @@ impl Driver {
             Driver::Sqlite(d) => d.count(sel).await,
             Driver::Files(f) => Ok(f.store.selected(&f.selection(sel)?)?.len() as i64),
             Driver::Redis(r) => r.count(sel).await,
+            Driver::S3(s) => s.count(sel).await,
         }
     }
 
@@ -294,6 +337,10 @@ impl Driver {
                 super::redis::RedisDriver::refuse_anonymize(action)?;
                 r.count(sel).await
             }
+            Driver::S3(s) => {
+                super::s3::S3Driver::refuse_anonymize(action)?;
+                s.count(sel).await
+            }
         }
     }
 
@@ -310,6 +357,7 @@ impl Driver {
             Driver::Sqlite(d) => d.extreme(sel, column, newest).await,
             Driver::Files(f) => f.store.extreme(&f.selection(sel)?, newest),
             Driver::Redis(r) => r.extreme(sel, column, newest).await,
+            Driver::S3(s) => s.extreme(sel, column, newest).await,
         }
     }
 
@@ -318,7 +366,7 @@ impl Driver {
         match self {
             Driver::Postgres(d) => d.foreign_keys(table).await,
             Driver::Mysql(d) => d.foreign_keys(table).await,
-            Driver::Sqlite(_) | Driver::Files(_) | Driver::Redis(_) => Ok(vec![]),
+            Driver::Sqlite(_) | Driver::Files(_) | Driver::Redis(_) | Driver::S3(_) => Ok(vec![]),
         }
     }
 
@@ -333,6 +381,7 @@ impl Driver {
                 Ok(Counts { selected: c.selected, total: c.total, held: c.held, under_minimum: c.under_minimum })
             }
             Driver::Redis(r) => r.plan(sel).await,
+            Driver::S3(s) => s.plan(sel).await,
         }
     }
 
@@ -350,6 +399,7 @@ impl Driver {
             Driver::Sqlite(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Files(f) => f.run(sel, action, limits, done_before, on_progress).await,
             Driver::Redis(r) => r.run(sel, action, limits, done_before, on_progress).await,
+            Driver::S3(s) => s.run(sel, action, limits, done_before, on_progress).await,
         }
     }
 }

@@ -97,10 +97,22 @@ fn relative(p: &str) -> Result<PathBuf, ScrubError> {
 }
 
 /// The date a file name carries under a pattern with `{yyyy}`, `{mm}`, `{dd}`.
+/// A file named for a day may hold records from any moment of it, so its
+/// time is the end of the period the name names (the next day, month or
+/// year): nothing in it is younger than that, and a cutoff inside the
+/// period keeps the file.
 pub fn name_date(pattern: &str, name: &str) -> Option<DateTime<Utc>> {
-    let (mut y, mut m, mut d) = (None, None, Some(1u32));
+    embedded_date(pattern, name, true)
+}
+
+/// The end of the period a date embedded in `s` names under `pattern`;
+/// with `whole` the pattern must match all of `s`, else a prefix of it
+/// (an object key under `logs/{yyyy}/{mm}/{dd}/`).
+pub fn embedded_date(pattern: &str, s: &str, whole: bool) -> Option<DateTime<Utc>> {
+    let (mut y, mut m, mut d) = (None, Some(1u32), Some(1u32));
+    let (day, month) = (pattern.contains("{dd}"), pattern.contains("{mm}"));
     let mut p = pattern;
-    let mut n = name;
+    let mut n = s;
     while !p.is_empty() {
         if let Some(rest) = p.strip_prefix("{yyyy}") {
             y = Some(n.get(..4)?.parse::<i32>().ok()?);
@@ -120,11 +132,18 @@ pub fn name_date(pattern: &str, name: &str) -> Option<DateTime<Utc>> {
             p = &p[c.len_utf8()..];
         }
     }
-    if !n.is_empty() {
+    if whole && !n.is_empty() {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(y?, m?, d?)?;
-    Utc.from_local_datetime(&date.and_hms_opt(0, 0, 0)?).single()
+    let start = NaiveDate::from_ymd_opt(y?, m?, d?)?;
+    let end = if day {
+        start.succ_opt()?
+    } else if month {
+        start.checked_add_months(chrono::Months::new(1))?
+    } else {
+        start.checked_add_months(chrono::Months::new(12))?
+    };
+    Utc.from_local_datetime(&end.and_hms_opt(0, 0, 0)?).single()
 }
 
 /// One regular file met by a walk.
@@ -366,10 +385,17 @@ mod tests {
     #[test]
     fn dates_in_names() {
         let t = name_date("access-{yyyy}-{mm}-{dd}.log", "access-2026-03-04.log").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-03-04T00:00:00+00:00");
+        // A day's file may hold records until the day ends.
+        assert_eq!(t.to_rfc3339(), "2026-03-05T00:00:00+00:00");
         assert_eq!(name_date("access-{yyyy}-{mm}-{dd}.log", "access-2026-13-04.log"), None);
         assert_eq!(name_date("access-{yyyy}-{mm}-{dd}.log", "other-2026-03-04.log"), None);
-        assert_eq!(name_date("{yyyy}{mm}.csv", "202603.csv").unwrap().to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert_eq!(name_date("{yyyy}{mm}.csv", "202612.csv").unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert_eq!(name_date("{yyyy}.csv", "2026.csv").unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        // An object key: the pattern names a prefix.
+        let k = embedded_date("logs/{yyyy}/{mm}/{dd}/", "logs/2026/02/28/app-1.gz", false).unwrap();
+        assert_eq!(k.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert_eq!(embedded_date("logs/{yyyy}/{mm}/{dd}/", "logs/2026/02/28/app-1.gz", true), None);
+        assert_eq!(embedded_date("logs/{yyyy}/{mm}/{dd}/", "logs/latest.gz", false), None);
     }
 
     #[test]

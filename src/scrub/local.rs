@@ -35,6 +35,9 @@ pub struct Report {
     /// Files stores: bytes the pass freed (or, dry, would free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_freed: Option<u64>,
+    /// S3 stores: objects an Object Lock kept, by when each becomes deletable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<crate::api::LockedObjects>,
 }
 
 type Objects = (Vec<DataStore>, Vec<Dataset>, Vec<RetentionPolicy>, Vec<LegalHold>);
@@ -115,12 +118,10 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             if let Some(col) = ds.spec.subject_fields.get(t) {
                 held.push((col.clone(), v.clone()));
             }
-            if let Some(tpl) = ds.spec.keys.as_ref().and_then(|k| k.subject_key_template.as_deref()) {
-                for value in v {
-                    let ids = [(t.clone(), value.clone())].into();
-                    if let Some(p) = super::redis::render_key_template(tpl, &ids)? {
-                        held.push((crate::api::Identifier::new(super::redis::KEY_FIELD).expect("valid"), vec![p]));
-                    }
+            for value in v {
+                let ids = [(t.clone(), value.clone())].into();
+                if let Some(p) = super::driver::subject_key_pattern(&ds.spec, &ids)? {
+                    held.push((crate::api::Identifier::new(super::keys::KEY_FIELD).expect("valid"), vec![p]));
                 }
             }
             if let Some(tpl) = &template {
@@ -180,6 +181,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             remaining: plan.selected,
             partitions: vec![],
             bytes_freed: Some(plan.selected_bytes),
+            locked: vec![],
         };
         if report.dry_run {
             return Ok(report);
@@ -193,7 +195,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         report.bytes_freed = Some(out.bytes_freed);
         return Ok(report);
     }
-    let time_col = ds.spec.timestamps.field_for(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
+    let time_col = ds.spec.time_field(rule.measured_from, rule.event.as_deref()).ok_or_else(|| {
         ScrubError::Config(format!("Dataset {dataset:?} does not declare the time field {set_by} measures from"))
     })?;
     let cutoff = keep_for.before(now).ok_or_else(|| ScrubError::Config("cutoff out of range".into()))?;
@@ -208,17 +210,17 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             }
             .map(|r| (r.measured_from, r.event.clone()))
             .ok_or_else(|| ScrubError::Config(format!("minimum from {source} not found")))?;
-            let col = ds.spec.timestamps.field_for(basis.0, basis.1.as_deref()).ok_or_else(|| {
+            let col = ds.spec.time_field(basis.0, basis.1.as_deref()).ok_or_else(|| {
                 ScrubError::Config(format!(
                     "Dataset {dataset:?} does not declare the time field {source} measures from"
                 ))
             })?;
-            Some((col.clone(), d.before(now).ok_or_else(|| ScrubError::Config("minimum out of range".into()))?))
+            Some((col, d.before(now).ok_or_else(|| ScrubError::Config("minimum out of range".into()))?))
         }
     };
     let sel = Selection {
         table: driver::table(&ds.spec)?,
-        older_than: Some((time_col.clone(), cutoff)),
+        older_than: Some((time_col, cutoff)),
         subject: vec![],
         keep_newer_than: minimum.clone(),
         held,
@@ -244,6 +246,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         remaining: plan.selected,
         partitions: vec![],
         bytes_freed: None,
+        locked: vec![],
     };
     if report.dry_run {
         return Ok(report);
@@ -258,5 +261,10 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     report.records_done = outcome.records_done;
     report.remaining = outcome.remaining;
     report.partitions = outcome.partitions;
+    report.locked = outcome
+        .locked
+        .iter()
+        .map(|l| crate::api::LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold })
+        .collect();
     Ok(report)
 }

@@ -11,10 +11,12 @@
 
 pub mod driver;
 pub mod files;
+pub mod keys;
 pub mod local;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod s3;
 pub mod sql;
 pub mod sqlite;
 pub mod tls;
@@ -201,6 +203,18 @@ pub struct Outcome {
     pub remaining: i64,
     /// Partitions dropped or detached whole instead of deleted row by row.
     pub partitions: Vec<String>,
+    /// Objects the store refused to delete because an S3 Object Lock
+    /// protects them, by the date each becomes deletable.
+    pub locked: Vec<Locked>,
+}
+
+/// Objects under an S3 Object Lock: deletable from `until`, or, under a
+/// lock's legal hold, once someone lifts it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Locked {
+    pub until: Option<DateTime<Utc>>,
+    pub legal_hold: bool,
+    pub objects: i64,
 }
 
 /// What a dry run or a plan finds.
