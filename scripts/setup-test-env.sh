@@ -37,5 +37,13 @@ if ! "$venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
 fi
 
+# An S3-compatible server for the object-store tests: moto's server, which
+# implements versioning and Object Lock; scripts/s3-server.py runs it.
+if ! "$venv/bin/python" -c 'import moto.server, flask_cors' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 echo "setup: ready"

@@ -222,11 +222,9 @@ impl LockedObjects {
             .iter()
             .map(|l| match (l.retain_until, l.legal_hold) {
                 (Some(t), false) => format!("{} under S3 Object Lock until {}", l.objects, t.format("%Y-%m-%d")),
-                (Some(t), true) => format!(
-                    "{} under S3 Object Lock until {} and an S3 legal hold",
-                    l.objects,
-                    t.format("%Y-%m-%d")
-                ),
+                (Some(t), true) => {
+                    format!("{} under S3 Object Lock until {} and an S3 legal hold", l.objects, t.format("%Y-%m-%d"))
+                }
                 (None, _) => format!("{} under an S3 legal hold", l.objects),
             })
             .collect();

@@ -20,8 +20,8 @@ use kube::{Api, Client, ResourceExt};
 use super::{APPROVED_BY, Error, Result, apply_status, condition, now, read_secret};
 use crate::{
     api::{
-        DataStore, DataStoreSpec, Dataset, DeletionRequest, ExpiryAction, LegalHold, LockedObjects, RunCounts, RunPhase, RunPlan,
-        RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
+        DataStore, DataStoreSpec, Dataset, DeletionRequest, ExpiryAction, LegalHold, LockedObjects, RunCounts,
+        RunPhase, RunPlan, RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
     },
     scrub::{
         Action, Selection,
@@ -619,9 +619,9 @@ pub async fn execute(
     let verification = match purpose {
         RunPurpose::Retention => Verification {
             remaining: outcome.remaining,
-            reason: lock_reason.clone().or_else(|| {
-                (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string())
-            }),
+            reason: lock_reason
+                .clone()
+                .or_else(|| (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string())),
             verified_at: at,
             oldest_remaining: past_window(&db, &sel, run).await?,
             newest_kept: None,

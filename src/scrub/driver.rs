@@ -235,8 +235,7 @@ impl Driver {
                 Driver::Files(FilesDriver { store: super::files::FileStore::open(root)?, target: None })
             }
             StoreType::S3 => {
-                let c =
-                    store.s3.as_ref().ok_or_else(|| ScrubError::Config("the store has no s3 connection".into()))?;
+                let c = store.s3.as_ref().ok_or_else(|| ScrubError::Config("the store has no s3 connection".into()))?;
                 let (Some(id), Some(secret)) = (&credentials.username, &credentials.password) else {
                     return Err(ScrubError::Config(
                         "an s3 store needs credentialsSecretRef with an access key id and a secret access key".into(),

@@ -168,35 +168,40 @@ struct Lister {
     date_pattern: Option<String>,
 }
 
+/// An S3 client for a store: rustls with ring, the store's CA if it names
+/// one, standard retries (with backoff on throttling) up to 5 attempts.
+pub fn client(o: &S3Options) -> Result<Client, ScrubError> {
+    use aws_smithy_http_client::tls;
+    let mut builder = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring));
+    if let Some(ca) = &o.ca_pem {
+        let store = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(ca.as_bytes());
+        let ctx = tls::TlsContext::builder()
+            .with_trust_store(store)
+            .build()
+            .map_err(|e| ScrubError::Config(format!("the store's CA certificate: {e}")))?;
+        builder = builder.tls_context(ctx);
+    }
+    let creds =
+        aws_sdk_s3::config::Credentials::new(&o.access_key_id, &o.secret_access_key, None, None, "lethe-datastore");
+    let mut conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(o.region.clone()))
+        .credentials_provider(creds)
+        .force_path_style(o.force_path_style)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5))
+        .http_client(builder.build_https());
+    if let Some(e) = &o.endpoint {
+        conf = conf.endpoint_url(e.clone());
+    }
+    Ok(Client::from_conf(conf.build()))
+}
+
 impl S3Driver {
     pub fn connect(o: &S3Options) -> Result<S3Driver, ScrubError> {
-        use aws_smithy_http_client::tls;
-        let mut builder = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring));
-        if let Some(ca) = &o.ca_pem {
-            let store = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(ca.as_bytes());
-            let ctx = tls::TlsContext::builder()
-                .with_trust_store(store)
-                .build()
-                .map_err(|e| ScrubError::Config(format!("the store's CA certificate: {e}")))?;
-            builder = builder.tls_context(ctx);
-        }
-        let creds =
-            aws_sdk_s3::config::Credentials::new(&o.access_key_id, &o.secret_access_key, None, None, "lethe-datastore");
-        let mut conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(o.region.clone()))
-            .credentials_provider(creds)
-            .force_path_style(o.force_path_style)
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5))
-            .http_client(builder.build_https());
-        if let Some(e) = &o.endpoint {
-            conf = conf.endpoint_url(e.clone());
-        }
-        let endpoint = o.endpoint.clone().unwrap_or_else(|| format!("AWS {}", o.region));
         Ok(S3Driver {
-            client: Client::from_conf(conf.build()),
-            endpoint,
+            client: client(o)?,
+            endpoint: o.endpoint.clone().unwrap_or_else(|| format!("AWS {}", o.region)),
             target: None,
             versioned: tokio::sync::OnceCell::new(),
         })
@@ -234,6 +239,14 @@ impl S3Driver {
                         v.status(),
                         Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
                     )),
+                    // Some servers answer for a bucket never versioned with a
+                    // document the client cannot decode; read its status from
+                    // the body itself.
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
+                        let body = e.raw_response().and_then(|r| r.body().bytes()).unwrap_or_default();
+                        let body = String::from_utf8_lossy(body);
+                        Ok(body.contains("<Status>Enabled</Status>") || body.contains("<Status>Suspended</Status>"))
+                    }
                     Err(e) => match service_error("GetBucketVersioning", e) {
                         ScrubError::Access(_) => Ok(true),
                         other => Err(other),
@@ -384,33 +397,30 @@ impl S3Driver {
             let heads: Vec<_> = entries
                 .iter()
                 .map(|v| {
-                let bucket = bucket.clone();
-                async move {
-                    if v.marker {
-                        return Ok(None);
+                    let bucket = bucket.clone();
+                    async move {
+                        if v.marker {
+                            return Ok(None);
+                        }
+                        let r = self
+                            .client
+                            .head_object()
+                            .bucket(bucket)
+                            .key(&v.key)
+                            .set_version_id(v.id.clone().filter(|id| id != "null"))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(h) => Ok(h.metadata().cloned()),
+                            // Gone since the listing: nothing to read, nothing to delete.
+                            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+                            Err(e) => Err(service_error("HeadObject", e)),
+                        }
                     }
-                    let r = self
-                        .client
-                        .head_object()
-                        .bucket(bucket)
-                        .key(&v.key)
-                        .set_version_id(v.id.clone())
-                        .send()
-                        .await;
-                    match r {
-                        Ok(h) => Ok(h.metadata().cloned()),
-                        // Gone since the listing: nothing to read, nothing to delete.
-                        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-                        Err(e) => Err(service_error("HeadObject", e)),
-                    }
-                }
                 })
                 .map(futures::FutureExt::boxed)
                 .collect();
-            stream::iter(heads)
-            .buffered(HEAD_CONCURRENCY)
-            .try_collect()
-            .await?
+            stream::iter(heads).buffered(HEAD_CONCURRENCY).try_collect().await?
         } else {
             vec![None; entries.len()]
         };
@@ -469,7 +479,10 @@ impl S3Driver {
     async fn delete(&self, doomed: Vec<Version>) -> Result<(i64, Vec<Locked>), ScrubError> {
         let chunks: Vec<Vec<Version>> = doomed.chunks(PAGE).map(<[Version]>::to_vec).collect();
         let results: Vec<(i64, Vec<Locked>)> =
-            stream::iter(chunks.into_iter().map(|c| futures::FutureExt::boxed(self.delete_chunk(c)))).buffer_unordered(DELETE_CONCURRENCY).try_collect().await?;
+            stream::iter(chunks.into_iter().map(|c| futures::FutureExt::boxed(self.delete_chunk(c))))
+                .buffer_unordered(DELETE_CONCURRENCY)
+                .try_collect()
+                .await?;
         let mut n = 0;
         let mut locked = Vec::new();
         for (d, l) in results {
@@ -532,7 +545,8 @@ impl S3Driver {
                     }
                 }
             }
-            deleted += pending.iter().filter(|v| !v.marker && !failed.contains(&(v.key.clone(), v.id.clone()))).count() as i64;
+            deleted +=
+                pending.iter().filter(|v| !v.marker && !failed.contains(&(v.key.clone(), v.id.clone()))).count() as i64;
             locked.extend(self.locks(denied).await?);
             pending = retry;
             if !pending.is_empty() {
@@ -649,7 +663,8 @@ impl S3Driver {
         for l in source.locked {
             *merged.entry((l.until, l.legal_hold)).or_default() += l.objects;
         }
-        out.locked = merged.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect();
+        out.locked =
+            merged.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect();
         out.remaining = self.count(sel).await?;
         Ok(out)
     }
@@ -697,6 +712,7 @@ impl super::BatchSource for ObjectBatches<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scrub::keys::glob_match;
 
     #[test]
     fn templates_name_a_prefix_or_one_key_and_identifiers_cannot_widen_them() {

@@ -88,5 +88,6 @@ pub mod mariadb;
 pub mod operator;
 pub mod pg;
 pub mod redis;
+pub mod s3;
 pub mod scrub;
 pub mod tls;
