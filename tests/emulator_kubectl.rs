@@ -38,7 +38,7 @@ fn examples_apply_and_show_their_columns() {
     for col in ["NAME", "STORE", "WINDOW", "SET BY", "READY", "LAST RUN", "NEXT RUN", "AGE"] {
         assert!(header.contains(col), "{col} in {header}");
     }
-    assert_eq!(out.lines().count(), 6, "five datasets:\n{out}");
+    assert_eq!(out.lines().count(), 7, "six datasets:\n{out}");
     let out = c.ok(&["get", "-n", &ns, "rpol", "tax-records"]);
     assert!(out.contains("10y") && out.contains("7y"), "{out}");
     // The category lists every Lethe kind.
@@ -239,7 +239,7 @@ fn label_and_field_selectors_and_paging() {
     let out = c.ok(&["get", "-n", &ns, "dset", "--field-selector", "metadata.name=invoices", "-o", "name"]);
     assert_eq!(out.trim(), "dataset.lethe.dev/invoices");
     let out = c.ok(&["get", "-n", &ns, "dset", "--chunk-size=2", "-o", "name"]);
-    assert_eq!(out.lines().count(), 5, "paging returns every item once:\n{out}");
+    assert_eq!(out.lines().count(), 6, "paging returns every item once:\n{out}");
 }
 
 #[test]

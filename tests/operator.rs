@@ -51,7 +51,7 @@ INSERT INTO invoices VALUES (9001, 4711, now() - interval '2 years', 20);
 "#;
 
 /// The examples, pointed at the test's PostgreSQL.
-fn examples_for(pg: &PgServer) -> String {
+fn examples_for(pg: &PgServer, s3: &common::s3::S3Server) -> String {
     let mut all = String::new();
     let mut files: Vec<_> = std::fs::read_dir("examples").unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
@@ -68,6 +68,7 @@ fn examples_for(pg: &PgServer) -> String {
     let all = replace(all, "port: 5432", &format!("port: {}", pg.port));
     let all = replace(all, "database: shop", "database: postgres");
     let all = replace(all, "mode: require", "mode: disable");
+    let all = replace(all, "https://minio.storage.svc:9000", &s3.endpoint());
     let all = replace(all, "username: lethe_scrubber", "username: postgres");
     replace(all, "password: change-me", &format!("password: {PASSWORD}"))
 }
@@ -99,13 +100,33 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     let pg = PgServer::start();
     let sql = Sql::connect(&pg);
     sql.exec(SHOP);
+    // The data exports bucket (versioned): customer 12's export is past its
+    // 30 days, 13 to 29's are not; the subject 4711 has one, rewritten once.
+    let s3 = common::s3::S3Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3c = s3.client();
+    rt.block_on(async {
+        s3c.create_bucket().bucket("shop-data-exports").send().await.unwrap();
+        let on = aws_sdk_s3::types::VersioningConfiguration::builder()
+            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+            .build();
+        s3c.put_bucket_versioning().bucket("shop-data-exports").versioning_configuration(on).send().await.unwrap();
+    });
+    let day = 86_400;
+    let t0 = chrono::Utc::now().timestamp();
+    let mut exports: Vec<common::s3::Seed> =
+        (13..30).map(|u| common::s3::Seed::new(format!("exports/{u}/export.zip"), t0 - 5 * day)).collect();
+    exports.push(common::s3::Seed::new("exports/12/export.zip", t0 - 40 * day));
+    exports.push(common::s3::Seed::new("exports/4711/export.zip", t0 - 9 * day));
+    exports.push(common::s3::Seed::new("exports/4711/export.zip", t0 - 2 * day));
+    s3.seed("shop-data-exports", &exports);
     let ns = c.namespace("shop");
     let mut op = Operator::start(&c, &ns, "in-process", "op-a");
     c.apply_text(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: lethe-anonymization-salt\nstringData:\n  salt: s3cr3t-salt\n",
         &["-n", &ns],
     );
-    c.apply_text(&examples_for(&pg), &["-n", &ns]);
+    c.apply_text(&examples_for(&pg, &s3), &["-n", &ns]);
 
     // Every object becomes Ready.
     for kind in ["datastores", "datasets", "retentionpolicies", "legalholds"] {
@@ -121,7 +142,14 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
     assert_eq!(status(&c, &ns, "datastore/shop-db")["conditions"][0]["reason"], "Connected");
 
     // Every dataset's first pass finishes.
-    for ds in ["marketing-preferences", "tracking-events", "network-access-logs", "customer-accounts", "invoices"] {
+    for ds in [
+        "marketing-preferences",
+        "tracking-events",
+        "network-access-logs",
+        "customer-accounts",
+        "invoices",
+        "data-exports",
+    ] {
         eventually(&format!("first run of {ds}"), LIMIT, || {
             let reason = jsonpath(
                 &c,
@@ -181,6 +209,14 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
         result("network-access-logs")["remainingReason"].as_str().unwrap().contains("fraud-investigation-2026-114")
     );
     assert_eq!(result("invoices")["phase"], "Deferred");
+    // Object storage: the expired export went by retention; the subject's
+    // export went by the request, every version of it.
+    assert_eq!(result("data-exports")["phase"], "Completed", "{st:#}");
+    assert_eq!(result("data-exports")["recordsAffected"], 2);
+    let left = rt.block_on(s3c.list_object_versions().bucket("shop-data-exports").send()).unwrap();
+    let left: Vec<String> = left.versions().iter().map(|v| v.key().unwrap().to_string()).collect();
+    let kept: Vec<String> = (13..30).map(|u| format!("exports/{u}/export.zip")).collect();
+    assert_eq!(left, kept);
     assert_eq!(result("invoices")["remaining"], 1);
     // The kept invoice is two years old: erasable when it turns seven, five years from now.
     let erasable: chrono::DateTime<chrono::Utc> =
@@ -225,7 +261,14 @@ fn examples_converge_and_a_deletion_request_completes_with_a_verifiable_receipt(
 
     // Argo CD health, by the chart's Lua checks on the live objects.
     assert_eq!(health(&c, &ns, "DataStore", "shop-db"), "Healthy");
-    for ds in ["marketing-preferences", "tracking-events", "network-access-logs", "customer-accounts", "invoices"] {
+    for ds in [
+        "marketing-preferences",
+        "tracking-events",
+        "network-access-logs",
+        "customer-accounts",
+        "invoices",
+        "data-exports",
+    ] {
         assert_eq!(health(&c, &ns, "Dataset", ds), "Healthy", "{ds}");
     }
     for p in ["marketing-24-months", "tracking-13-months", "logs-90-days", "closed-accounts-30-days", "tax-records"] {

@@ -200,6 +200,10 @@ fn erasure_by_key_template_and_by_hash_field_but_not_a_held_subject() {
         keep_newer_than: None,
         held: vec![],
     };
+    // Only the subject's keys are scanned, but the brake compares with the whole Dataset.
+    let plan = rt.block_on(db.plan(&sel)).unwrap();
+    assert_eq!(plan.total, before.iter().filter(|k| k.starts_with("session:")).count() as i64);
+    assert!(plan.selected > 0 && plan.selected < 100, "{plan:?}");
     let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
     let after = keys(&r);
     let gone: BTreeSet<_> = before.difference(&after).cloned().collect();

@@ -264,6 +264,8 @@ fn an_erasure_removes_every_version_and_delete_marker_of_the_subject_only() {
     let db = driver(&s3, &rt, users("profiles"));
     let sel =
         Selection { older_than: None, subject: vec![(id("key"), vec![subject("3")])], held: vec![], ..retention(0) };
+    // Only the subject's prefix is listed, but the brake compares with the whole Dataset.
+    assert_eq!(rt.block_on(db.plan(&sel)).unwrap().total, 601);
     let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
     assert_eq!(out.records_done, 60, "20 objects × 3 versions");
     let after = versions(&s3, &rt, "profiles");

@@ -197,7 +197,41 @@ impl RedisDriver {
         Ok(None)
     }
 
+    /// The dry run. Its total is the whole Dataset's, also when only a
+    /// subject's keys were scanned: the safety brake compares with it.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        let mut c = self.tally(sel).await?;
+        if self.scan_patterns(sel)? != [self.pattern()?] {
+            c.total = self.total().await?;
+        }
+        Ok(c)
+    }
+
+    /// Keys in the Dataset.
+    async fn total(&self) -> Result<i64, ScrubError> {
+        let pattern = self.pattern()?;
+        let mut con = self.con.clone();
+        let (mut cursor, mut n) = (0u64, 0i64);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            n += keys.len() as i64;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// What a selection finds among the keys it scans.
+    async fn tally(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         let mut c = Counts::default();
         let mut s = self.scanner(sel)?;
         while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
@@ -215,7 +249,7 @@ impl RedisDriver {
     }
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
-        Ok(self.plan(sel).await?.selected)
+        Ok(self.tally(sel).await?.selected)
     }
 
     /// The earliest (or latest) time among the selected keys.

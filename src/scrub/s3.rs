@@ -588,7 +588,30 @@ impl S3Driver {
         Ok(out.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect())
     }
 
+    /// The dry run. Its total is the whole Dataset's, also when only a
+    /// subject's prefix was listed: the safety brake compares with it.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        let mut c = self.tally(sel).await?;
+        let l = self.lister(sel).await?;
+        if l.prefixes != [l.dataset.clone()] {
+            c.total = self.total(l).await?;
+        }
+        Ok(c)
+    }
+
+    /// Object versions in the Dataset.
+    async fn total(&self, mut l: Lister) -> Result<i64, ScrubError> {
+        l.prefixes = vec![l.dataset.clone()];
+        l.names.clear();
+        let mut n = 0;
+        while let Some(page) = self.page(&mut l, PAGE).await? {
+            n += page.iter().filter(|v| !v.marker).count() as i64;
+        }
+        Ok(n)
+    }
+
+    /// What a selection finds among the objects it lists.
+    async fn tally(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         let mut c = Counts::default();
         let mut l = self.lister(sel).await?;
         while let Some(page) = self.page(&mut l, PAGE).await? {
@@ -609,7 +632,7 @@ impl S3Driver {
     }
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
-        Ok(self.plan(sel).await?.selected)
+        Ok(self.tally(sel).await?.selected)
     }
 
     /// The earliest (or latest) time among the selected object versions.
