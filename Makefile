@@ -54,6 +54,7 @@ bench:
 	$(CARGO) bench --bench emulator
 	$(CARGO) bench --bench postgres
 	$(CARGO) bench --bench redis
+	$(CARGO) bench --bench s3
 
 ## Fuzz each target for a while (needs `cargo install cargo-fuzz`; RUSTC_BOOTSTRAP lets the stable toolchain build it).
 fuzz:

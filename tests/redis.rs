@@ -281,3 +281,173 @@ spec:
     assert_eq!(erase_user(&c, &ns, "7"), "Blocked");
     assert_eq!(keys(&r), now, "the held subject's keys stay");
 }
+
+fn driver_for(r: &RedisServer, rt: &tokio::runtime::Runtime, keys: serde_json::Value) -> Driver {
+    let store: lethe::api::DataStoreSpec =
+        serde_json::from_value(serde_json::json!({"type": "redis", "redis": {"host": "127.0.0.1", "port": r.port}}))
+            .unwrap();
+    let ds: lethe::api::DatasetSpec = serde_json::from_value(serde_json::json!({
+        "storeRef": {"name": "cache"}, "categories": ["usage"], "keys": keys,
+    }))
+    .unwrap();
+    rt.block_on(Driver::connect(&store, &Default::default())).unwrap().for_dataset(&ds)
+}
+
+fn zcard(con: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("ZCARD").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn sorted_sets_are_trimmed_by_score_and_a_subject_leaves_every_set() {
+    let r = RedisServer::start();
+    let mut con = r.con();
+    let now = Utc::now().timestamp();
+    // activity:<u>: 100 events each, scored by when they happened.
+    for u in 0..20 {
+        let mut p = redis::pipe();
+        for i in 0..100i64 {
+            p.cmd("ZADD")
+                .arg(format!("activity:{u}"))
+                .arg(now - age_of(&format!("x:{i}")).unwrap() * DAY)
+                .arg(format!("e{i}"))
+                .ignore();
+        }
+        p.query::<()>(&mut con).unwrap();
+    }
+    let young = (0..100i64).filter(|i| age_of(&format!("x:{i}")).unwrap() < 180).count() as i64;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = driver_for(&r, &rt, serde_json::json!({"pattern": "activity:*"}));
+    let sel = Selection {
+        table: Table { schema: None, name: id("records") },
+        older_than: Some((id("score"), Utc::now() - chrono::Duration::seconds(180 * DAY))),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![(id("key"), vec!["activity:7".into()])],
+    };
+    let plan = rt.block_on(db.plan(&sel)).unwrap();
+    assert_eq!((plan.total, plan.selected, plan.held), (2000, 19 * (100 - young), 100 - young), "{plan:?}");
+    let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!((out.records_done, out.remaining), (19 * (100 - young), 0));
+    for u in 0..20 {
+        let expected = if u == 7 { 100 } else { young };
+        assert_eq!(zcard(&mut con, &format!("activity:{u}")), expected, "activity:{u}");
+    }
+    // Minimum retention: with a 300-day minimum, a 100-day window trims only past 300 days.
+    let keep = (0..100i64).filter(|i| age_of(&format!("x:{i}")).unwrap() < 300).count() as i64;
+    let sel2 = Selection {
+        older_than: Some((id("score"), Utc::now() - chrono::Duration::seconds(100 * DAY))),
+        keep_newer_than: Some((id("score"), Utc::now() - chrono::Duration::seconds(300 * DAY))),
+        held: vec![],
+        ..sel.clone()
+    };
+    rt.block_on(db.run(&sel2, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!(zcard(&mut con, "activity:7"), keep, "the hold is gone: the minimum still keeps the young");
+
+    // A subject's members leave every set and sorted set; a held member stays.
+    let _: () = redis::cmd("SADD").arg("online").arg(&["1", "42", "7"]).query(&mut con).unwrap();
+    let _: () = redis::cmd("ZADD").arg("leaders").arg(&["5", "42", "6", "7", "7", "9"]).query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg("42").arg("not a member").query(&mut con).unwrap();
+    let db = driver_for(&r, &rt, serde_json::json!({"pattern": "*"}));
+    let erase = Selection {
+        older_than: None,
+        subject: vec![(id("member"), vec!["42".into()])],
+        keep_newer_than: None,
+        held: vec![],
+        ..sel.clone()
+    };
+    let out = rt.block_on(db.run(&erase, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!((out.records_done, out.remaining), (2, 0));
+    let online: BTreeSet<String> = redis::cmd("SMEMBERS").arg("online").query(&mut con).unwrap();
+    assert_eq!(online, BTreeSet::from(["1".to_string(), "7".to_string()]));
+    let leaders: Vec<String> = redis::cmd("ZRANGE").arg("leaders").arg(0).arg(-1).query(&mut con).unwrap();
+    assert_eq!(leaders, ["7", "9"]);
+    assert!(keys(&r).contains("42"), "a key named like the member is not a member");
+    // Trimming by score around a held member.
+    let now_s = now.to_string();
+    let _: () =
+        redis::cmd("ZADD").arg("visits").arg(&["100", "7", "100", "8", now_s.as_str(), "9"]).query(&mut con).unwrap();
+    let db = driver_for(&r, &rt, serde_json::json!({"pattern": "visits"}));
+    let trim = Selection { held: vec![(id("member"), vec!["7".into()])], ..sel };
+    let out = rt.block_on(db.run(&trim, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!(out.records_done, 1);
+    let visits: Vec<String> = redis::cmd("ZRANGE").arg("visits").arg(0).arg(-1).query(&mut con).unwrap();
+    assert_eq!(visits, ["7", "9"]);
+}
+
+#[test]
+fn keys_without_a_ttl_get_the_maximum_but_never_a_held_subjects() {
+    let r = RedisServer::start();
+    populate(&r, 1_000);
+    let mut con = r.con();
+    let _: () = redis::cmd("SET").arg("session:3:short").arg("x").arg("EX").arg(100).query(&mut con).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = driver_for(&r, &rt, serde_json::json!({"pattern": "session:*", "maxTtl": "30d"}));
+    let sel = retention(180);
+    let before = keys(&r);
+    let out = rt.block_on(db.run(&sel, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    let after = keys(&r);
+    let ttl = |con: &mut redis::Connection, k: &str| -> i64 { redis::cmd("TTL").arg(k).query(con).unwrap() };
+    let mut given = 0;
+    for k in &after {
+        let t = ttl(&mut con, k);
+        if k.starts_with("session:7:") {
+            assert_eq!(t, -1, "{k}: a held subject's key must not expire");
+        } else if k == "session:3:short" {
+            assert!((0..=100).contains(&t), "{k}: an existing TTL is kept ({t})");
+        } else if k.starts_with("session:") {
+            assert!((30 * DAY - 60..=30 * DAY).contains(&t), "{k}: {t}");
+            given += 1;
+        } else {
+            assert_eq!(t, -1, "{k}: outside the Dataset");
+        }
+    }
+    assert!(given > 0);
+    assert_eq!(out.expiries_set, given);
+    assert_eq!(before.len() - after.len(), out.records_done as usize);
+    // Under a minimum retention a TTL could cut it short: none is given.
+    let r2 = RedisServer::start();
+    populate(&r2, 200);
+    let db2 = driver_for(&r2, &rt, serde_json::json!({"pattern": "session:*", "maxTtl": "1d"}));
+    let sel2 = Selection {
+        keep_newer_than: Some((id("created_at"), Utc::now() - chrono::Duration::seconds(300 * DAY))),
+        ..retention(100)
+    };
+    let out = rt.block_on(db2.run(&sel2, &Action::Delete, &limits(), 0, |_| {})).unwrap();
+    assert_eq!(out.expiries_set, 0);
+    let mut con2 = r2.con();
+    assert!(keys(&r2).iter().all(|k| ttl(&mut con2, k) == -1));
+}
+
+#[test]
+fn a_million_keys_retention_and_erasure_end_exact() {
+    // 100,000 session hashes (aged as `populate` ages them) among 900,000 other keys.
+    let r = RedisServer::start();
+    let mut con = r.con();
+    let mut p = redis::pipe();
+    for i in 0..900_000i64 {
+        p.cmd("SET").arg(format!("page:{i}")).arg("x").ignore();
+        if i % 50_000 == 49_999 {
+            p.query::<()>(&mut con).unwrap();
+            p = redis::pipe();
+        }
+    }
+    populate(&r, 100_000);
+    let before = keys(&r);
+    assert_eq!(before.len(), 1_000_000 + 102);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = driver(&r, &rt);
+    let big = Limits { initial_batch: 5_000, max_batch: 10_000, ..Limits::default() };
+    let out = rt.block_on(db.run(&retention(180), &Action::Delete, &big, 0, |_| {})).unwrap();
+    let after = keys(&r);
+    assert_eq!(after, expected_after_retention(&before, 180));
+    assert_eq!(out.records_done as usize, before.len() - after.len());
+    // One subject's sessions among the million keys, by template.
+    let ids = [("user_id".to_string(), "42".to_string())].into();
+    let pattern = render_key_template("session:{user_id}:*", &ids).unwrap().unwrap();
+    let sel = Selection { older_than: None, subject: vec![(id("key"), vec![pattern])], held: vec![], ..retention(0) };
+    let out = rt.block_on(db.run(&sel, &Action::Delete, &big, 0, |_| {})).unwrap();
+    let last = keys(&r);
+    let expected: BTreeSet<String> = after.iter().filter(|k| !k.starts_with("session:42:")).cloned().collect();
+    assert_eq!(last, expected);
+    assert_eq!(out.records_done as usize, after.len() - last.len());
+}

@@ -160,14 +160,17 @@ pub struct ObjectLocation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyLocation {
-    /// A SCAN pattern, e.g. `session:*`.
+    /// A SCAN pattern, e.g. `session:*`. Hashes are records whose fields are
+    /// read by `timestamps` and `subjectFields`; sorted sets and sets are
+    /// records by member, with the pseudo-fields `score` (a time) and `member`.
     #[schemars(length(min = 1, max = 1024))]
     pub pattern: String,
     /// Where a subject's keys live, e.g. `session:{user_id}:*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub subject_key_template: Option<String>,
-    /// Keys without a TTL get at most this one.
+    /// Keys without a TTL are given this one by retention passes (never a
+    /// held subject's key, and not while a minimum retention applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl: Option<Duration>,
 }

@@ -175,6 +175,13 @@ pub struct RunCounts {
     pub anonymized: i64,
     pub skipped_held: i64,
     pub skipped_minimum_retention: i64,
+    /// Redis keys that had no TTL and were given the Dataset's `keys.maxTtl`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expiries_set: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -656,6 +656,7 @@ pub async fn execute(
     };
     let c = w.st.counts.get_or_insert_with(RunCounts::default);
     c.affected = affected;
+    c.expiries_set += outcome.expiries_set;
     match action {
         Action::Delete => c.deleted = affected,
         Action::Anonymize { .. } => c.anonymized = affected,

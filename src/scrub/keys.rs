@@ -130,20 +130,26 @@ pub fn fields(sel: &Selection) -> Vec<String> {
     f
 }
 
+/// Whether any condition holds for a key: a key pattern it matches, or a
+/// field whose value is one of the condition's.
+pub fn matches(conds: &[(Identifier, Vec<String>)], names: &[String], key: &str, values: &[Option<String>]) -> bool {
+    conds.iter().any(|(id, vals)| {
+        if id.to_string() == KEY_FIELD {
+            vals.iter().any(|p| glob_match(p.as_bytes(), key.as_bytes()))
+        } else {
+            let i = names.iter().position(|n| *n == id.to_string());
+            let v = i.and_then(|i| values.get(i)).and_then(|v| v.as_deref());
+            v.is_some_and(|v| vals.iter().any(|x| x == v))
+        }
+    })
+}
+
 pub fn classify(sel: &Selection, names: &[String], key: &str, values: &[Option<String>]) -> Class {
     let value = |id: &Identifier| -> Option<&str> {
         let i = names.iter().position(|n| *n == id.to_string())?;
         values.get(i)?.as_deref()
     };
-    let matches = |conds: &[(Identifier, Vec<String>)]| {
-        conds.iter().any(|(id, vals)| {
-            if id.to_string() == KEY_FIELD {
-                vals.iter().any(|p| glob_match(p.as_bytes(), key.as_bytes()))
-            } else {
-                value(id).is_some_and(|v| vals.iter().any(|x| x == v))
-            }
-        })
-    };
+    let matches = |conds: &[(Identifier, Vec<String>)]| matches(conds, names, key, values);
     let expired = match &sel.older_than {
         None => true,
         Some((c, t)) => value(c).and_then(parse_time).is_some_and(|v| v < *t),

@@ -38,6 +38,13 @@ pub struct Report {
     /// S3 stores: objects an Object Lock kept, by when each becomes deletable.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub locked: Vec<crate::api::LockedObjects>,
+    /// Redis stores: keys without a TTL given the Dataset's `keys.maxTtl`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expiries_set: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 type Objects = (Vec<DataStore>, Vec<Dataset>, Vec<RetentionPolicy>, Vec<LegalHold>);
@@ -182,6 +189,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             partitions: vec![],
             bytes_freed: Some(plan.selected_bytes),
             locked: vec![],
+            expiries_set: 0,
         };
         if report.dry_run {
             return Ok(report);
@@ -247,6 +255,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         partitions: vec![],
         bytes_freed: None,
         locked: vec![],
+        expiries_set: 0,
     };
     if report.dry_run {
         return Ok(report);
@@ -261,6 +270,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     report.records_done = outcome.records_done;
     report.remaining = outcome.remaining;
     report.partitions = outcome.partitions;
+    report.expiries_set = outcome.expiries_set;
     report.locked = outcome
         .locked
         .iter()

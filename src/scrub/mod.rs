@@ -206,6 +206,8 @@ pub struct Outcome {
     /// Objects the store refused to delete because an S3 Object Lock
     /// protects them, by the date each becomes deletable.
     pub locked: Vec<Locked>,
+    /// Redis keys without a TTL given the Dataset's `keys.maxTtl`.
+    pub expiries_set: i64,
 }
 
 /// Objects under an S3 Object Lock: deletable from `until`, or, under a

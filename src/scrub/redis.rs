@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 
-use super::keys::{Class, classify, fields, glob_escape, glob_match, parse_time};
+use super::keys::{Class, classify, fields, glob_escape, glob_match, matches, parse_time};
 use super::{Action, Counts, Limits, Outcome, Progress, ScrubError, Selection};
 use crate::api::{Identifier, KeyLocation};
 
@@ -63,7 +63,92 @@ struct KeyBatches<'a> {
     driver: &'a RedisDriver,
     sel: &'a Selection,
     scanner: Scanner,
+    /// Seconds: `keys.maxTtl`, given to keys without a TTL by a retention pass.
+    max_ttl: Option<u64>,
+    expiries_set: i64,
 }
+
+/// A key met by a scan: its class, and whether a hold names it.
+struct Scanned {
+    key: String,
+    class: Class,
+    held: bool,
+}
+
+/// The pseudo-field of a sorted set member's score, a Unix time in seconds.
+pub const SCORE_FIELD: &str = "score";
+/// The pseudo-field of a set or sorted set member.
+pub const MEMBER_FIELD: &str = "member";
+
+/// Whether a selection reads members of sets and sorted sets.
+fn members_mode(sel: &Selection) -> bool {
+    let is = |id: &Identifier| [SCORE_FIELD, MEMBER_FIELD].contains(&id.to_string().as_str());
+    sel.older_than.as_ref().is_some_and(|(c, _)| is(c)) || sel.subject.iter().any(|(c, _)| is(c))
+}
+
+/// Gives a key without a TTL the maximum (`EXPIRE ... NX`, Redis 7), unless
+/// it is a set or sorted set holding a held member.
+const EXPIRE_SCRIPT: &str = r#"
+local t = redis.call('TYPE', KEYS[1])['ok']
+for i = 2, #ARGV do
+  if (t == 'set' and redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1) or (t == 'zset' and redis.call('ZSCORE', KEYS[1], ARGV[i])) then
+    return 0
+  end
+end
+return redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+"#;
+
+/// Trims a sorted set by score, or removes a subject's members from a set
+/// or sorted set, skipping held members; counts only when ARGV[1] is 1.
+/// Returns {changed or selected, held, under minimum retention, members}.
+const MEMBERS_SCRIPT: &str = r#"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'zset' and t ~= 'set' then return {0, 0, 0, 0} end
+local total
+if t == 'zset' then total = redis.call('ZCARD', KEYS[1]) else total = redis.call('SCARD', KEYS[1]) end
+local dry, keyheld, cutoff, minimum = ARGV[1] == '1', ARGV[2] == '1', ARGV[3], ARGV[4]
+local ns = tonumber(ARGV[5])
+local want, held, heldany = {}, {}, false
+for i = 6, 5 + ns do want[ARGV[i]] = true end
+for i = 6 + ns, #ARGV do held[ARGV[i]] = true; heldany = true end
+local cand, under = {}, 0
+if cutoff ~= '' then
+  if t ~= 'zset' then return {0, 0, 0, total} end
+  local upper = cutoff
+  if minimum ~= '' and tonumber(minimum) < tonumber(cutoff) then upper = minimum end
+  local expired = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. cutoff)
+  if ns == 0 and not heldany and not keyheld and not dry then
+    local n = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. upper)
+    return {n, 0, expired - n, total}
+  end
+  local all = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. upper)
+  under = expired - #all
+  for _, m in ipairs(all) do
+    if ns == 0 or want[m] then cand[#cand + 1] = m end
+  end
+else
+  for i = 6, 5 + ns do
+    local m = ARGV[i]
+    if t == 'zset' then
+      local s = redis.call('ZSCORE', KEYS[1], m)
+      if s then
+        if minimum ~= '' and tonumber(s) >= tonumber(minimum) then under = under + 1 else cand[#cand + 1] = m end
+      end
+    elseif redis.call('SISMEMBER', KEYS[1], m) == 1 then
+      cand[#cand + 1] = m
+    end
+  end
+end
+if keyheld then return {0, #cand, under, total} end
+local n, h = 0, 0
+for _, m in ipairs(cand) do
+  if held[m] then h = h + 1
+  elseif dry then n = n + 1
+  elseif t == 'zset' then n = n + redis.call('ZREM', KEYS[1], m)
+  else n = n + redis.call('SREM', KEYS[1], m) end
+end
+return {n, h, under, total}
+"#;
 
 impl super::BatchSource for KeyBatches<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
@@ -77,16 +162,42 @@ impl super::BatchSource for KeyBatches<'_> {
         let Some(batch) = self.driver.next_batch(&mut self.scanner, self.sel, size as usize).await? else {
             return Ok(None);
         };
-        let doomed: Vec<&String> = batch.iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
-        if doomed.is_empty() {
-            return Ok(Some(0));
+        let mut con = self.driver.con.clone();
+        let doomed: Vec<&String> = batch.iter().filter(|k| k.class == Class::Selected).map(|k| &k.key).collect();
+        let mut n = 0;
+        if !doomed.is_empty() {
+            let mut p = redis::pipe();
+            for k in &doomed {
+                p.cmd("UNLINK").arg(*k);
+            }
+            let removed: Vec<i64> = p.query_async(&mut con).await.map_err(unavailable)?;
+            n += removed.iter().sum::<i64>();
         }
-        let mut p = redis::pipe();
-        for k in &doomed {
-            p.cmd("UNLINK").arg(*k);
+        let rest: Vec<Scanned> = batch.into_iter().filter(|k| k.class != Class::Selected).collect();
+        if members_mode(self.sel) {
+            n += self.driver.members(self.sel, &rest, false).await?.iter().map(|m| m[0]).sum::<i64>();
         }
-        let removed: Vec<i64> = p.query_async(&mut self.driver.con.clone()).await.map_err(unavailable)?;
-        Ok(Some(removed.iter().sum()))
+        if let Some(ttl) = self.max_ttl {
+            // Keys without a TTL get the Dataset's maximum, except a held
+            // subject's keys (the hold must outlive any TTL).
+            let open: Vec<&String> = rest.iter().filter(|k| !k.held).map(|k| &k.key).collect();
+            if !open.is_empty() {
+                let held_members: Vec<String> = self
+                    .sel
+                    .held
+                    .iter()
+                    .filter(|(c, _)| c.to_string() == MEMBER_FIELD)
+                    .flat_map(|(_, v)| v.clone())
+                    .collect();
+                let mut p = redis::pipe();
+                for k in &open {
+                    p.cmd("EVAL").arg(EXPIRE_SCRIPT).arg(1).arg(*k).arg(ttl).arg(&held_members);
+                }
+                let set: Vec<i64> = p.query_async(&mut con).await.map_err(unavailable)?;
+                self.expiries_set += set.iter().sum::<i64>();
+            }
+        }
+        Ok(Some(n))
     }
 }
 
@@ -148,7 +259,7 @@ impl RedisDriver {
         s: &mut Scanner,
         sel: &Selection,
         count: usize,
-    ) -> Result<Option<Vec<(String, Class)>>, ScrubError> {
+    ) -> Result<Option<Vec<Scanned>>, ScrubError> {
         let mut con = self.con.clone();
         while s.next < s.patterns.len() {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -187,9 +298,10 @@ impl RedisDriver {
             let batch = keys
                 .into_iter()
                 .zip(values)
-                .map(|(k, v)| {
-                    let c = classify(sel, &s.names, &k, &v);
-                    (k, c)
+                .map(|(key, v)| Scanned {
+                    class: classify(sel, &s.names, &key, &v),
+                    held: matches(&sel.held, &s.names, &key, &v),
+                    key,
                 })
                 .collect();
             return Ok(Some(batch));
@@ -235,13 +347,26 @@ impl RedisDriver {
         let mut c = Counts::default();
         let mut s = self.scanner(sel)?;
         while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
-            for (_, class) in batch {
+            for k in &batch {
                 c.total += 1;
-                match class {
+                match k.class {
                     Class::Selected => c.selected += 1,
                     Class::Held => c.held += 1,
                     Class::UnderMinimum => c.under_minimum += 1,
                     Class::Out => {}
+                }
+            }
+            if members_mode(sel) {
+                for (k, m) in batch.iter().zip(self.members(sel, &batch, true).await?) {
+                    if m[3] > 0 {
+                        // A set's members are its records, not the set itself.
+                        c.total += m[3] - 1;
+                        c.selected += m[0];
+                        c.held += m[1];
+                        c.under_minimum += m[2];
+                    } else if k.class == Class::Out {
+                        continue;
+                    }
                 }
             }
         }
@@ -264,7 +389,7 @@ impl RedisDriver {
         let mut s = self.scanner(sel)?;
         while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
             let selected: Vec<String> =
-                batch.into_iter().filter(|(_, c)| *c == Class::Selected).map(|(k, _)| k).collect();
+                batch.into_iter().filter(|k| k.class == Class::Selected).map(|k| k.key).collect();
             if selected.is_empty() {
                 continue;
             }
@@ -288,6 +413,46 @@ impl RedisDriver {
         super::delete_only(action, "Redis keys")
     }
 
+    /// Runs the members script on each scanned key (sets and sorted sets
+    /// answer; other types count nothing): [changed or selected, held,
+    /// under minimum, members] per key.
+    async fn members(&self, sel: &Selection, keys: &[Scanned], dry: bool) -> Result<Vec<[i64; 4]>, ScrubError> {
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let score = |c: &Option<(Identifier, DateTime<Utc>)>| match c {
+            Some((f, t)) if f.to_string() == SCORE_FIELD => t.timestamp().to_string(),
+            _ => String::new(),
+        };
+        let (cutoff, minimum) = (score(&sel.older_than), score(&sel.keep_newer_than));
+        let pick = |conds: &[(Identifier, Vec<String>)]| -> Vec<String> {
+            conds.iter().filter(|(c, _)| c.to_string() == MEMBER_FIELD).flat_map(|(_, v)| v.clone()).collect()
+        };
+        let (wanted, held) = (pick(&sel.subject), pick(&sel.held));
+        let by_member = sel.subject.iter().any(|(c, _)| c.to_string() == MEMBER_FIELD);
+        let mut p = redis::pipe();
+        for k in keys {
+            // A selection by member naming no member selects nothing.
+            let empty = by_member && wanted.is_empty();
+            let key_held = sel.held.iter().any(|(c, v)| {
+                c.to_string() == KEY_FIELD && v.iter().any(|pat| glob_match(pat.as_bytes(), k.key.as_bytes()))
+            });
+            p.cmd("EVAL")
+                .arg(MEMBERS_SCRIPT)
+                .arg(1)
+                .arg(&k.key)
+                .arg(if dry || empty { "1" } else { "0" })
+                .arg(if key_held { "1" } else { "0" })
+                .arg(&cutoff)
+                .arg(&minimum)
+                .arg(wanted.len())
+                .arg(&wanted)
+                .arg(&held);
+        }
+        let out: Vec<Vec<i64>> = p.query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        Ok(out.into_iter().map(|v| [v[0], v[1], v[2], v[3]]).collect())
+    }
+
     pub async fn run(
         &self,
         sel: &Selection,
@@ -297,8 +462,15 @@ impl RedisDriver {
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         Self::refuse_anonymize(action)?;
-        let mut source = KeyBatches { driver: self, sel, scanner: self.scanner(sel)? };
+        // A maximum TTL is the Dataset's own retention: only retention passes
+        // apply it, and never under a minimum retention it could undercut.
+        let max_ttl = match (&self.target, sel.subject.is_empty(), &sel.keep_newer_than) {
+            (Some(t), true, None) => t.max_ttl.as_ref().map(|d| d.seconds().max(1)),
+            _ => None,
+        };
+        let mut source = KeyBatches { driver: self, sel, scanner: self.scanner(sel)?, max_ttl, expiries_set: 0 };
         let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
+        out.expiries_set = source.expiries_set;
         out.remaining = self.count(sel).await?;
         Ok(out)
     }
