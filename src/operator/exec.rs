@@ -239,6 +239,27 @@ pub struct Targets {
 /// Loads a run's Dataset, DataStore and applicable holds. `Ok(Err)` names what is missing.
 pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Result<Targets, String>> {
     let ns = run.namespace().unwrap_or_default();
+    let datasets = Api::<Dataset>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
+    let table_of = |name: &str| {
+        datasets.iter().find(|d| d.name_any() == name).and_then(|d| d.spec.table.as_ref()).map(|t| t.name.to_string())
+    };
+    let relations = datasets
+        .iter()
+        .flat_map(|d| d.spec.relations.iter().map(move |r| (d, r)))
+        .filter_map(|(d, r)| Some((d.spec.table.as_ref()?.name.to_string(), table_of(&r.dataset)?)))
+        .collect();
+    targets_of_run(client, run, relations).await
+}
+
+/// A run's Dataset, DataStore and holds, read with no more than a scrub
+/// Job's Role allows (its Dataset and DataStore by name, LegalHolds listed);
+/// the relations come from the caller.
+pub async fn targets_of_run(
+    client: &Client,
+    run: &ScrubRun,
+    relations: Vec<(String, String)>,
+) -> Result<std::result::Result<Targets, String>> {
+    let ns = run.namespace().unwrap_or_default();
     let Some(dataset) = Api::<Dataset>::namespaced(client.clone(), &ns).get_opt(&run.spec.dataset_ref.name).await?
     else {
         return Ok(Err(format!("Dataset {:?} does not exist", run.spec.dataset_ref.name)));
@@ -249,15 +270,6 @@ pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Res
     };
     let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
     let holds = holds_for(&all, &dataset, now());
-    let datasets = Api::<Dataset>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
-    let table_of = |name: &str| {
-        datasets.iter().find(|d| d.name_any() == name).and_then(|d| d.spec.table.as_ref()).map(|t| t.name.to_string())
-    };
-    let relations = datasets
-        .iter()
-        .flat_map(|d| d.spec.relations.iter().map(move |r| (d, r)))
-        .filter_map(|(d, r)| Some((d.spec.table.as_ref()?.name.to_string(), table_of(&r.dataset)?)))
-        .collect();
     Ok(Ok(Targets { dataset, store, holds, relations }))
 }
 
@@ -299,6 +311,18 @@ pub async fn execute(
             None => whole.push(name),
             Some(s) => {
                 let named_by_digest = subject_digests.iter().any(|d| s.digests.contains(d));
+                if s.secret_ref.is_some() && !inputs.held.contains_key(&name) {
+                    // A hold made after this run's Job was built: its subjects never
+                    // reached the Job. Stop rather than risk their records.
+                    return w
+                        .fail(
+                            "HeldSubjectsUnresolvable",
+                            format!(
+                                "LegalHold {name:?} names subjects this run was not given (it is newer than the run's Job); nothing was deleted, the next run carries them"
+                            ),
+                        )
+                        .await;
+                }
                 let by_secret = inputs.held.get(&name).cloned().unwrap_or_default();
                 let named_by_value = inputs
                     .identifiers

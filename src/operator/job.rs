@@ -45,6 +45,9 @@ pub const ENV_CA: &str = "LETHE_STORE_CA";
 pub const ENV_SALT: &str = "LETHE_ANONYMIZATION_SALT";
 const ENV_SUBJECT: &str = "LETHE_SUBJECT_";
 const ENV_HELD: &str = "LETHE_HELD_";
+/// The namespace's declared relations as JSON `[[child table, parent table]]`,
+/// so the Job need not read other Datasets.
+const ENV_RELATIONS: &str = "LETHE_RELATIONS";
 
 /// The Job's name for a run: short enough for a pod label value.
 pub fn job_name(run: &str) -> String {
@@ -80,6 +83,7 @@ fn type_var(t: &str) -> String {
 async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std::result::Result<Job, String>> {
     let ns = run.namespace().unwrap_or_default();
     let mut env = vec![];
+    env.push(plain_env(ENV_RELATIONS, &serde_json::to_string(&targets.relations).unwrap_or_default()));
     if let Some(r) = &targets.store.spec.secret_ref {
         env.push(secret_env(ENV_USERNAME, &r.name, &r.username_key));
         env.push(secret_env(ENV_PASSWORD, &r.name, &r.password_key));
@@ -237,6 +241,7 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
             if active >= limit {
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
+            grant(ctx, run, &t).await?;
             let job = match build(ctx, run, &t).await? {
                 Ok(j) => j,
                 Err(m) => {
@@ -290,6 +295,57 @@ pub async fn ensure(ctx: &Arc<Ctx>, run: &ScrubRun) -> Result<Action> {
     }
 }
 
+/// What one run's Job may do, as a Role bound to the Job's ServiceAccount
+/// and owned by the run (so it goes with it): read that run and write its
+/// status, read its Dataset and DataStore, and list LegalHolds (a hold
+/// created up to the Job's start still stops it). Nothing else: no other
+/// run, Dataset or store, no Secrets.
+async fn grant(ctx: &Ctx, run: &ScrubRun, t: &exec::Targets) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let ns = run.namespace().unwrap_or_default();
+    let name = job_name(&run.name_any());
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        labels: Some([(RUN_LABEL.to_string(), label_value(&run.name_any()))].into()),
+        owner_references: Some(vec![run.controller_owner_ref(&()).expect("a stored run has a uid")]),
+        ..ObjectMeta::default()
+    };
+    let rule = |resource: &str, names: Vec<String>, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec!["lethe.dev".into()]),
+        resources: Some(vec![resource.into()]),
+        resource_names: (!names.is_empty()).then_some(names),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(vec![
+            rule("scrubruns", vec![run.name_any()], &["get"]),
+            rule("scrubruns/status", vec![run.name_any()], &["get", "patch"]),
+            rule("datasets", vec![t.dataset.name_any()], &["get"]),
+            rule("datastores", vec![t.store.name_any()], &["get"]),
+            rule("legalholds", vec![], &["list"]),
+        ]),
+    };
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: ctx.config.job_service_account.clone().unwrap_or_else(|| "default".into()),
+            namespace: Some(ns.clone()),
+            ..Subject::default()
+        }]),
+    };
+    let pp = kube::api::PatchParams::apply(super::MANAGER).force();
+    Api::<Role>::namespaced(ctx.client.clone(), &ns).patch(&name, &pp, &kube::api::Patch::Apply(&role)).await?;
+    Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &kube::api::Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
 /// A Job's inputs, from its environment.
 pub fn inputs_from_env() -> exec::Inputs {
     let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
@@ -327,7 +383,9 @@ pub async fn run_in_job(namespace: &str, name: &str) -> Result<exec::Ended> {
     let client = kube::Client::try_default().await?;
     let api: Api<ScrubRun> = Api::namespaced(client.clone(), namespace);
     let run = api.get(name).await?;
-    let targets = match exec::targets(&client, &run).await? {
+    let relations: Vec<(String, String)> =
+        std::env::var(ENV_RELATIONS).ok().and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
+    let targets = match exec::targets_of_run(&client, &run, relations).await? {
         Ok(t) => t,
         Err(m) => {
             exec::fail(&client, &run, "NotFound", m).await?;

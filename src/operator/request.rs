@@ -392,7 +392,13 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                         let policies = dataset::applying_policies(&ctx, ds);
                         let effective = dataset::effective_of(ds, &policies, at);
                         let from = v.as_ref().and_then(|v| v.newest_kept).or(run.spec.scheduled_time).unwrap_or(at);
-                        r.erasable_after = effective.minimum.as_ref().and_then(|(d, _)| d.after(from));
+                        // Whole seconds, as status keeps them, rounded up: a run at a
+                        // time rounded down would find the record still kept.
+                        r.erasable_after = effective.minimum.as_ref().and_then(|(d, _)| d.after(from)).map(|t| {
+                            use chrono::Timelike;
+                            let whole = t.with_nanosecond(0).unwrap_or(t);
+                            if whole < t { whole + chrono::Duration::seconds(1) } else { whole }
+                        });
                         "Deferred".into()
                     }
                     _ if r.remaining.unwrap_or(0) > 0 => "Blocked".into(),

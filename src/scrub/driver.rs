@@ -238,7 +238,7 @@ impl Driver {
                 let c = store.s3.as_ref().ok_or_else(|| ScrubError::Config("the store has no s3 connection".into()))?;
                 let (Some(id), Some(secret)) = (&credentials.username, &credentials.password) else {
                     return Err(ScrubError::Config(
-                        "an s3 store needs credentialsSecretRef with an access key id and a secret access key".into(),
+                        "an s3 store needs secretRef naming a Secret with the access key id (username) and secret access key (password)".into(),
                     ));
                 };
                 Driver::S3(super::s3::S3Driver::connect(&super::s3::S3Options {
