@@ -100,6 +100,28 @@ pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc))
 }
 
+impl super::Counts {
+    /// Counts one record of a dry run by where it stands.
+    pub fn add(&mut self, class: Class) {
+        self.total += 1;
+        match class {
+            Class::Selected => self.selected += 1,
+            Class::Held => self.held += 1,
+            Class::UnderMinimum => self.under_minimum += 1,
+            Class::Out => {}
+        }
+    }
+}
+
+/// The earlier (or, with `newest`, later) of a running extreme and a time.
+pub fn extreme_of(best: Option<DateTime<Utc>>, t: DateTime<Utc>, newest: bool) -> DateTime<Utc> {
+    match best {
+        None => t,
+        Some(b) if newest => b.max(t),
+        Some(b) => b.min(t),
+    }
+}
+
 /// Where one record stands in a selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

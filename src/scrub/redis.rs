@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 
-use super::keys::{Class, classify, fields, glob_escape, glob_match, matches, parse_time};
+use super::keys::{Class, classify, extreme_of, fields, glob_escape, glob_match, matches, parse_time};
 use super::{Action, Counts, Limits, Outcome, Progress, ScrubError, Selection};
 use crate::api::{Identifier, KeyLocation};
 
@@ -348,24 +348,16 @@ impl RedisDriver {
         let mut s = self.scanner(sel)?;
         while let Some(batch) = self.next_batch(&mut s, sel, SCAN_COUNT).await? {
             for k in &batch {
-                c.total += 1;
-                match k.class {
-                    Class::Selected => c.selected += 1,
-                    Class::Held => c.held += 1,
-                    Class::UnderMinimum => c.under_minimum += 1,
-                    Class::Out => {}
-                }
+                c.add(k.class);
             }
             if members_mode(sel) {
-                for (k, m) in batch.iter().zip(self.members(sel, &batch, true).await?) {
+                for m in self.members(sel, &batch, true).await? {
                     if m[3] > 0 {
                         // A set's members are its records, not the set itself.
                         c.total += m[3] - 1;
                         c.selected += m[0];
                         c.held += m[1];
                         c.under_minimum += m[2];
-                    } else if k.class == Class::Out {
-                        continue;
                     }
                 }
             }
@@ -399,11 +391,7 @@ impl RedisDriver {
             }
             let vals: Vec<Option<String>> = p.query_async(&mut con).await.map_err(unavailable)?;
             for t in vals.iter().flatten().filter_map(|v| parse_time(v)) {
-                best = Some(match best {
-                    None => t,
-                    Some(b) if newest => b.max(t),
-                    Some(b) => b.min(t),
-                });
+                best = Some(extreme_of(best, t, newest));
             }
         }
         Ok(best)

@@ -30,7 +30,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier, Object
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::keys::{Class, KEY_FIELD, classify, fields, glob_escape, parse_time};
+use super::keys::{Class, KEY_FIELD, classify, extreme_of, fields, glob_escape, parse_time};
 use super::{Action, Counts, Limits, Locked, Outcome, Progress, ScrubError, Selection};
 use crate::api::{FILE_TIME, Identifier, ObjectLocation};
 
@@ -629,13 +629,7 @@ impl S3Driver {
                 if v.marker {
                     continue;
                 }
-                c.total += 1;
-                match class {
-                    Class::Selected => c.selected += 1,
-                    Class::Held => c.held += 1,
-                    Class::UnderMinimum => c.under_minimum += 1,
-                    Class::Out => {}
-                }
+                c.add(class);
             }
         }
         Ok(c)
@@ -666,11 +660,7 @@ impl S3Driver {
                     continue;
                 }
                 if let Some(t) = vals.get(i).cloned().flatten().as_deref().and_then(parse_time) {
-                    best = Some(match best {
-                        None => t,
-                        Some(b) if newest => b.max(t),
-                        Some(b) => b.min(t),
-                    });
+                    best = Some(extreme_of(best, t, newest));
                 }
             }
         }
