@@ -325,3 +325,45 @@ spec:
     assert_eq!(erase_user(&c, &ns, "7"), "Blocked");
     assert!(t.root.join("logs/users/7/nested/4.json").exists());
 }
+
+/// With the Job executor, a files store's scrub Job mounts the DataStore's
+/// PersistentVolumeClaim at the store's root (the emulator runs the Job as a
+/// local process, so the root is the same directory) and scrubs it exactly.
+#[test]
+fn a_scrub_job_mounts_the_stores_volume_claim_at_its_root() {
+    let t = tree();
+    let before = files(&t.root);
+    let c = Cluster::start();
+    let ns = c.namespace("volume-jobs");
+    let _op = Operator::start(&c, &ns, "job", "op-files-job");
+    let manifest = format!(
+        r#"apiVersion: lethe.dev/v1alpha1
+kind: DataStore
+metadata: {{name: vol}}
+spec: {{type: filesystem, filesystem: {{root: {root}, persistentVolumeClaim: access-logs}}}}
+---
+apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: logs}}
+spec:
+  storeRef: {{name: vol}}
+  categories: [usage]
+  files: {{directory: logs, nameDatePattern: "access-{{yyyy}}-{{mm}}-{{dd}}.log", subjectPathTemplate: "users/{{user_id}}/"}}
+  retention: {{keepFor: 180d}}
+  schedule: {{cron: "0 0 1 1 *"}}
+  safety: {{maxDeletePercent: 100}}
+"#,
+        root = t.root.display()
+    );
+    c.apply_text(&format!("{manifest}---\n{}", hold_on_user("logs", "7")), &["-n", &ns]);
+    c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/logs", "--timeout=90s"]);
+    assert_eq!(files(&t.root), expected_after_retention(&before, 180));
+    let spec = |path: &str| {
+        c.ok(&["-n", &ns, "get", "jobs", "-o", &format!("jsonpath={{.items[0].spec.template.spec{path}}}")])
+    };
+    assert_eq!(spec(".volumes[0].persistentVolumeClaim.claimName"), "access-logs");
+    assert_eq!(spec(".containers[0].volumeMounts[0].name"), spec(".volumes[0].name"));
+    assert_eq!(spec(".containers[0].volumeMounts[0].mountPath"), t.root.display().to_string());
+    let executor = c.ok(&["-n", &ns, "get", "scrubruns", "-o", "jsonpath={.items[0].status.executor}"]);
+    assert_eq!(executor, "job");
+}
