@@ -44,7 +44,15 @@ fn list_expired(
     rt.block_on(async {
         let (mut expired, mut total, mut token) = (Vec::new(), 0, None);
         loop {
-            let r = client.list_objects_v2().bucket(bucket).set_continuation_token(token).send().await.unwrap();
+            // The page size Lethe asks for: both sides list alike.
+            let r = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .max_keys(10_000)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
             total += r.contents().len();
             for o in r.contents() {
                 if o.last_modified().unwrap().secs() < cutoff {

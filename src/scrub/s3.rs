@@ -34,8 +34,11 @@ use super::keys::{Class, KEY_FIELD, classify, extreme_of, fields, glob_escape, p
 use super::{Action, Counts, Limits, Locked, Outcome, Progress, ScrubError, Selection};
 use crate::api::{FILE_TIME, Identifier, ObjectLocation};
 
-/// Keys S3 returns per listing page and accepts per `DeleteObjects` call.
+/// Keys S3 accepts per `DeleteObjects` call (and returns per listing page).
 const PAGE: usize = 1000;
+/// Keys asked for per listing page. S3 answers at most 1,000 whatever is
+/// asked; servers that allow larger pages answer with fewer round trips.
+const LIST_MAX: usize = 10_000;
 /// `DeleteObjects` calls in flight at once.
 const DELETE_CONCURRENCY: usize = 4;
 /// HEAD requests in flight at once when metadata is needed.
@@ -296,7 +299,7 @@ impl S3Driver {
     /// The next page of entries in scope, whole keys only; `None` at the end.
     async fn page(&self, l: &mut Lister, max: usize) -> Result<Option<Vec<Version>>, ScrubError> {
         let bucket = self.location()?.bucket.clone();
-        let max = max.clamp(1, PAGE) as i32;
+        let max = max.clamp(1, LIST_MAX) as i32;
         while l.next < l.prefixes.len() {
             let prefix = l.prefixes[l.next].clone();
             let mut entries = if l.versioned {
@@ -614,7 +617,7 @@ impl S3Driver {
         l.prefixes = vec![l.dataset.clone()];
         l.names.clear();
         let mut n = 0;
-        while let Some(page) = self.page(&mut l, PAGE).await? {
+        while let Some(page) = self.page(&mut l, LIST_MAX).await? {
             n += page.iter().filter(|v| !v.marker).count() as i64;
         }
         Ok(n)
@@ -624,7 +627,7 @@ impl S3Driver {
     async fn tally(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         let mut c = Counts::default();
         let mut l = self.lister(sel).await?;
-        while let Some(page) = self.page(&mut l, PAGE).await? {
+        while let Some(page) = self.page(&mut l, LIST_MAX).await? {
             for (v, class) in self.classify_page(&l, sel, page).await? {
                 if v.marker {
                     continue;
@@ -653,7 +656,7 @@ impl S3Driver {
         }
         let i = l.names.iter().position(|n| *n == column).unwrap_or(0);
         let mut best: Option<DateTime<Utc>> = None;
-        while let Some(page) = self.page(&mut l, PAGE).await? {
+        while let Some(page) = self.page(&mut l, LIST_MAX).await? {
             let values = self.values(&l, &page).await?;
             for (v, vals) in page.iter().zip(values) {
                 if v.marker || classify(sel, &l.names, &v.key, &vals) != Class::Selected {
@@ -680,7 +683,14 @@ impl S3Driver {
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         Self::refuse_anonymize(action)?;
-        let mut source = ObjectBatches { driver: self, sel, lister: self.lister(sel).await?, locked: vec![] };
+        let mut source = ObjectBatches {
+            driver: self,
+            sel,
+            lister: self.lister(sel).await?,
+            locked: vec![],
+            pending: Default::default(),
+            listed_all: false,
+        };
         let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
         let mut merged: BTreeMap<(Option<DateTime<Utc>>, bool), i64> = BTreeMap::new();
         for l in source.locked {
@@ -693,39 +703,40 @@ impl S3Driver {
     }
 }
 
-/// A pass's batches: listing pages up to the batch size, their selected
-/// entries deleted together.
+/// A pass's batches: the selected entries of listing pages (one page
+/// listed per batch at most), deleted up to the batch size at a time.
 struct ObjectBatches<'a> {
     driver: &'a S3Driver,
     sel: &'a Selection,
     lister: Lister,
     locked: Vec<Locked>,
+    /// Selected entries listed but not yet deleted, in listing order.
+    pending: std::collections::VecDeque<Version>,
+    listed_all: bool,
 }
 
 impl super::BatchSource for ObjectBatches<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
-        // Entries listed per batch: at least one page, at most ten.
+        // Objects deleted per batch: one to ten DeleteObjects calls.
         let max = limits.max_batch.clamp(PAGE as i64, 10 * PAGE as i64);
         (limits.initial_batch.clamp(PAGE as i64, max), PAGE as i64, max)
     }
 
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
-        let mut doomed = Vec::new();
-        let mut listed = 0;
-        let mut any = false;
-        while listed < size as usize {
-            let Some(page) = self.driver.page(&mut self.lister, PAGE).await? else { break };
-            any = true;
-            listed += page.len();
-            let classes = self.driver.classify_page(&self.lister, self.sel, page).await?;
-            doomed.extend(classes.into_iter().filter(|(_, c)| *c == Class::Selected).map(|(v, _)| v));
+        let size = size.max(1) as usize;
+        if self.pending.len() < size && !self.listed_all {
+            match self.driver.page(&mut self.lister, LIST_MAX).await? {
+                Some(page) => {
+                    let classes = self.driver.classify_page(&self.lister, self.sel, page).await?;
+                    self.pending.extend(classes.into_iter().filter(|(_, c)| *c == Class::Selected).map(|(v, _)| v));
+                }
+                None => self.listed_all = true,
+            }
         }
-        if !any {
-            return Ok(None);
+        if self.pending.is_empty() {
+            return Ok(if self.listed_all { None } else { Some(0) });
         }
-        if doomed.is_empty() {
-            return Ok(Some(0));
-        }
+        let doomed: Vec<Version> = self.pending.drain(..size.min(self.pending.len())).collect();
         let (n, locked) = self.driver.delete(doomed).await?;
         self.locked.extend(locked);
         Ok(Some(n))
