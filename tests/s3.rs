@@ -419,6 +419,14 @@ fn a_subject_is_found_by_object_metadata_too() {
         .collect();
     s3.seed("uploads", &seeds);
     let db = driver(&s3, &rt, serde_json::json!({"bucket": "uploads", "prefix": "users/"}));
+    // Metadata names are case-insensitive: a hold by `User_Id` keeps user 3's uploads.
+    let held = Selection {
+        older_than: Some((id("modified"), Utc::now())),
+        subject: vec![],
+        held: vec![(id("User_Id"), vec!["3".into()])],
+        ..retention(0)
+    };
+    assert_eq!(rt.block_on(db.plan(&held)).unwrap().held, 30);
     let sel =
         Selection { older_than: None, subject: vec![(id("user_id"), vec!["4".into()])], held: vec![], ..retention(0) };
     assert_eq!(rt.block_on(db.plan(&sel)).unwrap().selected, 30);

@@ -414,7 +414,10 @@ impl S3Driver {
                             .send()
                             .await;
                         match r {
-                            Ok(h) => Ok(h.metadata().cloned()),
+                            // Metadata names are case-insensitive (S3 keeps them lower-case).
+                            Ok(h) => Ok(h
+                                .metadata()
+                                .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())),
                             // Gone since the listing: nothing to read, nothing to delete.
                             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
                             Err(e) => Err(service_error("HeadObject", e)),
@@ -437,7 +440,7 @@ impl S3Driver {
                         if n == FILE_TIME {
                             Self::time_of(l, v).map(|t| t.to_rfc3339())
                         } else {
-                            meta.as_ref().and_then(|m| m.get(n).cloned())
+                            meta.as_ref().and_then(|m| m.get(&n.to_ascii_lowercase()).cloned())
                         }
                     })
                     .collect()
