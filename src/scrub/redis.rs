@@ -19,8 +19,11 @@ use crate::api::{Identifier, KeyLocation};
 
 pub use super::keys::KEY_FIELD;
 
-/// Keys asked of each SCAN step when counting (a hint to the server).
-const SCAN_COUNT: usize = 5000;
+/// Keys asked of each SCAN step when counting (a hint to the server); a
+/// pass's steps never ask for more either.
+const SCAN_COUNT: usize = 10_000;
+/// Keys per UNLINK command.
+const UNLINK_KEYS: usize = 1000;
 
 pub struct RedisDriver {
     con: MultiplexedConnection,
@@ -154,7 +157,7 @@ impl super::BatchSource for KeyBatches<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
         // SCAN's COUNT: keys looked at per step. Redis serves one command at
         // a time, so a step never asks for more than 10,000.
-        let max = limits.max_batch.clamp(1, 10_000);
+        let max = limits.max_batch.clamp(1, SCAN_COUNT as i64);
         (limits.initial_batch.clamp(1, max), limits.min_batch.clamp(1, max), max)
     }
 
@@ -166,9 +169,10 @@ impl super::BatchSource for KeyBatches<'_> {
         let doomed: Vec<&String> = batch.iter().filter(|k| k.class == Class::Selected).map(|k| &k.key).collect();
         let mut n = 0;
         if !doomed.is_empty() {
+            // UNLINK takes many keys: a few commands instead of one per key.
             let mut p = redis::pipe();
-            for k in &doomed {
-                p.cmd("UNLINK").arg(*k);
+            for chunk in doomed.chunks(UNLINK_KEYS) {
+                p.cmd("UNLINK").arg(chunk);
             }
             let removed: Vec<i64> = p.query_async(&mut con).await.map_err(unavailable)?;
             n += removed.iter().sum::<i64>();
