@@ -274,22 +274,14 @@ fn lethe_scrub_runs_a_files_dataset_from_manifests() {
     assert_eq!(files(&t.root), expected);
 }
 
-/// The operator scrubs a files Dataset (in-process executor): retention
-/// keeps a held subject's directory, and a deletion request removes one
-/// subject's directory, with the counts and verification in status.
-#[test]
-fn the_operator_scrubs_a_files_dataset_and_erases_a_subjects_files() {
-    let t = tree();
-    let before = files(&t.root);
-    let outside_before = files(&t.outside);
-    let c = Cluster::start();
-    let ns = c.namespace("volumes");
-    let _op = Operator::start(&c, &ns, "in-process", "op-files");
-    let manifest = format!(
+/// A files DataStore on `root` (with `extra` store fields), a Dataset of
+/// dated logs with a 180-day window, and a hold on user 7.
+fn operator_manifest(root: &Path, extra: &str) -> String {
+    format!(
         r#"apiVersion: lethe.dev/v1alpha1
 kind: DataStore
 metadata: {{name: vol}}
-spec: {{type: filesystem, filesystem: {{root: {root}}}}}
+spec: {{type: filesystem, filesystem: {{root: {root}{extra}}}}}
 ---
 apiVersion: lethe.dev/v1alpha1
 kind: Dataset
@@ -301,10 +293,25 @@ spec:
   retention: {{keepFor: 180d}}
   schedule: {{cron: "0 0 1 1 *"}}
   safety: {{maxDeletePercent: 100}}
-"#,
-        root = t.root.display()
-    );
-    c.apply_text(&format!("{manifest}---\n{}", hold_on_user("logs", "7")), &["-n", &ns]);
+---
+{}"#,
+        hold_on_user("logs", "7"),
+        root = root.display()
+    )
+}
+
+/// The operator scrubs a files Dataset (in-process executor): retention
+/// keeps a held subject's directory, and a deletion request removes one
+/// subject's directory, with the counts and verification in status.
+#[test]
+fn the_operator_scrubs_a_files_dataset_and_erases_a_subjects_files() {
+    let t = tree();
+    let before = files(&t.root);
+    let outside_before = files(&t.outside);
+    let c = Cluster::start();
+    let ns = c.namespace("volumes");
+    let _op = Operator::start(&c, &ns, "in-process", "op-files");
+    c.apply_text(&operator_manifest(&t.root, ""), &["-n", &ns]);
     c.ok(&["-n", &ns, "wait", "--for=condition=Ready", "datastore/vol", "--timeout=60s"]);
     c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/logs", "--timeout=90s"]);
     let after = files(&t.root);
@@ -336,26 +343,7 @@ fn a_scrub_job_mounts_the_stores_volume_claim_at_its_root() {
     let c = Cluster::start();
     let ns = c.namespace("volume-jobs");
     let _op = Operator::start(&c, &ns, "job", "op-files-job");
-    let manifest = format!(
-        r#"apiVersion: lethe.dev/v1alpha1
-kind: DataStore
-metadata: {{name: vol}}
-spec: {{type: filesystem, filesystem: {{root: {root}, persistentVolumeClaim: access-logs}}}}
----
-apiVersion: lethe.dev/v1alpha1
-kind: Dataset
-metadata: {{name: logs}}
-spec:
-  storeRef: {{name: vol}}
-  categories: [usage]
-  files: {{directory: logs, nameDatePattern: "access-{{yyyy}}-{{mm}}-{{dd}}.log", subjectPathTemplate: "users/{{user_id}}/"}}
-  retention: {{keepFor: 180d}}
-  schedule: {{cron: "0 0 1 1 *"}}
-  safety: {{maxDeletePercent: 100}}
-"#,
-        root = t.root.display()
-    );
-    c.apply_text(&format!("{manifest}---\n{}", hold_on_user("logs", "7")), &["-n", &ns]);
+    c.apply_text(&operator_manifest(&t.root, ", persistentVolumeClaim: access-logs"), &["-n", &ns]);
     c.ok(&["-n", &ns, "wait", "--for=condition=LastRunSucceeded", "dataset/logs", "--timeout=90s"]);
     assert_eq!(files(&t.root), expected_after_retention(&before, 180));
     let spec = |path: &str| {
