@@ -368,7 +368,7 @@ fn a_pass_stopped_anywhere_and_run_again_ends_in_the_same_state() {
     let rt = rt();
     let reference = {
         create_bucket(&s3, &rt, "reference", false, false);
-        populate(&s3, "reference", 8_000);
+        populate(&s3, "reference", 12_000);
         rt.block_on(driver(&s3, &rt, users("reference")).run(&retention(200), &Action::Delete, &limits(), 0, |_| {}))
             .unwrap();
         keys(&s3, &rt, "reference")
@@ -376,7 +376,7 @@ fn a_pass_stopped_anywhere_and_run_again_ends_in_the_same_state() {
     for stop_after_batches in [1, 2, 3] {
         let bucket = format!("killed-{stop_after_batches}");
         create_bucket(&s3, &rt, &bucket, false, false);
-        populate(&s3, &bucket, 8_000);
+        populate(&s3, &bucket, 12_000);
         let db = driver(&s3, &rt, users(&bucket));
         let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
         let mut seen = 0;

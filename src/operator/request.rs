@@ -392,12 +392,14 @@ async fn reconcile(req: Arc<DeletionRequest>, ctx: Arc<Ctx>) -> Result<Action> {
                         let policies = dataset::applying_policies(&ctx, ds);
                         let effective = dataset::effective_of(ds, &policies, at);
                         let from = v.as_ref().and_then(|v| v.newest_kept).or(run.spec.scheduled_time).unwrap_or(at);
-                        // Whole seconds, as status keeps them, rounded up: a run at a
-                        // time rounded down would find the record still kept.
+                        // Whole seconds, as status and a run's cutoff keep them: rounded
+                        // up, plus the second a run's cutoff loses when truncated, so the
+                        // run made then no longer finds the record kept.
                         r.erasable_after = effective.minimum.as_ref().and_then(|(d, _)| d.after(from)).map(|t| {
                             use chrono::Timelike;
                             let whole = t.with_nanosecond(0).unwrap_or(t);
-                            if whole < t { whole + chrono::Duration::seconds(1) } else { whole }
+                            let up = if whole < t { whole + chrono::Duration::seconds(1) } else { whole };
+                            up + chrono::Duration::seconds(1)
                         });
                         "Deferred".into()
                     }
