@@ -350,10 +350,7 @@ fn objects_under_object_lock_are_reported_with_their_date_and_never_forced() {
     let expected: BTreeSet<String> = seeds[..7].iter().map(|s| s.key.clone()).collect();
     assert_eq!(left, expected, "exactly the locked objects remain");
     let reason = lethe::api::LockedObjects::describe(
-        &out.locked
-            .iter()
-            .map(|l| lethe::api::LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold })
-            .collect::<Vec<_>>(),
+        &out.locked.iter().map(lethe::api::LockedObjects::from).collect::<Vec<_>>(),
     )
     .unwrap();
     assert!(

@@ -634,11 +634,7 @@ pub async fn execute(
     };
     // Verify: count again what the subject (or the window) still matches.
     let at = now();
-    let locked: Vec<LockedObjects> = outcome
-        .locked
-        .iter()
-        .map(|l| LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold })
-        .collect();
+    let locked: Vec<LockedObjects> = outcome.locked.iter().map(LockedObjects::from).collect();
     let lock_reason = LockedObjects::describe(&locked);
     let verification = match purpose {
         RunPurpose::Retention => Verification {

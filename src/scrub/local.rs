@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// What the pass did (or, dry, would do), printed as JSON.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub dataset: String,
@@ -186,10 +186,8 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             under_minimum: plan.under_minimum,
             records_done: 0,
             remaining: plan.selected,
-            partitions: vec![],
             bytes_freed: Some(plan.selected_bytes),
-            locked: vec![],
-            expiries_set: 0,
+            ..Report::default()
         };
         if report.dry_run {
             return Ok(report);
@@ -252,10 +250,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         under_minimum: plan.under_minimum,
         records_done: 0,
         remaining: plan.selected,
-        partitions: vec![],
-        bytes_freed: None,
-        locked: vec![],
-        expiries_set: 0,
+        ..Report::default()
     };
     if report.dry_run {
         return Ok(report);
@@ -271,10 +266,6 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     report.remaining = outcome.remaining;
     report.partitions = outcome.partitions;
     report.expiries_set = outcome.expiries_set;
-    report.locked = outcome
-        .locked
-        .iter()
-        .map(|l| crate::api::LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold })
-        .collect();
+    report.locked = outcome.locked.iter().map(crate::api::LockedObjects::from).collect();
     Ok(report)
 }

@@ -219,6 +219,12 @@ pub struct Locked {
     pub objects: i64,
 }
 
+impl From<&Locked> for crate::api::LockedObjects {
+    fn from(l: &Locked) -> Self {
+        crate::api::LockedObjects { objects: l.objects, retain_until: l.until, legal_hold: l.legal_hold }
+    }
+}
+
 /// What a dry run or a plan finds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {

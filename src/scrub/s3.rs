@@ -138,6 +138,15 @@ pub fn render_key_template(
     }))
 }
 
+/// Locked objects summed by when (and whether) they become deletable.
+fn grouped(locked: impl IntoIterator<Item = Locked>) -> Vec<Locked> {
+    let mut by: BTreeMap<(Option<DateTime<Utc>>, bool), i64> = BTreeMap::new();
+    for l in locked {
+        *by.entry((l.until, l.legal_hold)).or_default() += l.objects;
+    }
+    by.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect()
+}
+
 /// The literal start of a key pattern: what a listing can ask for by prefix.
 fn literal_prefix(pattern: &str) -> String {
     let mut out = String::new();
@@ -581,7 +590,7 @@ impl S3Driver {
     async fn locks(&self, denied: Vec<Version>) -> Result<Vec<Locked>, ScrubError> {
         let bucket = self.location()?.bucket.clone();
         let now = Utc::now();
-        let mut out: BTreeMap<(Option<DateTime<Utc>>, bool), i64> = BTreeMap::new();
+        let mut out = Vec::new();
         for v in denied {
             let h = self
                 .client
@@ -599,9 +608,9 @@ impl S3Driver {
                     "DeleteObjects: access denied to objects no Object Lock protects; the credentials need s3:DeleteObject and s3:DeleteObjectVersion on the dataset's prefix".into(),
                 ));
             }
-            *out.entry((until, legal)).or_default() += i64::from(!v.marker);
+            out.push(Locked { until, legal_hold: legal, objects: i64::from(!v.marker) });
         }
-        Ok(out.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect())
+        Ok(grouped(out))
     }
 
     /// The dry run. Its total is the whole Dataset's, also when only a
@@ -695,12 +704,7 @@ impl S3Driver {
             listed_all: false,
         };
         let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
-        let mut merged: BTreeMap<(Option<DateTime<Utc>>, bool), i64> = BTreeMap::new();
-        for l in source.locked {
-            *merged.entry((l.until, l.legal_hold)).or_default() += l.objects;
-        }
-        out.locked =
-            merged.into_iter().map(|((until, legal_hold), objects)| Locked { until, legal_hold, objects }).collect();
+        out.locked = grouped(source.locked);
         out.remaining = self.count(sel).await?;
         Ok(out)
     }
