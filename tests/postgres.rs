@@ -182,9 +182,15 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             let after = Duration::from_millis(5 + seed % 60);
             let remaining = db.count(&sel).await.unwrap();
             let done_before = planned - remaining;
-            let limits = Limits { max_batch: 5_000, ..Limits::default() };
+            // Every other attempt splits its block pass between two connections.
+            let limits = Limits { max_batch: 5_000, connections: 1 + (seed % 2) as usize, ..Limits::default() };
             match tokio::time::timeout(after, db.run(&sel, &Action::Delete, &limits, done_before, |_| {})).await {
-                Err(_) => aborts += 1,
+                Err(_) => {
+                    aborts += 1;
+                    // A statement already sent finishes on the server, commit
+                    // or rollback, as it would after a killed process.
+                    settle(&db).await;
+                }
                 Ok(r) => {
                     r.unwrap();
                 }
@@ -197,12 +203,21 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         }
         assert!(aborts >= 10, "at least ten interruptions ({aborts})");
         let remaining = db.count(&sel).await.unwrap();
-        let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        let limits = Limits { connections: 2, ..Limits::default() };
+        let out = db.run(&sel, &Action::Delete, &limits, planned - remaining, |_| {}).await.unwrap();
         assert_eq!(out.records_done, planned, "counts survive the interruptions");
         assert_eq!(out.remaining, 0);
         let total = db.client().query_one("SELECT count(*) FROM logs", &[]).await.unwrap().get::<_, i64>(0);
         assert_eq!(total, 1_000_000 - planned);
     });
+}
+
+/// Waits until no other connection of the scrub is running a statement.
+async fn settle(db: &Postgres) {
+    let busy = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lethe' AND state = 'active' AND pid <> pg_backend_pid()";
+    while db.client().query_one(busy, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[test]
@@ -444,8 +459,10 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         db.execute_batch(&setup("archive")).await.unwrap();
         let sel = Selection { table: table("archive"), held: vec![], ..sel };
         let limits = Limits { partitions: PartitionMode::Detach, ..Limits::default() };
+        let planned = db.plan(&sel).await.unwrap().selected;
         let out = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
         assert_eq!(out.partitions, vec!["archive_2025_10", "archive_2025_11", "archive_2025_12"]);
+        assert_eq!(out.records_done, planned, "every record of the detached partitions counted");
         let detached: i64 = db.client().query_one("SELECT count(*) FROM archive_2025_11", &[]).await.unwrap().get(0);
         assert!(detached > 0, "a detached partition keeps its rows for archiving");
         assert_eq!(db.count(&sel).await.unwrap(), 0, "nothing past the cutoff is left in the dataset");

@@ -116,6 +116,11 @@ impl Selection {
         }
         Ok(())
     }
+
+    /// Selects by the cutoff alone: no subject, nothing held, no minimum retention.
+    pub fn time_only(&self) -> bool {
+        self.older_than.is_some() && self.subject.is_empty() && self.held.is_empty() && self.keep_newer_than.is_none()
+    }
 }
 
 /// One anonymization rule, resolved for a run.
@@ -150,6 +155,9 @@ pub struct Limits {
     /// table once in block ranges instead of finding rows through an index
     /// batch by batch.
     pub block_pass_above: f64,
+    /// Connections a block pass may use at once, each deleting its own
+    /// share of the table's blocks.
+    pub connections: usize,
 }
 
 impl Default for Limits {
@@ -163,6 +171,7 @@ impl Default for Limits {
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(30),
             block_pass_above: 0.05,
+            connections: 1,
             partitions: PartitionMode::Drop,
         }
     }

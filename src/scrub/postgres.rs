@@ -47,10 +47,11 @@ fn partition_name_ok(name: &str) -> bool {
     parts.len() <= 2 && parts.iter().all(|p| part(p))
 }
 
-/// A run's batches on one connection.
-struct PgBatches<'a> {
-    db: &'a Postgres,
-    batches: Batches,
+/// Batches of rows found by the selection (through an index where one
+/// fits): `LIMIT n` of them, re-checked on delete/update.
+struct Limited<'a> {
+    client: &'a Client,
+    stmt: Statement,
     params: Vec<Param>,
 }
 
@@ -64,44 +65,90 @@ impl super::Counting for Postgres {
     }
 }
 
-impl super::BatchSource for PgBatches<'_> {
+impl super::BatchSource for Limited<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
-        self.batches.sizes(limits)
+        (limits.initial_batch, limits.min_batch, limits.max_batch)
     }
 
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
-        self.db.batch(&mut self.batches, &mut self.params, size).await
+        let bound = bind(&self.stmt, &self.params, &[size])?;
+        let n = self.client.execute(&self.stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
+        Ok((n > 0).then_some(n))
     }
 }
 
-/// How a run finds its batches.
-enum Batches {
-    /// `LIMIT n` rows found by the selection (through an index where one
-    /// fits), re-checked on delete/update.
-    Limited(Statement),
-    /// Consecutive ranges of the table's blocks, read in physical order like
-    /// a single scan would, each range its own statement; then `Limited`
-    /// for anything left (rows moved or added while the pass ran).
-    BlockRanges { delete: Statement, range_index: usize, next_block: i64, end_block: i64, then: Statement },
+/// One connection's share of a block pass: consecutive ranges of the
+/// table's blocks, read in physical order as a single scan would, each range
+/// its own statement. The last share is open-ended, for rows added past the
+/// end meanwhile.
+struct BlockShare<'a> {
+    client: &'a Client,
+    delete: Statement,
+    count: Statement,
+    /// The selection's parameters, then the range's two bounds.
+    params: Vec<Param>,
+    first_block: i64,
+    next_block: i64,
+    end_block: i64,
+    open_end: bool,
 }
 
-impl Batches {
-    fn in_block_pass(&self) -> bool {
-        matches!(self, Batches::BlockRanges { next_block, end_block, .. } if *next_block < *end_block)
+impl BlockShare<'_> {
+    /// Sets the range parameters to blocks `[from, to)`; past the share's
+    /// end when it is the last.
+    fn range(&mut self, from: i64, to: i64) {
+        let i = self.params.len() - 2;
+        self.params[i] = Param::Text(format!("({from},0)"));
+        self.params[i + 1] = Param::Text(if to >= self.end_block && self.open_end {
+            format!("({},0)", u32::MAX)
+        } else {
+            format!("({to},0)")
+        });
     }
 
-    /// (initial, minimum, maximum) batch size: records, or blocks for block ranges.
-    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
-        match self {
-            _ if self.in_block_pass() => (128, 8, 1 << 20),
-            _ => (limits.initial_batch, limits.min_batch, limits.max_batch),
+    /// What the selection still matches in the share's blocks, read from
+    /// the table rather than an index: right after the pass the index still
+    /// points at every row just deleted, each a visit to the table.
+    async fn left(&mut self) -> Result<i64, ScrubError> {
+        self.range(self.first_block, self.end_block);
+        let bound = bind(&self.count, &self.params, &[])?;
+        self.client
+            .batch_execute(
+                "BEGIN; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off",
+            )
+            .await
+            .map_err(|e| classify(e, "count"))?;
+        let result = self.client.query_one(&self.count, &as_refs(&bound)).await;
+        let end = self.client.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+        let row = result.map_err(|e| classify(e, "count"))?;
+        end.map_err(|e| classify(e, "count"))?;
+        Ok(row.get(0))
+    }
+}
+
+impl super::BatchSource for BlockShare<'_> {
+    fn sizes(&self, _: &Limits) -> (i64, i64, i64) {
+        (128, 8, 1 << 20)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        if self.next_block >= self.end_block {
+            return Ok(None);
         }
+        let to = (self.next_block + size).min(self.end_block);
+        self.range(self.next_block, to);
+        let bound = bind(&self.delete, &self.params, &[])?;
+        let n = self.client.execute(&self.delete, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
+        self.next_block = to;
+        Ok(Some(n))
     }
 }
 
 pub struct Postgres {
     client: Client,
     _connection: tokio::task::JoinHandle<()>,
+    /// For the further connections a block pass may open.
+    again: Box<(ConnectOptions, Limits)>,
 }
 
 /// Classifies a server error by what should happen next.
@@ -235,14 +282,15 @@ impl Postgres {
                 )
             }
         };
-        // Numbers only: nothing user-written reaches these statements.
+        // Numbers only: nothing user-written reaches these statements. No
+        // parallel workers: a scrub takes one backend of the server, no more.
         let setup = format!(
-            "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'",
+            "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'; SET max_parallel_workers_per_gather = 0",
             limits.lock_timeout.as_millis().max(1),
             limits.statement_timeout.as_millis().max(1)
         );
         client.batch_execute(&setup).await.map_err(|e| classify(e, "session setup"))?;
-        Ok(Postgres { client, _connection: task })
+        Ok(Postgres { client, _connection: task, again: Box::new((opts.clone(), limits.clone())) })
     }
 
     pub async fn server_version(&self) -> Result<String, ScrubError> {
@@ -311,6 +359,7 @@ impl Postgres {
         values: &[Param],
         cutoff: chrono::DateTime<chrono::Utc>,
         mode: PartitionMode,
+        time_only: bool,
     ) -> Result<Vec<(String, i64)>, ScrubError> {
         let rows = self
             .client
@@ -346,9 +395,15 @@ impl Postgres {
                     .batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
                     .await
                     .map_err(|e| classify(e, "lock partition"))?;
-                let q = format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}");
+                // With nothing but the cutoff to satisfy, the partition's
+                // bound already says every row does: only count them.
+                let q = if time_only {
+                    format!("SELECT count(*), 0::bigint FROM {name}")
+                } else {
+                    format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}")
+                };
                 let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "partition"))?;
-                let bound = bind(&stmt, values, &[])?;
+                let bound = bind(&stmt, if time_only { &[] } else { values }, &[])?;
                 let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partition"))?;
                 let (records, keep): (i64, i64) = (row.get(0), row.get(1));
                 if keep > 0 {
@@ -493,8 +548,9 @@ impl Postgres {
             && limits.partitions != PartitionMode::Rows
             && key == col.as_str()
         {
-            for (name, records) in
-                self.whole_partitions(&table, &pred, &params.values, *cutoff, limits.partitions).await?
+            for (name, records) in self
+                .whole_partitions(&table, &pred, &params.values, *cutoff, limits.partitions, sel.time_only())
+                .await?
             {
                 done_before += records;
                 partitions.push(name);
@@ -513,57 +569,136 @@ impl Postgres {
                 )
             }
         };
-        let batches = match (action, &sel.older_than) {
-            // Retention deletes: consecutive ranges of the time column.
-            // A large share of the table: one pass over its blocks in ranges.
-            (Action::Delete, _)
-                if self.estimated_share(&table, &pred, &params.values).await? > limits.block_pass_above =>
-            {
-                let limit = format!("${}", params.values.len() + 1);
-                let then = self
-                    .client
-                    .prepare(&limited(&format!("DELETE FROM {table}"), &pred, &limit))
-                    .await
-                    .map_err(|e| classify(e, "prepare"))?;
-                let range_index = params.values.len();
-                let from = params.push(Param::Text(String::new()));
-                let to = params.push(Param::Text(String::new()));
-                let delete = self
-                    .client
-                    .prepare(&format!(
-                        "DELETE FROM {table} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}"
-                    ))
-                    .await
-                    .map_err(|e| classify(e, "prepare"))?;
-                let row = self
-                    .client
-                    .query_one(
-                        "SELECT (pg_relation_size(to_regclass($1)) / current_setting('block_size')::int)::bigint",
-                        &[&table],
-                    )
-                    .await
-                    .map_err(|e| classify(e, "size"))?;
-                Batches::BlockRanges { delete, range_index, next_block: 0, end_block: row.get(0), then }
-            }
-            (Action::Delete, _) => {
+        let block_pass = *action == Action::Delete
+            && partitioned.is_none()
+            && self.estimated_share(&table, &pred, &params.values).await? > limits.block_pass_above;
+        let (stmt, mut outcome) = match action {
+            Action::Delete => {
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("DELETE FROM {table}"), &pred, &limit);
-                Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
+                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?;
+                if block_pass {
+                    let (outcome, left) =
+                        self.block_pass(&table, &pred, &params, limits, done_before, &mut on_progress).await?;
+                    if left == 0 {
+                        // The pass's own last count is the verification.
+                        return Ok(Outcome { partitions, ..outcome });
+                    }
+                    (stmt, outcome)
+                } else {
+                    (stmt, Outcome { records_done: done_before, ..Outcome::default() })
+                }
             }
-            (Action::Anonymize { rules, salt }, _) => {
+            Action::Anonymize { rules, salt } => {
                 let lengths = self.check_rules(sel, rules).await?;
                 let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
                 let (sets, done) = sql::pg_anonymize(rules, salt, &max_len, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
-                Batches::Limited(self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?)
+                (
+                    self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?,
+                    Outcome { records_done: done_before, ..Outcome::default() },
+                )
             }
         };
-        let mut source = PgBatches { db: self, batches, params: params.values };
-        let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
+        // Rows found by the selection: the whole run, or what a block pass
+        // could not see (rows moved or added while it ran).
+        let mut source = Limited { client: &self.client, stmt, params: params.values };
+        let before = outcome.batches;
+        let more = super::drive(&mut source, limits, outcome.records_done, |p| {
+            on_progress(&Progress { batches: p.batches + before, ..p.clone() })
+        })
+        .await?;
+        outcome.records_done = more.records_done;
+        outcome.batches += more.batches;
+        outcome.batch_durations.extend(more.batch_durations);
         outcome.partitions = partitions;
         outcome.remaining = self.pending(sel, action).await?;
         Ok(outcome)
+    }
+
+    /// Deletes what a selection matches in one pass over the table's blocks,
+    /// split between up to `limits.connections` connections, each taking a
+    /// contiguous share. Returns the outcome and what the selection still
+    /// matches after the pass, counted once every share is done.
+    async fn block_pass(
+        &self,
+        table: &str,
+        pred: &str,
+        params: &Params,
+        limits: &Limits,
+        done_before: i64,
+        on_progress: &mut impl FnMut(&Progress),
+    ) -> Result<(Outcome, i64), ScrubError> {
+        let blocks: i64 = self
+            .client
+            .query_one(
+                "SELECT (pg_relation_size(to_regclass($1)) / current_setting('block_size')::int)::bigint",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "size"))?
+            .get(0);
+        // Small tables are not worth a second connection.
+        let wanted = limits.connections.clamp(1, 16).min(1 + (blocks / 4096) as usize);
+        let mut extra = Vec::new();
+        while extra.len() + 1 < wanted {
+            match Postgres::connect(&self.again.0, &self.again.1).await {
+                Ok(db) => extra.push(db),
+                Err(e) => {
+                    // The server's connection limit, say: fewer shares then.
+                    tracing::debug!(error = %e, "block pass continues on fewer connections");
+                    break;
+                }
+            }
+        }
+        let mut range = params.clone();
+        let from = range.push(Param::Text(String::new()));
+        let to = range.push(Param::Text(String::new()));
+        let within = format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}");
+        let dbs: Vec<&Postgres> = std::iter::once(self).chain(extra.iter()).collect();
+        let k = dbs.len() as i64;
+        let mut shares = Vec::with_capacity(dbs.len());
+        for (i, db) in dbs.iter().enumerate() {
+            let prepare = |q: String| async move { db.client.prepare(&q).await.map_err(|e| classify(e, "prepare")) };
+            let (first, end) = (blocks * i as i64 / k, blocks * (i as i64 + 1) / k);
+            shares.push(BlockShare {
+                client: &db.client,
+                delete: prepare(format!("DELETE FROM {table} WHERE {within}")).await?,
+                count: prepare(format!("SELECT count(*) FROM {table} WHERE {within}")).await?,
+                params: range.values.clone(),
+                first_block: first,
+                next_block: first,
+                end_block: end,
+                open_end: i as i64 == k - 1,
+            });
+        }
+        // Each share paces itself to its part of the store's rate.
+        let share_limits =
+            Limits { max_records_per_second: limits.max_records_per_second.map(|r| (r / k).max(1)), ..limits.clone() };
+        let progress = std::sync::Mutex::new((vec![(0i64, 0i64); shares.len()], on_progress));
+        let outcomes = futures::future::try_join_all(shares.iter_mut().enumerate().map(|(i, share)| {
+            let (progress, limits) = (&progress, &share_limits);
+            super::drive(share, limits, 0, move |p| {
+                let mut g = progress.lock().unwrap_or_else(|e| e.into_inner());
+                g.0[i] = (p.records_done, p.batches);
+                let combined = Progress {
+                    records_done: done_before + g.0.iter().map(|s| s.0).sum::<i64>(),
+                    batches: g.0.iter().map(|s| s.1).sum(),
+                    ..p.clone()
+                };
+                (g.1)(&combined);
+            })
+        }))
+        .await?;
+        let left: i64 = futures::future::try_join_all(shares.iter_mut().map(BlockShare::left)).await?.into_iter().sum();
+        let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
+        for o in outcomes {
+            outcome.records_done += o.records_done;
+            outcome.batches += o.batches;
+            outcome.batch_durations.extend(o.batch_durations);
+        }
+        Ok((outcome, left))
     }
 
     /// Records the selection still leaves for the action to do: all of
@@ -604,40 +739,6 @@ impl Postgres {
             .map_err(|e| classify(e, "estimate"))?
             .get::<_, f64>(0);
         Ok(rows / total)
-    }
-
-    /// One batch; returns the records changed, or `None` once the selection is exhausted.
-    async fn batch(&self, batches: &mut Batches, params: &mut [Param], size: i64) -> Result<Option<i64>, ScrubError> {
-        match batches {
-            Batches::Limited(stmt) => Self::limited(&self.client, stmt, params, size).await,
-            Batches::BlockRanges { delete, range_index, next_block, end_block, then } => {
-                let i = *range_index;
-                if *next_block >= *end_block {
-                    // The pass is over; pick up whatever it could not see.
-                    return Self::limited(&self.client, then, &params[..i], size).await;
-                }
-                let to = (*next_block + size).min(*end_block);
-                params[i] = Param::Text(format!("({},0)", next_block));
-                // The last range is open-ended, for rows added past the end meanwhile.
-                params[i + 1] =
-                    Param::Text(if to >= *end_block { format!("({},0)", u32::MAX) } else { format!("({to},0)") });
-                let bound = bind(delete, params, &[])?;
-                let n = self.client.execute(delete, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
-                *next_block = to;
-                Ok(Some(n))
-            }
-        }
-    }
-
-    async fn limited(
-        client: &Client,
-        stmt: &Statement,
-        params: &[Param],
-        size: i64,
-    ) -> Result<Option<i64>, ScrubError> {
-        let bound = bind(stmt, params, &[size])?;
-        let n = client.execute(stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
-        Ok((n > 0).then_some(n))
     }
 
     /// For tests and tools: runs SQL text as is.

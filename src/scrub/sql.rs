@@ -37,6 +37,7 @@ pub enum Param {
 }
 
 /// Builds placeholders: `$1, $2, ...` for PostgreSQL, `?` elsewhere.
+#[derive(Clone)]
 pub struct Params {
     d: Dialect,
     pub values: Vec<Param>,
