@@ -227,6 +227,10 @@ fn default_concurrency() -> i32 {
     1
 }
 
+fn default_connections_per_run() -> i32 {
+    1
+}
+
 fn default_target_batch_millis() -> i32 {
     200
 }
@@ -247,6 +251,12 @@ pub struct StoreLimits {
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrent_runs: i32,
+    /// Connections one run may use at once: a large PostgreSQL deletion
+    /// splits its pass over the table between them. More is faster and
+    /// weighs more on the server's other work.
+    #[serde(default = "default_connections_per_run")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_connections_per_run: i32,
     /// Upper bound on records changed per second (unset: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -267,6 +277,7 @@ impl Default for StoreLimits {
     fn default() -> Self {
         StoreLimits {
             max_concurrent_runs: default_concurrency(),
+            max_connections_per_run: default_connections_per_run(),
             max_records_per_second: None,
             target_batch_millis: default_target_batch_millis(),
             lock_timeout: default_lock_timeout(),

@@ -121,6 +121,7 @@ pub fn limits(spec: &StoreLimits) -> Limits {
     Limits {
         target_batch: Duration::from_millis(spec.target_batch_millis.max(1) as u64),
         max_records_per_second: spec.max_records_per_second,
+        connections: spec.max_connections_per_run.clamp(1, 16) as usize,
         lock_timeout: ms(&spec.lock_timeout),
         statement_timeout: ms(&spec.statement_timeout),
         ..Limits::default()
@@ -419,5 +420,8 @@ mod tests {
         assert_eq!(l.lock_timeout, Duration::from_secs(2));
         assert_eq!(l.statement_timeout, Duration::from_secs(30));
         assert_eq!(l.target_batch, Duration::from_millis(200));
+        assert_eq!(l.connections, 1, "one connection unless the store allows more");
+        let two = limits(&StoreLimits { max_connections_per_run: 2, ..StoreLimits::default() });
+        assert_eq!(two.connections, 2);
     }
 }
