@@ -360,45 +360,64 @@ fn objects_under_object_lock_are_reported_with_their_date_and_never_forced() {
 }
 
 #[test]
-fn a_pass_stopped_anywhere_and_run_again_ends_in_the_same_state() {
+fn a_pass_killed_at_random_points_and_run_again_ends_exact() {
     let s3 = S3Server::start();
     let rt = rt();
-    let reference = {
-        create_bucket(&s3, &rt, "reference", false, false);
-        populate(&s3, "reference", 12_000);
-        rt.block_on(driver(&s3, &rt, users("reference")).run(&retention(200), &Action::Delete, &limits(), 0, |_| {}))
-            .unwrap();
-        keys(&s3, &rt, "reference")
+    // 6,000 objects, about 2,950 of them expired and unheld: three batches of 1,000.
+    let fresh = |bucket: &str| {
+        create_bucket(&s3, &rt, bucket, false, false);
+        populate(&s3, bucket, 6_000);
     };
-    for stop_after_batches in [1, 2, 3] {
-        let bucket = format!("killed-{stop_after_batches}");
-        create_bucket(&s3, &rt, &bucket, false, false);
-        populate(&s3, &bucket, 12_000);
+    fresh("reference");
+    let before = keys(&s3, &rt, "reference");
+    let expected = expected_after_retention(&before, 200);
+    let batch = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
+    // Each kill on a fresh copy: once the first batch is done, a
+    // pseudo-random 0-20 ms on (the second batch's DeleteObjects in flight,
+    // which the server still completes), the pass's future is dropped, as a
+    // crash would. Then it runs again.
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let (mut aborts, mut midway) = (0, 0);
+    for attempt in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_millis(seed % 20);
+        let bucket = format!("killed-{attempt}");
+        fresh(&bucket);
         let db = driver(&s3, &rt, users(&bucket));
-        let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
-        let mut seen = 0;
-        let (tx, rx) = std::sync::mpsc::channel();
         let sel = retention(200);
-        let fut = db.run(&sel, &Action::Delete, &small, 0, move |_| {
-            seen += 1;
-            if seen == stop_after_batches {
+        let killed = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let run = db.run(&sel, &Action::Delete, &batch, 0, move |_| {
                 let _ = tx.send(());
-            }
-        });
-        // Kill the pass: drop its future mid-flight, as a crash would.
-        rt.block_on(async {
+            });
             tokio::select! {
-                _ = fut => {}
-                _ = async { while rx.try_recv().is_err() { tokio::task::yield_now().await; } } => {}
+                biased;
+                out = run => {
+                    out.unwrap();
+                    false
+                }
+                _ = async {
+                    rx.recv().await;
+                    tokio::time::sleep(delay).await;
+                } => true,
             }
         });
+        aborts += i32::from(killed);
         let partial = keys(&s3, &rt, &bucket);
-        assert!(partial.is_superset(&reference), "a stopped pass deleted an object the full pass keeps");
-        assert_ne!(partial, reference, "the pass was stopped before its end");
+        assert!(
+            partial.is_superset(&expected),
+            "a killed pass deleted an object that must stay: newer than the cutoff, held, or outside the prefix"
+        );
+        midway += i32::from(partial != before && partial != expected);
         let out = rt.block_on(db.run(&retention(200), &Action::Delete, &limits(), 0, |_| {})).unwrap();
         assert_eq!(out.remaining, 0);
-        assert_eq!(keys(&s3, &rt, &bucket), reference, "stopped after {stop_after_batches} batches, then resumed");
+        assert_eq!(keys(&s3, &rt, &bucket), expected, "exact end state after a kill {delay:?} after the first batch");
     }
+    assert_eq!(aborts, 10, "every pass was killed before its end");
+    eprintln!("kills with part of the pass done: {midway}");
+    assert!(midway >= 5, "most kills fell with the pass half done ({midway} of 10)");
 }
 
 #[test]
