@@ -174,9 +174,7 @@ fn a_pass_killed_at_random_points_and_run_again_ends_exact() {
     let mut seed = 0x243f6a8885a308d3u64;
     let mut aborts = 0;
     for _ in 0..12 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        common::next_random(&mut seed);
         let stop_after = 1 + seed % 12;
         let mut calls = 0;
         let stopped = store.run(&retention(200), 1, |_, _| {

@@ -137,9 +137,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         let mut seed = 0x2545f4914f6cdd1du64;
         let mut aborts = 0;
         for _ in 0..12 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            common::next_random(&mut seed);
             let remaining = db.count(&sel).await.unwrap();
             // A fresh connection per attempt: an aborted one may be mid-statement.
             let attempt = connect(&server).await;

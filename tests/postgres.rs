@@ -176,9 +176,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut aborts = 0;
         for _ in 0..12 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            common::next_random(&mut seed);
             let after = Duration::from_millis(5 + seed % 60);
             let remaining = db.count(&sel).await.unwrap();
             let done_before = planned - remaining;

@@ -160,9 +160,7 @@ fn a_pass_killed_at_random_points_and_run_again_ends_exact() {
     let mut seed = 0x2545f4914f6cdd1du64;
     let mut aborts = 0;
     for _ in 0..12 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        common::next_random(&mut seed);
         let after = std::time::Duration::from_micros(1_000 + seed % 40_000);
         let sel = retention(200);
         match rt.block_on(async { tokio::time::timeout(after, db.run(&sel, &Action::Delete, &small, 0, |_| {})).await })

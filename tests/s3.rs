@@ -379,9 +379,7 @@ fn a_pass_killed_at_random_points_and_run_again_ends_exact() {
     let mut seed = 0x9e3779b97f4a7c15u64;
     let (mut aborts, mut midway) = (0, 0);
     for attempt in 0..10 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        common::next_random(&mut seed);
         let delay = std::time::Duration::from_millis(seed % 20);
         let bucket = format!("killed-{attempt}");
         fresh(&bucket);

@@ -80,9 +80,7 @@ fn a_killed_scrub_process_resumes_to_the_exact_end_state() {
     let mut seed = 0x5deece66du64;
     let mut kills = 0;
     for _ in 0..12 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        common::next_random(&mut seed);
         let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(args)
             .stdout(std::process::Stdio::null())
@@ -150,9 +148,7 @@ apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n
         if kills >= 12 {
             break;
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        common::next_random(&mut seed);
         let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(args)
             .env("LETHE_STORE_USERNAME", "postgres")

@@ -156,9 +156,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         let mut seed = 0x853c49e6748fea9bu64;
         let mut aborts = 0;
         for _ in 0..12 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            common::next_random(&mut seed);
             let remaining = db.count(&sel).await.unwrap();
             let limits = Limits { max_batch: 2_000, ..Limits::default() };
             let after = Duration::from_millis(2 + seed % 30);

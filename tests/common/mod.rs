@@ -4,6 +4,15 @@
 
 use std::{path::PathBuf, process::Command, sync::mpsc};
 
+/// Advances a seeded xorshift generator: the kill tests' pseudo-random,
+/// reproducible stop points.
+pub fn next_random(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
 pub struct Cluster {
     pub url: String,
     pub kubeconfig: PathBuf,
