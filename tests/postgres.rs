@@ -218,6 +218,89 @@ async fn settle(db: &Postgres) {
     }
 }
 
+/// Rows that come to match while a block pass runs, in blocks it has
+/// already passed, are found by its closing count and deleted; rows that
+/// must be kept stay, including a held subject's rows that came to match.
+#[test]
+fn rows_written_behind_a_block_pass_are_found_and_deleted() {
+    let pg = PgServer::start();
+    let opts = pg.options();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        // 200,000 rows: odd ids past the cutoff, even ids newer; user 3 held
+        // (ids 3, 48, 93, ...: both old and newer ones).
+        db.execute_batch(
+            "CREATE TABLE visits (id bigint PRIMARY KEY, user_id int NOT NULL, seen_at timestamptz NOT NULL);
+             INSERT INTO visits SELECT g, g % 45, timestamptz '2026-01-01' + (CASE WHEN g % 2 = 1 THEN -1 ELSE 1 END) * (g % 300 + 1) * interval '1 hour'
+               FROM generate_series(1, 200000) g;
+             CREATE INDEX ON visits (seen_at);",
+        )
+        .await
+        .unwrap();
+        db.execute_batch("VACUUM ANALYZE visits").await.unwrap();
+        let sel = Selection {
+            table: table("visits"),
+            older_than: Some((id("seen_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), vec!["3".into()])],
+        };
+        let planned = db.plan(&sel).await.unwrap().selected;
+        let held = |i: &i64| i % 45 == 3;
+        assert_eq!(planned, (1..=200_000).filter(|i| i % 2 == 1 && !held(i)).count() as i64, "odd ids except user 3's");
+
+        // After the pass's first batch, another session backdates newer rows
+        // lying in the blocks that batch covered.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (answer, answered) = std::sync::mpsc::channel::<(BTreeSet<i64>, i64)>();
+        let writer = std::thread::spawn(move || {
+            rt().block_on(async {
+                let other = Postgres::connect(&opts, &Limits::default()).await.unwrap();
+                wait.recv().unwrap();
+                let moved: BTreeSet<i64> = other
+                    .client()
+                    .query("UPDATE visits SET seen_at = seen_at - interval '10 years' WHERE ctid < '(64,0)' AND seen_at >= '2026-01-01' RETURNING id", &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let behind: i64 = other
+                    .client()
+                    .query_one("SELECT count(*) FROM visits WHERE ctid < '(64,0)' AND seen_at < '2026-01-01' AND user_id <> 3", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                answer.send((moved, behind)).unwrap();
+            })
+        });
+        let mut calls = 0;
+        let mut reply = None;
+        let limits = Limits { block_pass_above: 0.0, ..Limits::default() };
+        let out = db
+            .run(&sel, &Action::Delete, &limits, 0, |_| {
+                calls += 1;
+                if calls == 1 {
+                    go.send(()).unwrap();
+                    reply = Some(answered.recv().unwrap());
+                }
+            })
+            .await
+            .unwrap();
+        writer.join().unwrap();
+        let (moved, behind) = reply.expect("the pass reported its first batch");
+        let held_moved = moved.iter().filter(|i| held(i)).count() as i64;
+        assert!(behind > 0, "backdated rows lie in blocks the pass had already covered");
+        assert!(held_moved > 0 && moved.len() as i64 > held_moved, "both held and unheld rows were backdated");
+
+        assert_eq!(out.remaining, 0);
+        assert_eq!(out.records_done, planned + moved.len() as i64 - held_moved, "the backdated unheld rows deleted too");
+        let expected: BTreeSet<i64> =
+            (1..=200_000).filter(|i| held(i) || (i % 2 == 0 && !moved.contains(i))).collect();
+        assert_eq!(ids(&db, "SELECT id FROM visits").await, expected, "exactly the newer and the held rows stay");
+    });
+}
+
 #[test]
 fn schemas_that_break_naive_code() {
     let pg = PgServer::start();

@@ -81,12 +81,17 @@ impl super::BatchSource for Limited<'_> {
 /// table's blocks, read in physical order as a single scan would, each range
 /// its own statement. The last share is open-ended, for rows added past the
 /// end meanwhile.
+/// Blocks a verifying count reads per chunk (8 MiB at the default block size).
+const COUNT_CHUNK_BLOCKS: i64 = 1024;
+
 struct BlockShare<'a> {
     client: &'a Client,
     delete: Statement,
     count: Statement,
     /// The selection's parameters, then the range's two bounds.
     params: Vec<Param>,
+    /// The selection's parameters, then the count's chunk bounds.
+    count_params: Vec<Param>,
     first_block: i64,
     next_block: i64,
     end_block: i64,
@@ -108,10 +113,29 @@ impl BlockShare<'_> {
 
     /// What the selection still matches in the share's blocks, read from
     /// the table rather than an index: right after the pass the index still
-    /// points at every row just deleted, each a visit to the table.
+    /// points at every row just deleted, each a visit to the table. One
+    /// statement, one snapshot, reading the share's blocks in chunks from
+    /// the last deleted back to the first: the most recent are still in the
+    /// server's buffers, and reading them first keeps them from being
+    /// evicted by the older ones before they are read.
     async fn left(&mut self) -> Result<i64, ScrubError> {
-        self.range(self.first_block, self.end_block);
-        let bound = bind(&self.count, &self.params, &[])?;
+        let (mut lo, mut hi) = (Vec::new(), Vec::new());
+        let mut to = self.end_block;
+        while to > self.first_block || lo.is_empty() {
+            let from = (to - COUNT_CHUNK_BLOCKS).max(self.first_block);
+            self.range(from, to);
+            let n = self.params.len();
+            for (v, p) in [(&mut lo, &self.params[n - 2]), (&mut hi, &self.params[n - 1])] {
+                if let Param::Text(t) = p {
+                    v.push(t.clone());
+                }
+            }
+            to = from;
+        }
+        let n = self.count_params.len();
+        self.count_params[n - 2] = Param::Values(lo);
+        self.count_params[n - 1] = Param::Values(hi);
+        let bound = bind(&self.count, &self.count_params, &[])?;
         self.client
             .batch_execute(
                 "BEGIN; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off",
@@ -574,20 +598,20 @@ impl Postgres {
             && self.estimated_share(&table, &pred, &params.values).await? > limits.block_pass_above;
         let (stmt, mut outcome) = match action {
             Action::Delete => {
-                let limit = format!("${}", params.values.len() + 1);
-                let q = limited(&format!("DELETE FROM {table}"), &pred, &limit);
-                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?;
-                if block_pass {
+                let outcome = if block_pass {
                     let (outcome, left) =
                         self.block_pass(&table, &pred, &params, limits, done_before, &mut on_progress).await?;
                     if left == 0 {
                         // The pass's own last count is the verification.
                         return Ok(Outcome { partitions, ..outcome });
                     }
-                    (stmt, outcome)
+                    outcome
                 } else {
-                    (stmt, Outcome { records_done: done_before, ..Outcome::default() })
-                }
+                    Outcome { records_done: done_before, ..Outcome::default() }
+                };
+                let limit = format!("${}", params.values.len() + 1);
+                let q = limited(&format!("DELETE FROM {table}"), &pred, &limit);
+                (self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?, outcome)
             }
             Action::Anonymize { rules, salt } => {
                 let lengths = self.check_rules(sel, rules).await?;
@@ -656,6 +680,16 @@ impl Postgres {
         let from = range.push(Param::Text(String::new()));
         let to = range.push(Param::Text(String::new()));
         let within = format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}");
+        let mut chunks = params.clone();
+        let (lo, hi) = (chunks.push(Param::Values(Vec::new())), chunks.push(Param::Values(Vec::new())));
+        // In the order of the bound arrays; the table aliased so that no
+        // name of the user's can be taken for the chunk's.
+        let count = format!(
+            "SELECT coalesce(sum(lethe_counted.n), 0)::bigint \
+             FROM unnest(CAST({lo} AS text[]), CAST({hi} AS text[])) AS lethe_chunk(lo, hi), \
+             LATERAL (SELECT count(*) AS n FROM {table} AS lethe_t \
+                      WHERE ctid >= CAST(lethe_chunk.lo AS tid) AND ctid < CAST(lethe_chunk.hi AS tid) AND {pred}) AS lethe_counted"
+        );
         let dbs: Vec<&Postgres> = std::iter::once(self).chain(extra.iter()).collect();
         let k = dbs.len() as i64;
         let mut shares = Vec::with_capacity(dbs.len());
@@ -665,8 +699,9 @@ impl Postgres {
             shares.push(BlockShare {
                 client: &db.client,
                 delete: prepare(format!("DELETE FROM {table} WHERE {within}")).await?,
-                count: prepare(format!("SELECT count(*) FROM {table} WHERE {within}")).await?,
+                count: prepare(count.clone()).await?,
                 params: range.values.clone(),
+                count_params: chunks.values.clone(),
                 first_block: first,
                 next_block: first,
                 end_block: end,
