@@ -552,6 +552,31 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         let out = db.run(&sel, &Action::Delete, &Limits { partitions: PartitionMode::Rows, ..Limits::default() }, 0, |_| {}).await.unwrap();
         assert!(out.partitions.is_empty());
         assert_eq!(out.remaining, 0);
+
+        // A partition another session is reading cannot be dropped yet: the
+        // run stops retryable with nothing dropped and its transaction
+        // rolled back; once the reader is gone, a rerun drops it.
+        db.execute_batch(&setup("busy")).await.unwrap();
+        let reader = connect(&pg).await;
+        reader.execute_batch("BEGIN; SELECT count(*) FROM busy_2025_11").await.unwrap();
+        let impatient =
+            Postgres::connect(&pg.options(), &Limits { lock_timeout: Duration::from_millis(200), ..Limits::default() })
+                .await
+                .unwrap();
+        let sel = Selection { table: table("busy"), ..sel };
+        let pid: i32 = impatient.client().query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let err = impatient.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap_err();
+        assert!(matches!(err, ScrubError::Busy(_)) && err.retryable(), "{err}");
+        let left = ids(&db, "SELECT count(*) FROM pg_class WHERE relname IN ('busy_2025_11', 'busy_2025_12')").await;
+        assert_eq!(left, BTreeSet::from([2]), "the locked partition and the ones after it are still there");
+        let state: String =
+            db.client().query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap().get(0);
+        assert_eq!(state, "idle", "no transaction left open on the run's connection");
+        reader.execute_batch("COMMIT").await.unwrap();
+        let planned = db.plan(&sel).await.unwrap().selected;
+        let out = impatient.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["busy_2025_11", "busy_2025_12"]);
+        assert_eq!((out.records_done, db.count(&sel).await.unwrap()), (planned, 0), "the rerun counts what it removed");
     });
 }
 

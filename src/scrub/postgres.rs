@@ -394,7 +394,9 @@ impl Postgres {
             )
             .await
             .map_err(|e| classify(e, "partitions"))?;
-        let mut done = Vec::new();
+        // Partitions whose upper bound is at or before the cutoff, compared
+        // by the server in one statement.
+        let mut candidates = Vec::new();
         for r in rows {
             let (name, bound): (String, String) = (r.get(0), r.get(1));
             // Names come from the catalog, already quoted by regclass; still, only plain shapes are used.
@@ -404,32 +406,51 @@ impl Postgres {
             // "FOR VALUES FROM ('a') TO ('b')": the partition holds times before b.
             let Some(upper) = bound.split(" TO (").nth(1).and_then(|u| u.strip_suffix(')')) else { continue };
             let Some(upper) = upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) else { continue };
-            let before: bool = self
-                .client
-                .query_one("SELECT CAST($1 AS text)::timestamptz <= $2::timestamptz", &[&upper, &cutoff])
-                .await
-                .map_err(|e| classify(e, "partition bound"))?
-                .get(0);
-            if !before {
-                continue;
-            }
-            self.client.batch_execute("BEGIN").await.map_err(|e| classify(e, "begin"))?;
+            candidates.push((name, upper.to_string()));
+        }
+        let uppers: Vec<&str> = candidates.iter().map(|(_, u)| u.as_str()).collect();
+        let before: Vec<bool> = self
+            .client
+            .query(
+                "SELECT CAST(u AS timestamptz) <= $2::timestamptz FROM unnest(CAST($1 AS text[])) WITH ORDINALITY AS b(u, i) ORDER BY i",
+                &[&uppers, &cutoff],
+            )
+            .await
+            .map_err(|e| classify(e, "partition bound"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut done = Vec::new();
+        for ((name, _), _) in candidates.into_iter().zip(before).filter(|(_, before)| *before) {
             let result = async {
-                self.client
-                    .batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
-                    .await
-                    .map_err(|e| classify(e, "lock partition"))?;
+                // The transaction stays open after this message.
+                let begin = format!("BEGIN; LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE");
                 // With nothing but the cutoff to satisfy, the partition's
                 // bound already says every row does: only count them.
-                let q = if time_only {
-                    format!("SELECT count(*), 0::bigint FROM {name}")
+                let (records, keep): (i64, i64) = if time_only {
+                    let counted = self
+                        .client
+                        .simple_query(&format!("{begin}; SELECT count(*) FROM {name}"))
+                        .await
+                        .map_err(|e| classify(e, "partition"))?;
+                    let n = counted
+                        .iter()
+                        .find_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                            _ => None,
+                        })
+                        .ok_or_else(|| ScrubError::Unavailable("partition: the server returned no count".into()))?;
+                    (n, 0)
                 } else {
-                    format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}")
+                    self.client.batch_execute(&begin).await.map_err(|e| classify(e, "lock partition"))?;
+                    let q =
+                        format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}");
+                    let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "partition"))?;
+                    let bound = bind(&stmt, values, &[])?;
+                    let row =
+                        self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partition"))?;
+                    (row.get(0), row.get(1))
                 };
-                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "partition"))?;
-                let bound = bind(&stmt, if time_only { &[] } else { values }, &[])?;
-                let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partition"))?;
-                let (records, keep): (i64, i64) = (row.get(0), row.get(1));
                 if keep > 0 {
                     // Something in it must stay: row by row it is.
                     return Ok(None);
@@ -438,15 +459,17 @@ impl Postgres {
                     PartitionMode::Detach => format!("ALTER TABLE {table} DETACH PARTITION {name}"),
                     _ => format!("DROP TABLE {name}"),
                 };
-                self.client.batch_execute(&ddl).await.map_err(|e| classify(e, "drop partition"))?;
+                // Nothing after a failing statement in one message runs: a
+                // failed drop leaves the transaction open, to be rolled back.
+                self.client
+                    .batch_execute(&format!("{ddl}; COMMIT"))
+                    .await
+                    .map_err(|e| classify(e, "drop partition"))?;
                 Ok::<_, ScrubError>(Some(records))
             }
             .await;
             match result {
-                Ok(Some(records)) => {
-                    self.client.batch_execute("COMMIT").await.map_err(|e| classify(e, "commit"))?;
-                    done.push((name, records));
-                }
+                Ok(Some(records)) => done.push((name, records)),
                 Ok(None) => self.client.batch_execute("ROLLBACK").await.map_err(|e| classify(e, "rollback"))?,
                 Err(e) => {
                     let _ = self.client.batch_execute("ROLLBACK").await;
