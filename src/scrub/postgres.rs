@@ -408,6 +408,9 @@ impl Postgres {
             let Some(upper) = upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) else { continue };
             candidates.push((name, upper.to_string()));
         }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let uppers: Vec<&str> = candidates.iter().map(|(_, u)| u.as_str()).collect();
         let before: Vec<bool> = self
             .client
