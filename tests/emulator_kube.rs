@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, watcher},
 };
 use lethe::api::{DataStore, DataStoreSpec, RetentionPolicy};
 use serde_json::json;
@@ -126,7 +126,10 @@ fn a_watcher_recovers_from_a_dropped_connection_and_from_410_gone() {
             .unwrap()
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stream = watcher::watcher(api.clone(), watcher::Config::default());
+        // With a backoff, as every watcher of the operator's: without one a
+        // watcher retries a failing request at once, never yielding, and a
+        // runtime shutting down under it waits for ever.
+        let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -135,21 +138,31 @@ fn a_watcher_recovers_from_a_dropped_connection_and_from_410_gone() {
                 }
             }
         });
-        api.create(&PostParams::default(), &policy("one")).await.unwrap();
+        // Each call answered within a bound: a hang fails here, named.
+        let create = |api: &Api<RetentionPolicy>, name: &'static str| {
+            let (api, p) = (api.clone(), policy(name));
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), api.create(&PostParams::default(), &p))
+                    .await
+                    .unwrap_or_else(|_| panic!("creating {name} was not answered"))
+                    .unwrap();
+            }
+        };
+        create(&api, "one").await;
         wait_for(&mut rx, "one").await.expect("sees the first object");
 
         emulator.disconnect_watches();
-        api.create(&PostParams::default(), &policy("two")).await.unwrap();
+        create(&api, "two").await;
         wait_for(&mut rx, "two").await.expect("sees an object created around a dropped connection");
 
         // Move the resourceVersion on where the watcher does not look, forget
         // the history, and drop the connection: resuming must get 410 Gone.
         let elsewhere: Api<RetentionPolicy> = Api::namespaced(api.clone().into_client(), "default");
-        elsewhere.create(&PostParams::default(), &policy("filler")).await.unwrap();
+        create(&elsewhere, "filler").await;
         emulator.compact();
         let gone_before = emulator.shared.gone_sent.load(std::sync::atomic::Ordering::Relaxed);
         emulator.disconnect_watches();
-        api.create(&PostParams::default(), &policy("three")).await.unwrap();
+        create(&api, "three").await;
         wait_for(&mut rx, "three").await.expect("relists after 410 Gone");
         let gone_after = emulator.shared.gone_sent.load(std::sync::atomic::Ordering::Relaxed);
         assert!(gone_after > gone_before, "the resumed watch was answered 410 Gone");

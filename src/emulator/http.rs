@@ -564,7 +564,10 @@ fn watch(shared: Shared, target: Target, query: &HashMap<String, String>) -> Res
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         let mut last_rv = start_rv;
-        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        // Progress bookmarks every few seconds, the first one a period in
+        // (a real API server does not send one as a watch opens).
+        let period = Duration::from_secs(5);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
