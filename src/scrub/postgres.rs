@@ -77,13 +77,13 @@ impl super::BatchSource for Limited<'_> {
     }
 }
 
+/// Blocks a verifying count reads per chunk (8 MiB at the default block size).
+const COUNT_CHUNK_BLOCKS: i64 = 1024;
+
 /// One connection's share of a block pass: consecutive ranges of the
 /// table's blocks, read in physical order as a single scan would, each range
 /// its own statement. The last share is open-ended, for rows added past the
 /// end meanwhile.
-/// Blocks a verifying count reads per chunk (8 MiB at the default block size).
-const COUNT_CHUNK_BLOCKS: i64 = 1024;
-
 struct BlockShare<'a> {
     client: &'a Client,
     delete: Statement,
@@ -102,13 +102,16 @@ impl BlockShare<'_> {
     /// Sets the range parameters to blocks `[from, to)`; past the share's
     /// end when it is the last.
     fn range(&mut self, from: i64, to: i64) {
+        let (lo, hi) = self.bounds(from, to);
         let i = self.params.len() - 2;
-        self.params[i] = Param::Text(format!("({from},0)"));
-        self.params[i + 1] = Param::Text(if to >= self.end_block && self.open_end {
-            format!("({},0)", u32::MAX)
-        } else {
-            format!("({to},0)")
-        });
+        self.params[i] = Param::Text(lo);
+        self.params[i + 1] = Param::Text(hi);
+    }
+
+    /// The row ids bounding blocks `[from, to)`, as text.
+    fn bounds(&self, from: i64, to: i64) -> (String, String) {
+        let to = if to >= self.end_block && self.open_end { i64::from(u32::MAX) } else { to };
+        (format!("({from},0)"), format!("({to},0)"))
     }
 
     /// What the selection still matches in the share's blocks, read from
@@ -123,13 +126,9 @@ impl BlockShare<'_> {
         let mut to = self.end_block;
         while to > self.first_block || lo.is_empty() {
             let from = (to - COUNT_CHUNK_BLOCKS).max(self.first_block);
-            self.range(from, to);
-            let n = self.params.len();
-            for (v, p) in [(&mut lo, &self.params[n - 2]), (&mut hi, &self.params[n - 1])] {
-                if let Param::Text(t) = p {
-                    v.push(t.clone());
-                }
-            }
+            let (a, b) = self.bounds(from, to);
+            lo.push(a);
+            hi.push(b);
             to = from;
         }
         let n = self.count_params.len();
