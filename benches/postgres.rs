@@ -92,7 +92,7 @@ async fn main() {
     // lot from one run to the next, so the medians are what is reported.
     let rounds = 3;
     let (mut rates, mut loads, mut batch_p99) = (vec![Vec::new(); 3], vec![Vec::new(); 3], vec![Vec::new(); 2]);
-    // The deleting batches alone, and the count that follows them.
+    // The deleting batches alone, the count that follows them, and batch p50.
     let (mut pass_rates, mut verify_ms, mut batch_p50) =
         (vec![Vec::new(); 2], vec![Vec::new(); 2], vec![Vec::new(); 2]);
     let (mut idle_ms, mut single_ms) = (Vec::new(), Vec::new());
