@@ -153,7 +153,10 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
         }
         assert!(aborts >= 10, "at least ten interruptions ({aborts})");
         // Let any statement of an aborted attempt finish before counting.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let busy = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID()";
+        while db.query_i64(busy).await.unwrap()[0] > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let remaining = db.count(&sel).await.unwrap();
         let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
         assert_eq!(out.records_done, planned);
