@@ -10,7 +10,7 @@ use common::mariadb::MariaDb;
 use common::scrub::{cutoff, id, rt, table};
 use lethe::{
     api::AnonymizeStrategy,
-    scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, mysql::Mysql},
+    scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, mysql::Mysql},
 };
 use proptest::prelude::*;
 
@@ -110,6 +110,71 @@ fn erasure_binds_values_by_column_type() {
         assert_eq!(db.foreign_keys(&table("order")).await.unwrap(), vec![("order_lines".to_string(), "order".to_string())]);
         db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(ids(&db, "SELECT id FROM `order` ORDER BY id").await, BTreeSet::from([2, 4, 5]));
+    });
+}
+
+#[test]
+fn schemas_that_break_naive_code() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        db.execute_batch(
+            "CREATE DATABASE `Audit`;
+             CREATE TABLE `Audit`.`UserEvents` (`order` datetime, `User` varchar(10), payload text);
+             INSERT INTO `Audit`.`UserEvents` VALUES ('2020-01-01', 'a', 'x'), ('2020-01-01', 'a', 'x'), ('2030-01-01', 'b', 'y'), (NULL, 'c', 'z');
+             CREATE TABLE composite (tenant int, n int, at date, PRIMARY KEY (tenant, n));
+             INSERT INTO composite VALUES (1, 1, '2020-01-01'), (1, 2, '2025-12-31'), (2, 1, '2026-01-01'), (2, 2, '2027-01-01');",
+        )
+        .await
+        .unwrap();
+        // Another database, no primary key, duplicate rows, mixed case, a reserved word as the time column.
+        let sel = Selection {
+            table: Table { schema: Some(id("Audit")), name: id("UserEvents") },
+            older_than: Some((id("order"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: 1, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        let left: BTreeSet<i64> = ids(&db, "SELECT ASCII(`User`) FROM `Audit`.`UserEvents`").await;
+        assert_eq!(left, BTreeSet::from([b'b' as i64, b'c' as i64]), "the future row and the row without a time stay");
+        // Composite key and a date column: the cutoff's own day is not before it.
+        let out = db.run(&Selection { table: table("composite"), older_than: Some((id("at"), cutoff())), ..sel.clone() }, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 2);
+        assert_eq!(ids(&db, "SELECT tenant * 10 + n FROM composite").await, BTreeSet::from([21, 22]));
+
+        // A foreign key without ON DELETE CASCADE: parent first is refused
+        // with a non-retryable error naming the table, and nothing goes.
+        db.execute_batch(
+            "CREATE TABLE customers (id int PRIMARY KEY, seen datetime NOT NULL);
+             CREATE TABLE invoices (id int PRIMARY KEY, customer_id int, FOREIGN KEY (customer_id) REFERENCES customers (id));
+             CREATE TABLE sessions (id int PRIMARY KEY, customer_id int, FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE);
+             INSERT INTO customers VALUES (1, '2020-01-01'), (2, '2020-01-01'), (3, '2030-01-01');
+             INSERT INTO invoices VALUES (10, 2);
+             INSERT INTO sessions VALUES (20, 1), (21, 3);",
+        )
+        .await
+        .unwrap();
+        let mut found = db.foreign_keys(&table("customers")).await.unwrap();
+        found.sort();
+        assert_eq!(found, vec![("invoices".into(), "customers".into()), ("sessions".into(), "customers".into())]);
+        let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), ..sel.clone() };
+        match db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("customers"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([1, 2, 3]), "a failed batch deletes nothing");
+        assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([20, 21]));
+        // Children first (the invoice), then the parents: the cascade takes
+        // the expired customer's session, the newer customer's stays.
+        let invoices = Selection { table: table("invoices"), subject: vec![(id("customer_id"), vec!["2".into()])], older_than: None, ..sel.clone() };
+        db.run(&invoices, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        let out = db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([3]));
+        assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([21]));
+        assert_eq!(ids(&db, "SELECT count(*) FROM invoices").await, BTreeSet::from([0]));
     });
 }
 
