@@ -139,6 +139,60 @@ fn configuration_errors_name_what_is_wrong() {
     });
 }
 
+/// Tables a `rowid`-based batch cannot address: one without a rowid
+/// (its key is the row's address), one whose columns shadow every rowid
+/// alias, and one with a column named `rowid` that is not unique.
+#[test]
+fn tables_without_a_usable_rowid_are_addressed_by_their_key() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE keyed (tenant INTEGER, n INTEGER, at TEXT, who TEXT, PRIMARY KEY (tenant, n)) WITHOUT ROWID;
+             INSERT INTO keyed VALUES (1, 1, '2020-01-01', 'a'), (1, 2, '2030-01-01', 'b'), (2, 1, '2020-01-01', 'c'), (2, 2, '2020-06-01', 'd');
+             CREATE TABLE shadowed (rowid INTEGER, _rowid_ INTEGER, oid INTEGER, id INTEGER PRIMARY KEY, at TEXT, email TEXT);
+             INSERT INTO shadowed VALUES (7, 7, 7, 1, '2020-01-01', 'a'), (7, 7, 7, 2, '2030-01-01', 'b'), (7, 7, 7, 3, '2020-01-01', 'c');
+             CREATE TABLE clash (rowid INTEGER, at TEXT);
+             INSERT INTO clash VALUES (5, '2020-01-01'), (5, '2030-01-01'), (6, '2020-01-01');
+             CREATE TABLE hopeless (rowid INTEGER, _rowid_ INTEGER, OID INTEGER, at TEXT);
+             INSERT INTO hopeless VALUES (1, 1, 1, '2020-01-01');",
+        )
+        .await;
+        let small = Limits { initial_batch: 1, min_batch: 1, max_batch: 1, ..Limits::default() };
+        let sel = |t: &str| Selection {
+            table: table(t),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel("keyed"), &Action::Delete, &small, 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (3, 0));
+        assert_eq!(ids(&db, "SELECT tenant * 10 + n FROM keyed").await, BTreeSet::from([12]));
+        let out = db.run(&sel("shadowed"), &Action::Delete, &small, 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.batches, out.remaining), (2, 2, 0), "one row per batch, as bounded");
+        assert_eq!(ids(&db, "SELECT id FROM shadowed").await, BTreeSet::from([2]));
+        let out = db.run(&sel("clash"), &Action::Delete, &small, 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.batches, out.remaining), (2, 2, 0), "one row per batch, as bounded");
+        assert_eq!(ids(&db, "SELECT count(*) FROM clash WHERE at = '2030-01-01'").await, BTreeSet::from([1]));
+        // Every name of the rowid shadowed and no key: refused, nothing touched.
+        match db.run(&sel("hopeless"), &Action::Delete, &small, 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("\"hopeless\"") && m.contains("no primary key"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        assert_eq!(ids(&db, "SELECT count(*) FROM hopeless").await, BTreeSet::from([1]));
+        // Anonymization walks the same key, and each row is done once.
+        db.execute_batch("INSERT INTO keyed VALUES (3, 1, '2020-01-01', 'e'), (3, 2, '2020-01-01', 'f')").await.unwrap();
+        let rules = vec![FieldRule { field: id("who"), strategy: AnonymizeStrategy::Null, value: None }];
+        let out = db
+            .run(&sel("keyed"), &Action::Anonymize { rules, salt: "s".into() }, &small, 0, |_| {})
+            .await
+            .unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT tenant * 10 + n FROM keyed WHERE who IS NULL").await, BTreeSet::from([31, 32]));
+    });
+}
+
 #[test]
 fn interrupted_runs_resume_to_the_exact_end_state() {
     rt().block_on(async {

@@ -1,7 +1,9 @@
 //! The SQLite driver: the embedded store for the demo and small installs.
 //!
 //! Each batch is one statement in its own transaction:
-//! `DELETE FROM t WHERE rowid IN (SELECT rowid FROM t WHERE <selection> LIMIT n) AND <selection>`.
+//! `DELETE FROM t WHERE rowid IN (SELECT rowid FROM t WHERE <selection> LIMIT n) AND <selection>`
+//! (the primary key in place of `rowid` where the table has none, or where
+//! columns shadow every name of it).
 //! SQLite stores times as ISO-8601 text or as Unix seconds; both are read
 //! (`unixepoch(.., 'subsec')` for text), and a value that is neither reads
 //! as NULL, which never expires. Values are bound; column affinity keeps
@@ -50,6 +52,8 @@ struct Column {
     name: String,
     decl: String,
     not_null: bool,
+    /// The column's place in the primary key (1-based), 0 when not in it.
+    pk: i64,
 }
 
 impl Sqlite {
@@ -104,7 +108,7 @@ impl Sqlite {
         let shown = Self::qualified(table);
         self.with(move |c| {
             let mut stmt = c
-                .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1, ?2)")
+                .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2)")
                 .map_err(|e| classify(e, "columns"))?;
             let cols = stmt
                 .query_map((&name, &schema), |r| {
@@ -112,6 +116,7 @@ impl Sqlite {
                         name: r.get(0)?,
                         decl: r.get::<_, String>(1)?.to_uppercase(),
                         not_null: r.get::<_, i64>(2)? != 0,
+                        pk: r.get(3)?,
                     })
                 })
                 .map_err(|e| classify(e, "columns"))?
@@ -123,6 +128,50 @@ impl Sqlite {
             Ok(cols)
         })
         .await
+    }
+
+    /// What addresses one row of the table in a batch's `IN (SELECT ..
+    /// LIMIT n)`: the rowid under a name no column shadows, else the
+    /// primary key (always, for a table declared `WITHOUT ROWID`).
+    /// Returned as the columns to select and the expression to match them.
+    async fn row_key(&self, table: &Table, cols: &[Column]) -> Result<(String, String), ScrubError> {
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let name = table.name.as_str().to_string();
+        let without_rowid = self
+            .with(move |c| {
+                c.query_row("SELECT wr FROM pragma_table_list WHERE name = ?1 AND schema = ?2", (&name, &schema), |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(|e| classify(e, "table kind"))
+            })
+            .await?
+            != 0;
+        if !without_rowid
+            && let Some(alias) =
+                ["rowid", "_rowid_", "oid"].into_iter().find(|a| !cols.iter().any(|c| c.name.eq_ignore_ascii_case(a)))
+        {
+            return Ok((alias.to_string(), alias.to_string()));
+        }
+        let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
+        key.sort_by_key(|c| c.pk);
+        let quoted = key
+            .iter()
+            .map(|c| Identifier::new(&c.name).map(|i| sql::quote(Dialect::Sqlite, &i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                ScrubError::Config(format!(
+                    "table {}: a primary key column cannot be addressed: {e}",
+                    Self::qualified(table)
+                ))
+            })?;
+        match quoted.len() {
+            0 => Err(ScrubError::Config(format!(
+                "table {} has columns named rowid, _rowid_ and oid and no primary key: its rows cannot be addressed one batch at a time",
+                Self::qualified(table)
+            ))),
+            1 => Ok((quoted[0].clone(), quoted[0].clone())),
+            _ => Ok((quoted.join(", "), format!("({})", quoted.join(", ")))),
+        }
     }
 
     fn predicate(sel: &Selection, cols: &[Column]) -> Result<(String, Vec<Value>), ScrubError> {
@@ -271,11 +320,12 @@ impl Sqlite {
         sel.check()?;
         let cols = self.columns(&sel.table).await?;
         let (pred, values) = Self::predicate(sel, &cols)?;
+        let (key_cols, key) = self.row_key(&sel.table, &cols).await?;
         let table = Self::qualified(&sel.table);
         let (statement, bound, remaining_cond, remaining_values) = match action {
             Action::Delete => (
                 format!(
-                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {pred} LIMIT ?) AND {pred}"
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {pred} LIMIT ?) AND {pred}"
                 ),
                 // The selection's values twice: inside and outside; the limit goes between.
                 Bound::Split(values.clone()),
@@ -291,7 +341,7 @@ impl Sqlite {
                 remaining.extend(done_values);
                 (
                     format!(
-                        "UPDATE {table} SET {sets} WHERE rowid IN (SELECT rowid FROM {table} WHERE {cond} LIMIT ?) AND {cond}"
+                        "UPDATE {table} SET {sets} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {cond} LIMIT ?) AND {cond}"
                     ),
                     Bound::Update { sets: set_values, cond: inner },
                     cond,
