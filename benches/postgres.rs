@@ -96,6 +96,10 @@ async fn main() {
     let (mut pass_rates, mut verify_ms, mut batch_p50) =
         (vec![Vec::new(); 2], vec![Vec::new(); 2], vec![Vec::new(); 2]);
     let (mut idle_ms, mut single_ms) = (Vec::new(), Vec::new());
+    // Lethe's whole run against the single DELETE followed by the same kind
+    // of check Lethe makes: one sequential count, in one process, of what the
+    // DELETE should have removed (the first read of its dead rows).
+    let (mut checked_ms, mut vs_checked) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for t in ["baseline_copy", "lethe_copy", "lethe_copy2"] {
             db.execute_batch(&format!(
@@ -119,6 +123,23 @@ async fn main() {
         single_ms.push(single.as_secs_f64() * 1000.0);
         let single_rate = deleted as f64 / single.as_secs_f64();
         rates[0].push(single_rate);
+        db.execute_batch(
+            "BEGIN; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off;
+             SET LOCAL enable_bitmapscan = off; SET LOCAL max_parallel_workers_per_gather = 0",
+        )
+        .await
+        .unwrap();
+        let t = Instant::now();
+        let left: i64 = db
+            .client()
+            .query_one("SELECT count(*) FROM baseline_copy WHERE created_at < $1", &[&cutoff])
+            .await
+            .unwrap()
+            .get(0);
+        let checked = single + t.elapsed();
+        db.execute_batch("COMMIT").await.unwrap();
+        assert_eq!(left, 0);
+        checked_ms.push(checked.as_secs_f64() * 1000.0);
         loads[0].push(pct(&mut load, 0.99).as_secs_f64() / idle_p99.as_secs_f64());
         for (i, (table, limits)) in [("lethe_copy", Limits::default()), ("lethe_copy2", two.clone())].iter().enumerate()
         {
@@ -136,6 +157,9 @@ async fn main() {
             verify_ms[i].push((took - pass).as_secs_f64() * 1000.0);
             assert_eq!(outcome.records_done as u64, deleted, "both removed the same rows");
             rates[i + 1].push(outcome.records_done as f64 / took.as_secs_f64() / single_rate);
+            if i == 0 {
+                vs_checked.push(checked.as_secs_f64() / took.as_secs_f64());
+            }
             loads[i + 1].push(pct(&mut load, 0.99).as_secs_f64() / idle_p99.as_secs_f64());
             let mut b = outcome.batch_durations.clone();
             batch_p99[i].push(pct(&mut b, 0.99).as_secs_f64() * 1000.0);
@@ -176,6 +200,11 @@ async fn main() {
         spread(&rates[2])
     );
     println!("| rows/s, deleting batches alone | | {} | {} | |", spread(&pass_rates[0]), spread(&pass_rates[1]));
+    println!(
+        "| rows/s against the single DELETE followed by one sequential count of what it should have removed | {:.0} ms | {} | | |",
+        median(&checked_ms),
+        spread(&vs_checked)
+    );
     println!(
         "| verifying count after the batches | | {:.0} ms | {:.0} ms | |",
         median(&verify_ms[0]),
