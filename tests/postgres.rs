@@ -386,6 +386,58 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
     });
 }
 
+/// Row-level security that would hide rows from Lethe's user is refused,
+/// not obeyed: obeyed, it would delete only the rows it shows and then
+/// count none left.
+#[test]
+fn row_level_security_that_hides_rows_is_refused_not_obeyed() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let admin = connect(&pg).await;
+        admin
+            .execute_batch(
+                "CREATE TABLE notes (id int PRIMARY KEY, tenant text NOT NULL, at timestamptz NOT NULL);
+                 INSERT INTO notes VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01'), (3, 'a', '2030-01-01');
+                 ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+                 CREATE POLICY only_a ON notes USING (tenant = 'a');
+                 CREATE ROLE scrubber LOGIN PASSWORD 'scrubber-pw';
+                 CREATE ROLE maintainer LOGIN BYPASSRLS PASSWORD 'maintainer-pw';
+                 GRANT SELECT, DELETE, UPDATE ON notes TO scrubber, maintainer;",
+            )
+            .await
+            .unwrap();
+        let as_role =
+            |user: &str| ConnectOptions { user: user.into(), password: Some(format!("{user}-pw")), ..pg.options() };
+        let sel = Selection {
+            table: table("notes"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let db = Postgres::connect(&as_role("scrubber"), &Limits::default()).await.unwrap();
+        let refused = |r: Result<String, ScrubError>| match r {
+            Err(e @ ScrubError::Access(_)) => {
+                assert!(!e.retryable());
+                assert!(e.to_string().contains("row-level security") && e.to_string().contains("BYPASSRLS"), "{e}");
+            }
+            other => panic!("expected an access error, got {other:?}"),
+        };
+        refused(db.probe(&table("notes")).await.map(|p| format!("{p:?}")));
+        refused(db.plan(&sel).await.map(|c| format!("{c:?}")));
+        refused(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.map(|o| format!("{o:?}")));
+        let subject = Selection { older_than: None, subject: vec![(id("id"), vec!["2".into()])], ..sel.clone() };
+        refused(db.run(&subject, &Action::Delete, &Limits::default(), 0, |_| {}).await.map(|o| format!("{o:?}")));
+        assert_eq!(ids(&admin, "SELECT id::bigint FROM notes").await, BTreeSet::from([1, 2, 3]), "nothing deleted");
+        // A user that bypasses row-level security sees, deletes and verifies every row.
+        let db = Postgres::connect(&as_role("maintainer"), &Limits::default()).await.unwrap();
+        assert!(db.probe(&table("notes")).await.unwrap().can_delete);
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&admin, "SELECT id::bigint FROM notes").await, BTreeSet::from([3]));
+    });
+}
+
 #[test]
 fn store_faults_are_classified_and_a_restart_mid_run_resumes() {
     let pg = PgServer::start();

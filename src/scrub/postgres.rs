@@ -177,6 +177,16 @@ pub struct Postgres {
 /// Classifies a server error by what should happen next.
 fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
     let text = match e.as_db_error() {
+        // The session sets `row_security = off`, so a policy that would
+        // filter what Lethe sees fails the statement instead.
+        Some(db) if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE && db.message().contains("row-level security") => {
+            format!(
+                "{what}: {} ({}): row-level security would hide rows from this user, so its deletes and counts \
+                 could not be trusted; give the user BYPASSRLS, or run as the table's owner",
+                db.message(),
+                db.code().code()
+            )
+        }
         Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
         None => format!("{what}: {e}"),
     };
@@ -307,8 +317,11 @@ impl Postgres {
         };
         // Numbers only: nothing user-written reaches these statements. No
         // parallel workers: a scrub takes one backend of the server, no more.
+        // Row-level security that applies to the user fails a statement
+        // rather than filtering it: a filtered count would verify nothing.
         let setup = format!(
-            "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'; SET max_parallel_workers_per_gather = 0",
+            "SET lock_timeout = {}; SET statement_timeout = {}; SET TimeZone = 'UTC'; SET max_parallel_workers_per_gather = 0;
+             SET row_security = off",
             limits.lock_timeout.as_millis().max(1),
             limits.statement_timeout.as_millis().max(1)
         );
@@ -341,6 +354,13 @@ impl Postgres {
             .map_err(|e| classify(e, "probe"))?;
         if !row.get::<_, bool>(0) {
             return Err(ScrubError::Config(format!("table {name} does not exist")));
+        }
+        if row.get::<_, bool>(1) {
+            // Fails where row-level security would filter the table.
+            self.client
+                .simple_query(&format!("SELECT 1 FROM {name} LIMIT 0"))
+                .await
+                .map_err(|e| classify(e, "probe"))?;
         }
         Ok(Probe {
             server_version: self.server_version().await?,
