@@ -696,3 +696,40 @@ fn uuid_identifiers_are_matched_as_uuids() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM devices").await, BTreeSet::from([2]));
     });
 }
+
+/// A `citext` identifier column compares as the column does, without case:
+/// for an erasure and for a hold alike.
+#[test]
+fn case_insensitive_identifier_columns_match_without_case() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE EXTENSION citext;
+             CREATE TABLE contacts (id int PRIMARY KEY, email citext NOT NULL, seen timestamptz NOT NULL);
+             INSERT INTO contacts VALUES (1, 'Jane@Example.com', '2030-01-01'), (2, 'bob@example.com', '2020-01-01'),
+               (3, 'carol@example.com', '2020-01-01'), (4, 'jane@example.org', '2030-01-01');",
+        )
+        .await
+        .unwrap();
+        let erase = Selection {
+            table: table("contacts"),
+            older_than: None,
+            subject: vec![(id("email"), vec!["jane@EXAMPLE.com".into()])],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM contacts").await, BTreeSet::from([2, 3, 4]));
+        let retention = Selection {
+            older_than: Some((id("seen"), cutoff())),
+            subject: vec![],
+            held: vec![(id("email"), vec!["BOB@example.COM".into()])],
+            ..erase
+        };
+        let out = db.run(&retention, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM contacts").await, BTreeSet::from([2, 4]), "the held row stays");
+    });
+}

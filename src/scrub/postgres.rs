@@ -24,7 +24,7 @@ use tokio_postgres::{
     Client, NoTls, Statement,
     config::SslMode,
     error::SqlState,
-    types::{ToSql, Type},
+    types::{Kind, ToSql, Type},
 };
 
 use super::{
@@ -262,9 +262,11 @@ fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
         (Param::Values(v), &Type::TEXT_ARRAY | &Type::VARCHAR_ARRAY | &Type::BPCHAR_ARRAY | &Type::NAME_ARRAY) => {
             Box::new(v.clone())
         }
+        // The citext extension's type: the server compares without case.
+        (Param::Values(v), ty) if matches!(ty.kind(), Kind::Array(m) if m.name() == "citext") => Box::new(v.clone()),
         (Param::Values(_), other) => {
             return Err(ScrubError::Config(format!(
-                "an identifier column has type {}; supported: smallint, integer, bigint, uuid, text, varchar, char",
+                "an identifier column has type {}; supported: smallint, integer, bigint, uuid, text, varchar, char, citext",
                 other.name().trim_start_matches('_')
             )));
         }
