@@ -679,7 +679,7 @@ fn tls_modes_encrypt_and_verify_as_configured() {
 }
 
 #[test]
-fn uuid_identifiers_are_matched_as_uuids() {
+fn uuid_and_inet_identifiers_are_matched_as_their_type() {
     let pg = PgServer::start();
     rt().block_on(async {
         let db = connect(&pg).await;
@@ -694,6 +694,26 @@ fn uuid_identifiers_are_matched_as_uuids() {
         assert_eq!(db.run(&sel("not-a-uuid"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
         assert_eq!(db.run(&sel("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
         assert_eq!(ids(&db, "SELECT id::bigint FROM devices").await, BTreeSet::from([2]));
+        // An inet column: the same address in another spelling matches; a
+        // malformed one and a network around the address do not.
+        db.execute_batch(
+            "CREATE TABLE visits (id int PRIMARY KEY, ip inet NOT NULL);
+             INSERT INTO visits VALUES (1, '2001:db8::1'), (2, '192.0.2.7'), (3, '192.0.2.8'), (4, '2001:db8::2');",
+        )
+        .await
+        .unwrap();
+        let sel = |v: Vec<&str>| Selection {
+            table: table("visits"),
+            older_than: None,
+            subject: vec![(id("ip"), v.into_iter().map(String::from).collect())],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel(vec!["not-an-ip", "192.0.2.0/24"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 0);
+        let out = db.run(&sel(vec!["2001:DB8:0:0::1", " 192.0.2.7 "]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM visits").await, BTreeSet::from([3, 4]));
     });
 }
 

@@ -256,6 +256,10 @@ fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
         (Param::Values(v), &Type::INT8_ARRAY) => {
             Box::new(v.iter().filter_map(|s| s.trim().parse::<i64>().ok()).collect::<Vec<_>>())
         }
+        // A host address (IPv4 or IPv6, any spelling); inet also compares the netmask.
+        (Param::Values(v), &Type::INET_ARRAY) => {
+            Box::new(v.iter().filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok()).collect::<Vec<_>>())
+        }
         (Param::Values(v), &Type::UUID_ARRAY) => {
             Box::new(v.iter().filter_map(|s| uuid::Uuid::parse_str(s.trim()).ok()).collect::<Vec<_>>())
         }
@@ -266,7 +270,7 @@ fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
         (Param::Values(v), ty) if matches!(ty.kind(), Kind::Array(m) if m.name() == "citext") => Box::new(v.clone()),
         (Param::Values(_), other) => {
             return Err(ScrubError::Config(format!(
-                "an identifier column has type {}; supported: smallint, integer, bigint, uuid, text, varchar, char, citext",
+                "an identifier column has type {}; supported: smallint, integer, bigint, uuid, inet, text, varchar, char, citext",
                 other.name().trim_start_matches('_')
             )));
         }
