@@ -416,3 +416,37 @@ fn whole_partitions_past_the_cutoff_are_dropped_or_detached_unless_a_row_must_st
         assert_eq!(out.remaining, 0);
     });
 }
+
+/// MariaDB's own address and uuid types: the same value in another
+/// spelling matches, a malformed one matches nothing and fails nothing.
+#[test]
+fn inet6_and_uuid_identifiers_are_matched_as_their_type() {
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch(
+            "DROP TABLE IF EXISTS visits;
+             CREATE TABLE visits (id int PRIMARY KEY, ip INET6 NOT NULL, device UUID NOT NULL);
+             INSERT INTO visits VALUES (1, '2001:db8::1', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+               (2, '::ffff:192.0.2.7', 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12'), (3, '::ffff:192.0.2.8', 'c0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13'),
+               (4, '::', '00000000-0000-0000-0000-000000000000');",
+        )
+        .await
+        .unwrap();
+        let sel = |c: &str, v: Vec<&str>| Selection {
+            table: table("visits"),
+            older_than: None,
+            subject: vec![(id(c), v.into_iter().map(String::from).collect())],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel("ip", vec!["not-an-ip", "192.0.2.0/24"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 0);
+        let out = db.run(&sel("device", vec!["not-a-uuid"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.records_done, 0);
+        let out = db.run(&sel("ip", vec!["2001:DB8:0:0::1", "not-an-ip"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        let out = db.run(&sel("device", vec!["B0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id FROM visits").await, BTreeSet::from([3, 4]), "a malformed value is not the zero address");
+    });
+}
