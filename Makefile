@@ -53,6 +53,7 @@ clean:
 bench:
 	$(CARGO) bench --bench emulator
 	$(CARGO) bench --bench postgres
+	$(CARGO) bench --bench mysql
 	$(CARGO) bench --bench redis
 	$(CARGO) bench --bench s3
 

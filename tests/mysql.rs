@@ -42,10 +42,15 @@ proptest! {
         held in prop::collection::btree_set(0i32..20, 0..5),
         with_minimum in any::<bool>(),
         batch in 1i64..50,
+        walk in any::<bool>(),
     ) {
         rt().block_on(async {
             let db = connect(shared()).await;
-            db.execute_batch("DROP TABLE IF EXISTS events; CREATE TABLE events (id bigint PRIMARY KEY, user_id int, created_at datetime(6), issued_at datetime(6), KEY (created_at))").await.unwrap();
+            // Without an index on the time column the server reads the whole
+            // table, and the run walks the primary key; with one and the walk
+            // turned off, batches are `LIMIT n` through the index.
+            let index = if walk { "" } else { ", KEY (created_at)" };
+            db.execute_batch(&format!("DROP TABLE IF EXISTS events; CREATE TABLE events (id bigint PRIMARY KEY, user_id int, created_at datetime(6), issued_at datetime(6){index})")).await.unwrap();
             let minimum = cutoff() - chrono::Duration::days(20);
             let values: Vec<String> = data.iter().enumerate().map(|(i, (u, c, iss))| {
                 let c = c.map(|d| ts(cutoff() + chrono::Duration::hours(d * 12))).unwrap_or("NULL".into());
@@ -63,7 +68,8 @@ proptest! {
                 held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
             };
             let planned = db.plan(&sel).await.unwrap();
-            let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: batch, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
+            let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if walk { 0.0 } else { 2.0 }, ..Limits::default() };
+            let out = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
             let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, iss))| {
                 let expired = c.is_some_and(|d| d < 0);
                 let under_minimum = with_minimum && iss.is_none_or(|d| d >= 0);
@@ -178,6 +184,78 @@ fn schemas_that_break_naive_code() {
     });
 }
 
+/// Rows written behind the primary-key walk while it runs (backdated, or
+/// given a key the walk has passed) are found by the count that closes it
+/// and deleted; held ones stay.
+#[test]
+fn rows_written_behind_a_key_walk_are_found_and_deleted() {
+    let server = MariaDb::start();
+    let opts = server.options();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        // 10,000 rows: odd ids past the cutoff, even ids newer; user 3 held. No time index.
+        db.execute_batch(
+            "CREATE TABLE visits (id bigint PRIMARY KEY, user_id int NOT NULL, seen_at datetime NOT NULL);
+             INSERT INTO visits SELECT seq, seq % 45, TIMESTAMPADD(HOUR, IF(seq % 2 = 1, -1, 1) * CAST(seq % 300 + 1 AS SIGNED), '2026-01-01') FROM seq_1_to_10000;",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("visits"),
+            older_than: Some((id("seen_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![(id("user_id"), vec!["3".into()])],
+        };
+        let held = |i: &i64| i % 45 == 3;
+        let planned = db.plan(&sel).await.unwrap().selected;
+        assert_eq!(planned, (1..=10_000).filter(|i| i % 2 == 1 && !held(i)).count() as i64);
+
+        // After the walk's first range (ids 1-500), another session backdates
+        // the newer rows among ids 1-400 and gives two old rows ahead of the
+        // walk keys behind it.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, answered) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            rt().block_on(async {
+                let other = Mysql::connect(&opts, &Limits::default()).await.unwrap();
+                wait.recv().unwrap();
+                other
+                    .execute_batch(
+                        "UPDATE visits SET seen_at = seen_at - INTERVAL 10 YEAR WHERE id <= 400 AND seen_at >= '2026-01-01';
+                         UPDATE visits SET id = -id WHERE id IN (9001, 9005);",
+                    )
+                    .await
+                    .unwrap();
+                done.send(()).unwrap();
+            })
+        });
+        let mut calls = 0;
+        let limits = Limits { initial_batch: 500, min_batch: 500, max_batch: 500, block_pass_above: 0.0, ..Limits::default() };
+        let out = db
+            .run(&sel, &Action::Delete, &limits, 0, |_| {
+                calls += 1;
+                if calls == 1 {
+                    go.send(()).unwrap();
+                    answered.recv().unwrap();
+                }
+            })
+            .await
+            .unwrap();
+        writer.join().unwrap();
+        assert!(calls > 20, "the walk went range by range ({calls} batches)");
+        let backdated = (1..=400).filter(|i| i % 2 == 0).count() as i64;
+        let backdated_held = (1..=400).filter(|i| i % 2 == 0 && held(i)).count() as i64;
+        assert!(backdated_held > 0, "some backdated rows are held");
+        assert_eq!(out.remaining, 0);
+        assert_eq!(out.records_done, planned + backdated - backdated_held, "the backdated unheld rows deleted too");
+        let expected: BTreeSet<i64> = (1..=10_000).filter(|i| held(i) || (i % 2 == 0 && *i > 400)).collect();
+        let left = ids(&db, "SELECT id FROM visits").await;
+        let wrong: Vec<_> = left.symmetric_difference(&expected).collect();
+        assert!(wrong.is_empty(), "exactly the newer and the held rows stay; differing ids: {wrong:?}");
+    });
+}
+
 #[test]
 fn interrupted_runs_resume_to_the_exact_end_state() {
     let server = MariaDb::start();
@@ -206,7 +284,8 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             let remaining = db.count(&sel).await.unwrap();
             // A fresh connection per attempt: an aborted one may be mid-statement.
             let attempt = connect(&server).await;
-            let limits = Limits { max_batch: 2_000, ..Limits::default() };
+            // Either way of batching, chosen at random: along the key or `LIMIT n`.
+            let limits = Limits { max_batch: 2_000, block_pass_above: if seed.is_multiple_of(2) { 0.0 } else { 2.0 }, ..Limits::default() };
             let after = Duration::from_millis(5 + seed % 60);
             if tokio::time::timeout(after, attempt.run(&sel, &Action::Delete, &limits, planned - remaining, |_| {})).await.is_err() {
                 aborts += 1;

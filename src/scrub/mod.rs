@@ -153,7 +153,9 @@ pub struct Limits {
     pub partitions: PartitionMode,
     /// Above this estimated share of the table selected, a delete reads the
     /// table once in block ranges instead of finding rows through an index
-    /// batch by batch.
+    /// batch by batch (PostgreSQL), or walks the primary key in ranges
+    /// (MySQL/MariaDB, where a plan that reads the whole table counts as
+    /// all of it).
     pub block_pass_above: f64,
     /// Connections a block pass may use at once, each deleting its own
     /// share of the table's blocks.

@@ -26,6 +26,8 @@ struct Column {
     data_type: String,
     nullable: bool,
     max_len: Option<i64>,
+    /// Part of the primary key.
+    primary: bool,
 }
 
 impl Column {
@@ -149,12 +151,12 @@ impl Mysql {
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(String, String, String, Option<i64>)> = self
+        let rows: Vec<(String, String, String, Option<i64>, String)> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS
+                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, COLUMN_KEY FROM information_schema.COLUMNS
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
                 (schema, table.name.as_str()),
             )
@@ -165,11 +167,12 @@ impl Mysql {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, data_type, nullable, max_len)| Column {
+            .map(|(name, data_type, nullable, max_len, key)| Column {
                 name,
                 data_type: data_type.to_lowercase(),
                 nullable: nullable == "YES",
                 max_len,
+                primary: key == "PRI",
             })
             .collect())
     }
@@ -499,11 +502,76 @@ impl Mysql {
                 (format!("UPDATE {table} SET {sets} WHERE {cond}"), values, cond, remaining)
             }
         };
-        let mut source = MyBatches { db: self, statement, values };
-        let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
-        outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values).await?;
+        let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
+        let walk_key = self.walk_key(&sel.table, &cols, &remaining_cond, &remaining_values, limits).await?;
+        let walked = walk_key.is_some();
+        if let Some(key) = walk_key {
+            // One pass along the primary key; then the count says whether rows
+            // were added or moved behind it meanwhile.
+            let mut walk = KeyWalk {
+                db: self,
+                table: table.clone(),
+                key,
+                statement: statement.clone(),
+                values: values.clone(),
+                after: None,
+                done: false,
+            };
+            outcome = super::drive(&mut walk, limits, done_before, &mut on_progress).await?;
+            outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values.clone()).await?;
+        }
+        if !walked || outcome.remaining > 0 {
+            let mut source = MyBatches { db: self, statement, values };
+            let more = super::drive(&mut source, limits, outcome.records_done, &mut on_progress).await?;
+            outcome.records_done = more.records_done;
+            outcome.batches += more.batches;
+            outcome.batch_durations.extend(more.batch_durations);
+            outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values).await?;
+        }
         outcome.partitions = partitions;
         Ok(outcome)
+    }
+
+    /// The primary key to walk in consecutive ranges, when the server
+    /// estimates that the selection is more than `block_pass_above` of the
+    /// table, or can find it only by reading the whole table. `... LIMIT n`
+    /// batches would then read again, from the start, every row (or index
+    /// entry, until purged) the earlier batches passed over. Only
+    /// single-column keys are walked.
+    async fn walk_key(
+        &self,
+        table: &Table,
+        cols: &[Column],
+        cond: &str,
+        values: &[Value],
+        limits: &Limits,
+    ) -> Result<Option<String>, ScrubError> {
+        let [key] = cols.iter().filter(|c| c.primary).collect::<Vec<_>>()[..] else { return Ok(None) };
+        let name = Self::qualified(table);
+        let mut conn = self.conn.lock().await;
+        let plan: Vec<mysql_async::Row> = conn
+            .exec(format!("EXPLAIN SELECT * FROM {name} WHERE {cond}"), values.to_vec())
+            .await
+            .map_err(|e| classify(e, "plan"))?;
+        // "Impossible WHERE" and the like: no access to the table at all.
+        let Some(rows) = plan.first().and_then(|r| r.get_opt::<Value, _>("rows")).and_then(Result::ok) else {
+            return Ok(None);
+        };
+        let number = |v: Value| mysql_async::from_value_opt::<Option<i64>>(v).ok().flatten().unwrap_or(0) as f64;
+        let rows = number(rows);
+        let total: Option<Value> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "table size"))?;
+        let share = rows / total.map(number).unwrap_or(0.0).max(1.0);
+        if share <= limits.block_pass_above {
+            return Ok(None);
+        }
+        let key = Identifier::new(&key.name).map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
+        Ok(Some(sql::quote(Dialect::Mysql, &key)))
     }
 
     /// Records the selection still leaves for the action to do.
@@ -535,6 +603,70 @@ impl super::Counting for Mysql {
 
     async fn total(&self, table: &Table) -> Result<i64, ScrubError> {
         self.count_where(table, "TRUE", vec![]).await
+    }
+}
+
+/// Consecutive ranges of the primary key, each one statement: the
+/// selection's statement narrowed to `key > after AND key <= upto`, where
+/// `upto` lies `size` rows on (found through the key's own index).
+struct KeyWalk<'a> {
+    db: &'a Mysql,
+    table: String,
+    key: String,
+    statement: String,
+    values: Vec<Value>,
+    after: Option<Value>,
+    done: bool,
+}
+
+impl super::BatchSource for KeyWalk<'_> {
+    fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
+        (limits.initial_batch, limits.min_batch, limits.max_batch)
+    }
+
+    async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (table, key) = (&self.table, &self.key);
+        let mut conn = self.db.conn.lock().await;
+        // The offset is a number of ours, not a user's value.
+        let offset = size.max(1) - 1;
+        let upto: Option<Value> = match &self.after {
+            None => {
+                conn.exec_first(format!("SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET {offset}"), ()).await
+            }
+            Some(a) => {
+                conn.exec_first(
+                    format!("SELECT {key} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT 1 OFFSET {offset}"),
+                    vec![a.clone()],
+                )
+                .await
+            }
+        }
+        .map_err(|e| classify(e, "range"))?;
+        let mut range = Vec::new();
+        let mut values = self.values.clone();
+        if let Some(a) = &self.after {
+            range.push(format!("{key} > ?"));
+            values.push(a.clone());
+        }
+        if let Some(u) = &upto {
+            range.push(format!("{key} <= ?"));
+            values.push(u.clone());
+        }
+        let q = if range.is_empty() {
+            self.statement.clone()
+        } else {
+            format!("{} AND {}", self.statement, range.join(" AND "))
+        };
+        conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
+        let n = conn.affected_rows() as i64;
+        match upto {
+            Some(u) => self.after = Some(u),
+            None => self.done = true,
+        }
+        Ok(Some(n))
     }
 }
 
