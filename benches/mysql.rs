@@ -8,6 +8,8 @@
 
 #[path = "../tests/common/mariadb.rs"]
 mod mariadb;
+#[path = "../tests/common/watchdog.rs"]
+mod watchdog;
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,8 @@
 
 #[path = "../tests/common/pg.rs"]
 mod pg;
+#[path = "../tests/common/watchdog.rs"]
+mod watchdog;
 
 use std::{
     sync::{

@@ -20,6 +20,9 @@ command -v lua5.4 >/dev/null || need_apt+=(lua5.4)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 # Headless Chromium renders the privacy report's HTML page in a test.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# pkill and setsid stop test servers left running by a test process that ended.
+command -v pkill >/dev/null || need_apt+=(procps)
+command -v setsid >/dev/null || need_apt+=(util-linux)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

@@ -36,9 +36,11 @@ fn opts() -> WriteOptions {
     WriteOptions { dry_run: false, unknown: UnknownFields::Prune }
 }
 
-/// Runs Jobs until the emulator stops. `kubeconfig` is handed to each
-/// process so it can reach the emulator as a pod reaches its API server.
-pub async fn run(shared: Shared, kubeconfig: PathBuf) {
+/// Runs Jobs until the emulator stops. The kubeconfig in `dir` is handed to
+/// each process so it can reach the emulator as a pod reaches its API
+/// server; `dir` goes when this does.
+pub async fn run(shared: Shared, dir: tempfile::TempDir) {
+    let kubeconfig = dir.path().join("admin.kubeconfig");
     let mut rx = shared.store.lock().expect("store lock").subscribe();
     let running: Arc<Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
     let mut deployments = Deployments::default();

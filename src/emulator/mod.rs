@@ -70,9 +70,11 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(route).with_state(shared.clone());
-        let kubeconfig_path = std::env::temp_dir().join(format!("lethe-emulator-{}.kubeconfig", addr.port()));
-        std::fs::write(&kubeconfig_path, kubeconfig(&format!("http://{addr}"), "default"))?;
-        let jobs = tokio::spawn(kubelet::run(shared.clone(), kubeconfig_path));
+        // The pods' kubeconfigs live in a directory the job runner owns:
+        // removed when the emulator stops.
+        let dir = tempfile::Builder::new().prefix("lethe-emulator-").tempdir()?;
+        std::fs::write(dir.path().join("admin.kubeconfig"), kubeconfig(&format!("http://{addr}"), "default"))?;
+        let jobs = tokio::spawn(kubelet::run(shared.clone(), dir));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "emulator server stopped");

@@ -10,6 +10,10 @@ use std::{
     time::Duration,
 };
 
+// `super::watchdog`: tests/common/mod.rs declares it, as do the benchmarks
+// that include this file.
+use super::watchdog;
+
 pub const PASSWORD: &str = "lethe-test-password";
 
 pub struct MariaDb {
@@ -17,6 +21,8 @@ pub struct MariaDb {
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
     tls: bool,
+    /// Stops the server and removes its directory if this is never dropped.
+    _watchdog: watchdog::Watchdog,
 }
 
 fn free_port() -> u16 {
@@ -38,6 +44,12 @@ impl MariaDb {
         // other's temporary tables: one at a time across test processes,
         // each with its own tmpdir.
         let dir = tempfile::Builder::new().prefix("lethe-mariadb-").tempdir().unwrap();
+        // The data directory's path names this server's process alone (the
+        // bracket keeps the pattern from matching the watcher's own command).
+        let watchdog = watchdog::Watchdog::arm(&format!(
+            "pkill -9 -f -- '--datadir={d}/dat[a]'; rm -rf '{d}'",
+            d = dir.path().display()
+        ));
         let data = dir.path().join("data");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
@@ -56,7 +68,7 @@ impl MariaDb {
             std::fs::write(dir.path().join("server.crt"), cert).unwrap();
             std::fs::write(dir.path().join("server.key"), key).unwrap();
         }
-        let db = MariaDb { port: free_port(), dir, child: Mutex::new(None), tls: tls.is_some() };
+        let db = MariaDb { port: free_port(), dir, child: Mutex::new(None), tls: tls.is_some(), _watchdog: watchdog };
         db.start_again();
         let sql = format!(
             "CREATE USER 'lethe'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'lethe'@'%'; CREATE DATABASE app;"

@@ -100,3 +100,4 @@ pub mod redis;
 pub mod s3;
 pub mod scrub;
 pub mod tls;
+pub mod watchdog;

@@ -5,6 +5,10 @@
 
 use std::{path::PathBuf, process::Command};
 
+// `super::watchdog`: tests/common/mod.rs declares it, as do the benchmarks
+// that include this file.
+use super::watchdog;
+
 pub const PASSWORD: &str = "lethe-test-password";
 
 pub struct PgServer {
@@ -12,6 +16,8 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     ssl: bool,
+    /// Stops the server and removes its directory if this is never dropped.
+    _watchdog: watchdog::Watchdog,
 }
 
 fn bin_dir() -> PathBuf {
@@ -24,9 +30,12 @@ fn bin_dir() -> PathBuf {
     panic!("PostgreSQL server binaries not found under /usr/lib/postgresql (run scripts/setup-test-env.sh)");
 }
 
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
 fn as_postgres(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    let mut cmd = if is_root {
+    let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
         c
@@ -54,6 +63,13 @@ impl PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("lethe-pg-").tempdir().unwrap();
         let data = dir.path().join("data");
+        let as_owner = if is_root() { "runuser -u postgres -- " } else { "" };
+        let watchdog = watchdog::Watchdog::arm(&format!(
+            "{as_owner}'{}' -D '{}' -m immediate -w stop; rm -rf '{}'",
+            bin.join("pg_ctl").display(),
+            data.display(),
+            dir.path().display()
+        ));
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
         let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
@@ -86,7 +102,7 @@ impl PgServer {
             let _ = Command::new("chmod").args(["600"]).arg(data.join("server.key")).status();
         }
         let port = free_port();
-        let server = PgServer { port, dir, bin, ssl: tls.is_some() };
+        let server = PgServer { port, dir, bin, ssl: tls.is_some(), _watchdog: watchdog };
         server.start_again();
         server
     }
