@@ -26,8 +26,6 @@ struct Column {
     data_type: String,
     nullable: bool,
     max_len: Option<i64>,
-    /// Part of the primary key.
-    primary: bool,
 }
 
 impl Column {
@@ -151,12 +149,12 @@ impl Mysql {
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(String, String, String, Option<i64>, String)> = self
+        let rows: Vec<(String, String, String, Option<i64>)> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, COLUMN_KEY FROM information_schema.COLUMNS
+                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
                 (schema, table.name.as_str()),
             )
@@ -167,12 +165,11 @@ impl Mysql {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, data_type, nullable, max_len, key)| Column {
+            .map(|(name, data_type, nullable, max_len)| Column {
                 name,
                 data_type: data_type.to_lowercase(),
                 nullable: nullable == "YES",
                 max_len,
-                primary: key == "PRI",
             })
             .collect())
     }
@@ -503,7 +500,7 @@ impl Mysql {
             }
         };
         let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
-        let walk_key = self.walk_key(&sel.table, &cols, &remaining_cond, &remaining_values, limits).await?;
+        let walk_key = self.walk_key(&sel.table, &remaining_cond, &remaining_values, limits).await?;
         let walked = walk_key.is_some();
         if let Some(key) = walk_key {
             // One pass along the primary key; then the count says whether rows
@@ -536,18 +533,20 @@ impl Mysql {
     /// estimates that the selection is more than `block_pass_above` of the
     /// table, or can find it only by reading the whole table. `... LIMIT n`
     /// batches would then read again, from the start, every row (or index
-    /// entry, until purged) the earlier batches passed over. Only
-    /// single-column keys are walked.
+    /// entry, until purged) the earlier batches passed over. Returns the
+    /// key's columns, quoted, in key order.
     async fn walk_key(
         &self,
         table: &Table,
-        cols: &[Column],
         cond: &str,
         values: &[Value],
         limits: &Limits,
-    ) -> Result<Option<String>, ScrubError> {
-        let [key] = cols.iter().filter(|c| c.primary).collect::<Vec<_>>()[..] else { return Ok(None) };
+    ) -> Result<Option<Vec<String>>, ScrubError> {
         let name = Self::qualified(table);
+        let key = self.primary_key(table).await?;
+        if key.is_empty() {
+            return Ok(None);
+        }
         let mut conn = self.conn.lock().await;
         let plan: Vec<mysql_async::Row> = conn
             .exec(format!("EXPLAIN SELECT * FROM {name} WHERE {cond}"), values.to_vec())
@@ -570,8 +569,27 @@ impl Mysql {
         if share <= limits.block_pass_above {
             return Ok(None);
         }
-        let key = Identifier::new(&key.name).map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
-        Ok(Some(sql::quote(Dialect::Mysql, &key)))
+        let quoted = key
+            .iter()
+            .map(|c| Identifier::new(c).map(|i| sql::quote(Dialect::Mysql, &i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
+        Ok(Some(quoted))
+    }
+
+    /// The primary key's columns in key order (none without a primary key).
+    async fn primary_key(&self, table: &Table) -> Result<Vec<String>, ScrubError> {
+        self.conn
+            .lock()
+            .await
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY'
+                  ORDER BY SEQ_IN_INDEX",
+                (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "primary key"))
     }
 
     /// Records the selection still leaves for the action to do.
@@ -607,16 +625,36 @@ impl super::Counting for Mysql {
 }
 
 /// Consecutive ranges of the primary key, each one statement: the
-/// selection's statement narrowed to `key > after AND key <= upto`, where
-/// `upto` lies `size` rows on (found through the key's own index).
+/// selection's statement narrowed to keys after `after` and up to `upto`,
+/// where `upto` lies `size` rows on (found through the key's own index).
+/// A key of several columns is compared column by column, spelled out, as
+/// the server turns that (and not a row comparison) into a key range.
 struct KeyWalk<'a> {
     db: &'a Mysql,
     table: String,
-    key: String,
+    key: Vec<String>,
     statement: String,
     values: Vec<Value>,
-    after: Option<Value>,
+    after: Option<Vec<Value>>,
     done: bool,
+}
+
+impl KeyWalk<'_> {
+    /// `key > at` (or `key <= at`) in key order, with its values.
+    fn compare(&self, at: &[Value], after: bool) -> (String, Vec<Value>) {
+        let (strict, last) = if after { (">", ">") } else { ("<", "<=") };
+        let mut terms = Vec::new();
+        let mut values = Vec::new();
+        for i in 0..self.key.len() {
+            let mut parts: Vec<String> = self.key[..i].iter().map(|k| format!("{k} = ?")).collect();
+            values.extend(at[..i].iter().cloned());
+            let op = if i + 1 == self.key.len() { last } else { strict };
+            parts.push(format!("{} {op} ?", self.key[i]));
+            values.push(at[i].clone());
+            terms.push(format!("({})", parts.join(" AND ")));
+        }
+        (format!("({})", terms.join(" OR ")), values)
+    }
 }
 
 impl super::BatchSource for KeyWalk<'_> {
@@ -628,38 +666,30 @@ impl super::BatchSource for KeyWalk<'_> {
         if self.done {
             return Ok(None);
         }
-        let (table, key) = (&self.table, &self.key);
-        let mut conn = self.db.conn.lock().await;
+        let key = self.key.join(", ");
         // The offset is a number of ours, not a user's value.
         let offset = size.max(1) - 1;
-        let upto: Option<Value> = match &self.after {
-            None => {
-                conn.exec_first(format!("SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET {offset}"), ()).await
-            }
-            Some(a) => {
-                conn.exec_first(
-                    format!("SELECT {key} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT 1 OFFSET {offset}"),
-                    vec![a.clone()],
-                )
-                .await
-            }
-        }
-        .map_err(|e| classify(e, "range"))?;
-        let mut range = Vec::new();
-        let mut values = self.values.clone();
-        if let Some(a) = &self.after {
-            range.push(format!("{key} > ?"));
-            values.push(a.clone());
-        }
-        if let Some(u) = &upto {
-            range.push(format!("{key} <= ?"));
-            values.push(u.clone());
-        }
-        let q = if range.is_empty() {
-            self.statement.clone()
-        } else {
-            format!("{} AND {}", self.statement, range.join(" AND "))
+        let (from, from_values) = match &self.after {
+            Some(a) => self.compare(a, true),
+            None => ("TRUE".to_string(), Vec::new()),
         };
+        let mut conn = self.db.conn.lock().await;
+        let upto: Option<mysql_async::Row> = conn
+            .exec_first(
+                format!("SELECT {key} FROM {} WHERE {from} ORDER BY {key} LIMIT 1 OFFSET {offset}", self.table),
+                from_values.clone(),
+            )
+            .await
+            .map_err(|e| classify(e, "range"))?;
+        let upto: Option<Vec<Value>> = upto.map(|r| r.unwrap());
+        let mut q = format!("{} AND {from}", self.statement);
+        let mut values = self.values.clone();
+        values.extend(from_values);
+        if let Some(u) = &upto {
+            let (to, to_values) = self.compare(u, false);
+            q.push_str(&format!(" AND {to}"));
+            values.extend(to_values);
+        }
         conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
         let n = conn.affected_rows() as i64;
         match upto {
