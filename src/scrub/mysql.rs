@@ -569,10 +569,7 @@ impl Mysql {
         if share <= limits.block_pass_above {
             return Ok(None);
         }
-        let quoted = key
-            .iter()
-            .map(|c| Identifier::new(c).map(|i| sql::quote(Dialect::Mysql, &i)))
-            .collect::<Result<Vec<_>, _>>()
+        let quoted = sql::quote_names(Dialect::Mysql, key.iter().map(String::as_str))
             .map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
         Ok(Some(quoted))
     }

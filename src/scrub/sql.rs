@@ -21,6 +21,15 @@ pub fn quote(d: Dialect, ident: &Identifier) -> String {
     format!("{q}{escaped}{q}")
 }
 
+/// Quotes column names the server reported (a primary key's, say), after
+/// validating each as an identifier would be.
+pub fn quote_names<'a>(
+    d: Dialect,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, crate::api::IdentifierError> {
+    names.into_iter().map(|n| Identifier::new(n).map(|i| quote(d, &i))).collect()
+}
+
 pub fn table_name(d: Dialect, schema: Option<&Identifier>, name: &Identifier) -> String {
     match schema {
         Some(s) => format!("{}.{}", quote(d, s), quote(d, name)),

@@ -154,23 +154,16 @@ impl Sqlite {
         }
         let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
         key.sort_by_key(|c| c.pk);
-        let quoted = key
-            .iter()
-            .map(|c| Identifier::new(&c.name).map(|i| sql::quote(Dialect::Sqlite, &i)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                ScrubError::Config(format!(
-                    "table {}: a primary key column cannot be addressed: {e}",
-                    Self::qualified(table)
-                ))
-            })?;
+        let shown = Self::qualified(table);
+        let quoted = sql::quote_names(Dialect::Sqlite, key.iter().map(|c| c.name.as_str()))
+            .map_err(|e| ScrubError::Config(format!("table {shown}: a primary key column cannot be addressed: {e}")))?;
+        let list = quoted.join(", ");
         match quoted.len() {
             0 => Err(ScrubError::Config(format!(
-                "table {} has columns named rowid, _rowid_ and oid and no primary key: its rows cannot be addressed one batch at a time",
-                Self::qualified(table)
+                "table {shown} has columns named rowid, _rowid_ and oid and no primary key: its rows cannot be addressed one batch at a time"
             ))),
-            1 => Ok((quoted[0].clone(), quoted[0].clone())),
-            _ => Ok((quoted.join(", "), format!("({})", quoted.join(", ")))),
+            1 => Ok((list.clone(), list)),
+            _ => Ok((list.clone(), format!("({list})"))),
         }
     }
 
