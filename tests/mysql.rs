@@ -539,3 +539,42 @@ fn inet6_and_uuid_identifiers_are_matched_as_their_type() {
         assert_eq!(ids(&db, "SELECT id FROM visits").await, BTreeSet::from([3, 4]), "a malformed value is not the zero address");
     });
 }
+
+/// Generated columns, stored and virtual: an anonymization rule on one is
+/// refused before any change, naming the column; selecting rows by one
+/// works like any other column.
+#[test]
+fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch(
+            "CREATE TABLE members (id int AUTO_INCREMENT PRIMARY KEY, email varchar(80) NOT NULL,
+                                   email_key varchar(80) AS (LOWER(email)) STORED, domain varchar(80) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL,
+                                   closed_at datetime);
+             INSERT INTO members (email, closed_at) VALUES ('Jane@Example.com', '2020-01-01'), ('bob@example.com', '2020-01-01'),
+                                                           ('carol@example.com', '2030-01-01');",
+        )
+        .await
+        .unwrap();
+        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let snapshot = "SELECT id FROM members WHERE email LIKE '%@example.com' AND email_key = LOWER(email)";
+        let before = ids(&db, snapshot).await;
+        for field in ["email_key", "domain"] {
+            let rules = vec![FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some("x".into()) }];
+            match db.run(&expired, &Action::Anonymize { rules, salt: String::new() }, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(field) && m.contains("generated column") && m.contains("cannot be anonymized"), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&db, snapshot).await, before, "nothing changed");
+        let rules = vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None }];
+        let out = db.run(&expired, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id FROM members WHERE email_key LIKE 'anon-%'").await, BTreeSet::from([1, 2]));
+        db.execute_batch("INSERT INTO members (email) VALUES ('Dave@Example.com'), ('erin@example.com')").await.unwrap();
+        let erase = Selection { older_than: None, subject: vec![(id("email_key"), vec!["dave@example.com".into()])], ..expired };
+        let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id FROM members").await, BTreeSet::from([1, 2, 3, 5]));
+    });
+}

@@ -753,3 +753,46 @@ fn case_insensitive_identifier_columns_match_without_case() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM contacts").await, BTreeSet::from([2, 4]), "the held row stays");
     });
 }
+
+/// Columns the server computes itself: a generated column and an identity
+/// column `GENERATED ALWAYS`. An anonymization rule on one is refused
+/// before any change, naming the column; selecting rows by a generated
+/// column works like any other.
+#[test]
+fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_selection() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE members (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL,
+                                   email_key text GENERATED ALWAYS AS (lower(email)) STORED, closed_at timestamptz);
+             INSERT INTO members (email, closed_at) VALUES ('Jane@Example.com', '2020-01-01'), ('bob@example.com', '2020-01-01'),
+                                                           ('carol@example.com', '2030-01-01');",
+        )
+        .await
+        .unwrap();
+        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let snapshot = "SELECT id FROM members WHERE email LIKE '%@example.com' AND email_key = lower(email)";
+        let before = ids(&db, snapshot).await;
+        for (field, says) in [("email_key", "generated"), ("id", "identity")] {
+            let rules = vec![FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some("x".into()) }];
+            let action = Action::Anonymize { rules, salt: String::new() };
+            match db.run(&expired, &action, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(field) && m.contains(says) && m.contains("cannot be anonymized"), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&db, snapshot).await, before, "nothing changed");
+        // The column it is computed from takes the rule, and the server recomputes.
+        let rules = vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None }];
+        let out = db.run(&expired, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id FROM members WHERE email_key LIKE 'anon-%'").await, BTreeSet::from([1, 2]));
+        // A subject erased by the generated column.
+        db.execute_batch("INSERT INTO members (email) VALUES ('Dave@Example.com'), ('erin@example.com')").await.unwrap();
+        let erase = Selection { older_than: None, subject: vec![(id("email_key"), vec!["dave@example.com".into()])], ..expired };
+        let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id FROM members").await, BTreeSet::from([1, 2, 3, 5]));
+    });
+}

@@ -315,24 +315,34 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
     })
 }
 
+/// What the server reports about a column an anonymization rule names.
+pub(crate) struct ColumnFacts {
+    pub nullable: bool,
+    pub is_text: bool,
+    pub max_len: Option<i64>,
+    /// Set when the server computes the column's values itself, saying how.
+    pub computed: Option<&'static str>,
+}
+
 /// Refuses an anonymization rule a column cannot take, before anything changes.
-pub(crate) fn check_rule(
-    rule: &FieldRule,
-    nullable: bool,
-    is_text: bool,
-    max_len: Option<i64>,
-) -> Result<(), ScrubError> {
+pub(crate) fn check_rule(rule: &FieldRule, col: &ColumnFacts) -> Result<(), ScrubError> {
     let f = &rule.field;
+    if let Some(how) = col.computed {
+        return Err(ScrubError::Config(format!(
+            "column {f} is {how}: the database sets its values itself, so it cannot be anonymized \
+             (for a generated column, anonymize the columns it is computed from)"
+        )));
+    }
     match rule.strategy {
-        AnonymizeStrategy::Null if !nullable => {
+        AnonymizeStrategy::Null if !col.nullable => {
             Err(ScrubError::Config(format!("column {f} is NOT NULL; use fixed, hash or redact")))
         }
-        AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !is_text => {
+        AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !col.is_text => {
             Err(ScrubError::Config(format!("column {f} is not text; hash and redact need a text column")))
         }
-        AnonymizeStrategy::Hash if max_len.is_some_and(|l| l < 13) => Err(ScrubError::Config(format!(
+        AnonymizeStrategy::Hash if col.max_len.is_some_and(|l| l < 13) => Err(ScrubError::Config(format!(
             "column {f} holds at most {} characters, too few for a hash",
-            max_len.unwrap_or(0)
+            col.max_len.unwrap_or(0)
         ))),
         _ => Ok(()),
     }

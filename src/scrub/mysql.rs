@@ -26,6 +26,8 @@ struct Column {
     data_type: String,
     nullable: bool,
     max_len: Option<i64>,
+    /// A generated column: the server computes its values.
+    generated: bool,
 }
 
 impl Column {
@@ -149,12 +151,13 @@ impl Mysql {
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(String, String, String, Option<i64>)> = self
+        let rows: Vec<(String, String, String, Option<i64>, i64)> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS
+                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
+                        COALESCE(GENERATION_EXPRESSION, '') <> '' FROM information_schema.COLUMNS
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
                 (schema, table.name.as_str()),
             )
@@ -165,11 +168,12 @@ impl Mysql {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, data_type, nullable, max_len)| Column {
+            .map(|(name, data_type, nullable, max_len, generated)| Column {
                 name,
                 data_type: data_type.to_lowercase(),
                 nullable: nullable == "YES",
                 max_len,
+                generated: generated != 0,
             })
             .collect())
     }
@@ -328,7 +332,13 @@ impl Mysql {
                 .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
             let c = sql::quote(d, &r.field);
-            super::check_rule(r, col.nullable, col.is_text(), col.max_len)?;
+            let facts = super::ColumnFacts {
+                nullable: col.nullable,
+                is_text: col.is_text(),
+                max_len: col.max_len,
+                computed: col.generated.then_some("a generated column"),
+            };
+            super::check_rule(r, &facts)?;
             match r.strategy {
                 AnonymizeStrategy::Null => {
                     sets.push(format!("{c} = NULL"));

@@ -567,20 +567,33 @@ impl Postgres {
         super::plan(self, sel).await
     }
 
-    /// Column facts anonymization needs: (nullable, is text, max length).
-    async fn columns(&self, table: &super::Table) -> Result<Vec<(String, bool, bool, Option<i64>)>, ScrubError> {
+    /// What anonymization needs to know of each column, by name.
+    async fn columns(&self, table: &super::Table) -> Result<Vec<(String, super::ColumnFacts)>, ScrubError> {
         let schema = table.schema.as_ref().map(Identifier::as_str).unwrap_or("public");
         let rows = self
             .client
             .query(
                 "SELECT column_name::text, is_nullable = 'YES', data_type IN ('text', 'character varying', 'character'),
-                        character_maximum_length::bigint
+                        character_maximum_length::bigint, is_generated = 'ALWAYS', identity_generation = 'ALWAYS'
                    FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
                 &[&schema, &table.name.as_str()],
             )
             .await
             .map_err(|e| classify(e, "columns"))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let computed = if r.get(4) {
+                    Some("a generated column")
+                } else if r.get::<_, Option<bool>>(5) == Some(true) {
+                    Some("an identity column GENERATED ALWAYS")
+                } else {
+                    None
+                };
+                let facts = super::ColumnFacts { nullable: r.get(1), is_text: r.get(2), max_len: r.get(3), computed };
+                (r.get(0), facts)
+            })
+            .collect())
     }
 
     /// Refuses anonymization rules the table cannot take, before any change.
@@ -592,11 +605,11 @@ impl Postgres {
         let cols = self.columns(&sel.table).await?;
         let mut lengths = Vec::new();
         for r in rules {
-            let Some((_, nullable, text, len)) = cols.iter().find(|c| c.0 == r.field.as_str()) else {
+            let Some((_, facts)) = cols.iter().find(|c| c.0 == r.field.as_str()) else {
                 return Err(ScrubError::Config(format!("column {} does not exist", r.field)));
             };
-            super::check_rule(r, *nullable, *text, *len)?;
-            lengths.push((r.field.as_str().to_string(), *len));
+            super::check_rule(r, facts)?;
+            lengths.push((r.field.as_str().to_string(), facts.max_len));
         }
         Ok(lengths)
     }

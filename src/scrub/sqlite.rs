@@ -54,6 +54,8 @@ struct Column {
     not_null: bool,
     /// The column's place in the primary key (1-based), 0 when not in it.
     pk: i64,
+    /// A generated column: SQLite computes its values.
+    generated: bool,
 }
 
 impl Sqlite {
@@ -108,7 +110,7 @@ impl Sqlite {
         let shown = Self::qualified(table);
         self.with(move |c| {
             let mut stmt = c
-                .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2)")
+                .prepare("SELECT name, type, \"notnull\", pk, hidden IN (2, 3) FROM pragma_table_xinfo(?1, ?2)")
                 .map_err(|e| classify(e, "columns"))?;
             let cols = stmt
                 .query_map((&name, &schema), |r| {
@@ -117,6 +119,7 @@ impl Sqlite {
                         decl: r.get::<_, String>(1)?.to_uppercase(),
                         not_null: r.get::<_, i64>(2)? != 0,
                         pk: r.get(3)?,
+                        generated: r.get(4)?,
                     })
                 })
                 .map_err(|e| classify(e, "columns"))?
@@ -274,7 +277,13 @@ impl Sqlite {
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
             let is_text = ["CHAR", "TEXT", "CLOB"].iter().any(|t| col.decl.contains(t)) || col.decl.is_empty();
             let c = sql::quote(d, &r.field);
-            super::check_rule(r, !col.not_null, is_text, None)?;
+            let facts = super::ColumnFacts {
+                nullable: !col.not_null,
+                is_text,
+                max_len: None,
+                computed: col.generated.then_some("a generated column"),
+            };
+            super::check_rule(r, &facts)?;
             match r.strategy {
                 AnonymizeStrategy::Null => {
                     sets.push(format!("{c} = NULL"));
