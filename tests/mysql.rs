@@ -353,6 +353,44 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
             Err(ScrubError::Config(m)) => assert!(m.contains("NOT NULL"), "{m}"),
             other => panic!("expected a configuration error, got {other:?}"),
         }
+
+        // Rules that would break a unique key on the column alone (or on
+        // its first characters) are refused before anything changes; a key
+        // of several columns is not the column's alone.
+        db.execute_batch(
+            "CREATE TABLE coupons (id int PRIMARY KEY, code varchar(16) NOT NULL UNIQUE, label varchar(80), note varchar(16),
+                                   tenant int, handle varchar(20), used_at datetime, UNIQUE (label), UNIQUE KEY short_label (label(12)),
+                                   UNIQUE (tenant, handle));
+             INSERT INTO coupons SELECT seq, CONCAT('C', seq), CONCAT('L', seq), CONCAT('N', seq), seq, CONCAT('h', seq), '2020-01-01'
+               FROM seq_1_to_20;",
+        )
+        .await
+        .unwrap();
+        let used = Selection { table: table("coupons"), older_than: Some((id("used_at"), cutoff())), ..sel.clone() };
+        let coupons = "SELECT id FROM coupons WHERE code LIKE 'C%' AND label LIKE 'L%' AND note LIKE 'N%' AND handle LIKE 'h%'";
+        for (field, strategy, says) in [
+            ("code", AnonymizeStrategy::Hash, "too few for hashes that stay distinct"),
+            ("label", AnonymizeStrategy::Hash, "at most 12 characters"),
+            ("label", AnonymizeStrategy::Fixed, "one fixed value"),
+            ("code", AnonymizeStrategy::Redact, "redaction"),
+            ("id", AnonymizeStrategy::Fixed, "UNIQUE"),
+        ] {
+            let rules = vec![FieldRule { field: id(field), strategy, value: Some("x".into()) }];
+            match db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(field) && m.contains(says), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&db, coupons).await.len(), 20, "nothing changed");
+        db.execute_batch("ALTER TABLE coupons DROP INDEX short_label").await.unwrap();
+        let rules = vec![
+            FieldRule { field: id("label"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("note"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("handle"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let out = db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (20, 0));
+        assert_eq!(ids(&db, "SELECT COUNT(DISTINCT label) FROM coupons WHERE label LIKE 'anon-%' AND note LIKE 'anon-%' AND handle REGEXP '^[*]+$'").await, BTreeSet::from([20]));
     });
 }
 

@@ -383,6 +383,41 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
             other => panic!("expected a configuration error, got {other:?}"),
         }
         assert_eq!(ids(&db, "SELECT id::bigint FROM customers WHERE full_name LIKE 'Person%'").await, before, "nothing changed");
+
+        // Rules that would break a unique key on the column alone are
+        // refused before anything changes; a key of several columns is not
+        // the column's alone.
+        db.execute_batch(
+            "CREATE TABLE coupons (id serial PRIMARY KEY, code varchar(16) NOT NULL UNIQUE, label text UNIQUE, note varchar(16),
+                                   tenant int, handle text, used_at timestamptz, UNIQUE (tenant, handle));
+             INSERT INTO coupons (code, label, note, tenant, handle, used_at)
+               SELECT 'C' || g, 'L' || g, 'N' || g, g, 'h' || g, '2020-01-01' FROM generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+        let used = Selection { table: table("coupons"), older_than: Some((id("used_at"), cutoff())), ..sel.clone() };
+        let coupons = "SELECT id::bigint FROM coupons WHERE code LIKE 'C%' AND label LIKE 'L%' AND note LIKE 'N%' AND handle LIKE 'h%'";
+        for (field, strategy, says) in [
+            ("code", AnonymizeStrategy::Hash, "too few for hashes that stay distinct"),
+            ("label", AnonymizeStrategy::Fixed, "one fixed value"),
+            ("label", AnonymizeStrategy::Redact, "redaction"),
+            ("id", AnonymizeStrategy::Fixed, "UNIQUE"),
+        ] {
+            let rules = vec![FieldRule { field: id(field), strategy, value: Some("x".into()) }];
+            match db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(field) && m.contains(says), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&db, coupons).await.len(), 20, "nothing changed");
+        let rules = vec![
+            FieldRule { field: id("label"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("note"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("handle"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let out = db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (20, 0));
+        assert_eq!(ids(&db, "SELECT count(DISTINCT label)::bigint FROM coupons WHERE label LIKE 'anon-%' AND note LIKE 'anon-%' AND handle ~ '^[*]+$'").await, BTreeSet::from([20]));
     });
 }
 

@@ -110,6 +110,38 @@ fn erasure_and_anonymization() {
         assert_eq!(db.run(&closed, &action, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0, "idempotent");
         let bad = Action::Anonymize { rules: vec![FieldRule { field: id("full_name"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
         assert!(matches!(db.run(&closed, &bad, &Limits::default(), 0, |_| {}).await, Err(ScrubError::Config(_))));
+
+        // Rules that would break a unique key on the column alone are
+        // refused before anything changes; a key of several columns is not
+        // the column's alone, nor is a partial unique index.
+        let setup = "CREATE TABLE coupons (code TEXT PRIMARY KEY, label TEXT UNIQUE, note TEXT, tenant INTEGER, handle TEXT, used_at TEXT,
+                                           UNIQUE (tenant, handle));
+                     CREATE UNIQUE INDEX live_notes ON coupons (note) WHERE used_at IS NULL;
+                     WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20)
+                     INSERT INTO coupons SELECT 'C' || n, 'L' || n, 'N' || n, n, 'h' || n, '2020-01-01' FROM g;";
+        rusqlite::Connection::open(dir.path().join("data.db")).unwrap().execute_batch(setup).unwrap();
+        let used = Selection { table: table("coupons"), older_than: Some((id("used_at"), cutoff())), ..closed.clone() };
+        let coupons = "SELECT count(*) FROM coupons WHERE code LIKE 'C%' AND label LIKE 'L%' AND note LIKE 'N%' AND handle LIKE 'h%'";
+        for (field, strategy, says) in [
+            ("code", AnonymizeStrategy::Fixed, "one fixed value"),
+            ("label", AnonymizeStrategy::Fixed, "one fixed value"),
+            ("label", AnonymizeStrategy::Redact, "redaction"),
+        ] {
+            let rules = vec![FieldRule { field: id(field), strategy, value: Some("x".into()) }];
+            match db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(field) && m.contains(says), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&db, coupons).await, BTreeSet::from([20]), "nothing changed");
+        let rules = vec![
+            FieldRule { field: id("label"), strategy: AnonymizeStrategy::Hash, value: None },
+            FieldRule { field: id("note"), strategy: AnonymizeStrategy::Fixed, value: Some("gone".into()) },
+            FieldRule { field: id("handle"), strategy: AnonymizeStrategy::Redact, value: None },
+        ];
+        let out = db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (20, 0));
+        assert_eq!(ids(&db, "SELECT count(DISTINCT label) FROM coupons WHERE label LIKE 'anon-%' AND note = 'gone' AND handle NOT GLOB '*[^*]*'").await, BTreeSet::from([20]));
     });
 }
 

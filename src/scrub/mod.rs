@@ -322,7 +322,14 @@ pub(crate) struct ColumnFacts {
     pub max_len: Option<i64>,
     /// Set when the server computes the column's values itself, saying how.
     pub computed: Option<&'static str>,
+    /// The column alone is a unique key (primary key, or a unique index
+    /// or constraint on it and nothing else, without a condition).
+    pub unique: bool,
 }
+
+/// The fewest characters a salted hash keeps in a UNIQUE column: `anon-`
+/// and 16 hex digits (64 bits), so distinct records keep distinct values.
+const UNIQUE_HASH_LEN: i64 = 21;
 
 /// Refuses an anonymization rule a column cannot take, before anything changes.
 pub(crate) fn check_rule(rule: &FieldRule, col: &ColumnFacts) -> Result<(), ScrubError> {
@@ -343,6 +350,18 @@ pub(crate) fn check_rule(rule: &FieldRule, col: &ColumnFacts) -> Result<(), Scru
         AnonymizeStrategy::Hash if col.max_len.is_some_and(|l| l < 13) => Err(ScrubError::Config(format!(
             "column {f} holds at most {} characters, too few for a hash",
             col.max_len.unwrap_or(0)
+        ))),
+        AnonymizeStrategy::Hash if col.unique && col.max_len.is_some_and(|l| l < UNIQUE_HASH_LEN) => {
+            Err(ScrubError::Config(format!(
+                "column {f} is UNIQUE and holds at most {} characters, too few for hashes that stay distinct \
+                 (at least {UNIQUE_HASH_LEN})",
+                col.max_len.unwrap_or(0)
+            )))
+        }
+        AnonymizeStrategy::Fixed | AnonymizeStrategy::Redact if col.unique => Err(ScrubError::Config(format!(
+            "column {f} is UNIQUE: {} would give records the same value; use hash (distinct values per record) \
+             or null",
+            if rule.strategy == AnonymizeStrategy::Fixed { "one fixed value" } else { "redaction" }
         ))),
         _ => Ok(()),
     }

@@ -28,7 +28,15 @@ struct Column {
     max_len: Option<i64>,
     /// A generated column: the server computes its values.
     generated: bool,
+    /// How many leading characters a unique index on this column alone
+    /// covers (its prefix length, else the column's length); `None` when
+    /// there is no such index.
+    unique_prefix: Option<Option<i64>>,
 }
+
+/// A row of the column query: name, type, nullable, length, generated,
+/// unique alone, unique prefix.
+type ColumnRow = (String, String, String, Option<i64>, i64, i64, Option<i64>);
 
 impl Column {
     fn is_integer(&self) -> bool {
@@ -151,15 +159,23 @@ impl Mysql {
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(String, String, String, Option<i64>, i64)> = self
+        let rows: Vec<ColumnRow> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
-                        COALESCE(GENERATION_EXPRESSION, '') <> '' FROM information_schema.COLUMNS
-                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
-                (schema, table.name.as_str()),
+                "SELECT c.COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
+                        COALESCE(GENERATION_EXPRESSION, '') <> '', u.COLUMN_NAME IS NOT NULL, u.PREFIX
+                   FROM information_schema.COLUMNS c
+                   LEFT JOIN (SELECT s.COLUMN_NAME, MIN(COALESCE(s.SUB_PART, 1 << 30)) AS PREFIX
+                                FROM information_schema.STATISTICS s
+                               WHERE s.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND s.TABLE_NAME = ? AND s.NON_UNIQUE = 0
+                                 AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS o
+                                                  WHERE o.TABLE_SCHEMA = s.TABLE_SCHEMA AND o.TABLE_NAME = s.TABLE_NAME
+                                                    AND o.INDEX_NAME = s.INDEX_NAME AND o.SEQ_IN_INDEX > 1)
+                               GROUP BY s.COLUMN_NAME) u ON u.COLUMN_NAME = c.COLUMN_NAME
+                  WHERE c.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND c.TABLE_NAME = ?",
+                (&schema, table.name.as_str(), &schema, table.name.as_str()),
             )
             .await
             .map_err(|e| classify(e, "columns"))?;
@@ -168,12 +184,13 @@ impl Mysql {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, data_type, nullable, max_len, generated)| Column {
+            .map(|(name, data_type, nullable, max_len, generated, unique, prefix)| Column {
                 name,
                 data_type: data_type.to_lowercase(),
                 nullable: nullable == "YES",
                 max_len,
                 generated: generated != 0,
+                unique_prefix: (unique != 0).then(|| prefix.filter(|p| *p < 1 << 30)),
             })
             .collect())
     }
@@ -332,11 +349,17 @@ impl Mysql {
                 .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
             let c = sql::quote(d, &r.field);
+            // A unique prefix index keeps distinct only as much as its prefix.
+            let prefix = col.unique_prefix.flatten();
             let facts = super::ColumnFacts {
                 nullable: col.nullable,
                 is_text: col.is_text(),
-                max_len: col.max_len,
+                max_len: match (col.max_len, prefix) {
+                    (Some(l), Some(p)) => Some(l.min(p)),
+                    (l, p) => l.or(p),
+                },
                 computed: col.generated.then_some("a generated column"),
+                unique: col.unique_prefix.is_some(),
             };
             super::check_rule(r, &facts)?;
             match r.strategy {

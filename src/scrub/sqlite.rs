@@ -56,6 +56,8 @@ struct Column {
     pk: i64,
     /// A generated column: SQLite computes its values.
     generated: bool,
+    /// The column alone is a unique key.
+    unique: bool,
 }
 
 impl Sqlite {
@@ -110,7 +112,11 @@ impl Sqlite {
         let shown = Self::qualified(table);
         self.with(move |c| {
             let mut stmt = c
-                .prepare("SELECT name, type, \"notnull\", pk, hidden IN (2, 3) FROM pragma_table_xinfo(?1, ?2)")
+                .prepare("SELECT c.name, c.type, c.\"notnull\", c.pk, c.hidden IN (2, 3),
+                        (c.pk = 1 AND NOT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1, ?2) k WHERE k.pk > 1))
+                        OR c.name IN (SELECT min(i.name) FROM pragma_index_list(?1, ?2) l, pragma_index_info(l.name, ?2) i
+                                       WHERE l.\"unique\" AND NOT l.partial GROUP BY l.name HAVING count(*) = 1)
+                   FROM pragma_table_xinfo(?1, ?2) c")
                 .map_err(|e| classify(e, "columns"))?;
             let cols = stmt
                 .query_map((&name, &schema), |r| {
@@ -120,6 +126,7 @@ impl Sqlite {
                         not_null: r.get::<_, i64>(2)? != 0,
                         pk: r.get(3)?,
                         generated: r.get(4)?,
+                        unique: r.get(5)?,
                     })
                 })
                 .map_err(|e| classify(e, "columns"))?
@@ -282,6 +289,7 @@ impl Sqlite {
                 is_text,
                 max_len: None,
                 computed: col.generated.then_some("a generated column"),
+                unique: col.unique,
             };
             super::check_rule(r, &facts)?;
             match r.strategy {
