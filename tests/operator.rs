@@ -1024,3 +1024,42 @@ spec:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(op);
 }
+
+/// An anonymization rule the table cannot take fails the run at its plan,
+/// dry run or not, with the column named and nothing changed: `fixed` on a
+/// UNIQUE column would give every record the same value.
+#[test]
+fn an_anonymization_rule_the_table_cannot_take_fails_the_run_before_any_change() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    sql.exec(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, user_id bigint, email text UNIQUE, closed_at timestamptz);
+         INSERT INTO accounts SELECT i, i, 'u' || i || '@example.com', now() - make_interval(days => i) FROM generate_series(1, 100) i;",
+    );
+    let ns = c.namespace("badrule");
+    let _op = Operator::start(&c, &ns, "in-process", "op-badrule");
+    let dataset = |name: &str, dry: bool| {
+        dataset_manifest(
+            name,
+            "accounts",
+            "closed_at",
+            &format!(
+                "  dryRun: {dry}\n  safety: {{maxDeletePercent: 100}}\n  anonymization:\n    fields: [{{field: email, strategy: fixed, value: removed}}]\n"
+            ),
+        )
+        .replace("retention: {keepFor: 30d}", "retention: {keepFor: 30d, action: anonymize}")
+    };
+    c.apply_text(
+        &format!("{}---\n{}---\n{}", store_manifest(&pg), dataset("rehearsal", true), dataset("accounts", false)),
+        &["-n", &ns],
+    );
+    for name in ["rehearsal", "accounts"] {
+        let failed = wait_phase(&c, &ns, name, "Failed");
+        let condition = &failed["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "InvalidConfiguration", "{:#}", failed["status"]);
+        let message = condition["message"].as_str().unwrap_or_default();
+        assert!(message.contains("email") && message.contains("UNIQUE"), "{message}");
+    }
+    assert_eq!(sql.count("SELECT count(*) FROM accounts WHERE email LIKE 'u%@example.com'"), 100, "nothing changed");
+}

@@ -294,6 +294,22 @@ pub async fn execute(
     let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default() };
     w.st.observed_generation = run.metadata.generation;
     w.st.executor = Some(executor.to_string());
+    match execute_with(&mut w, run, targets, inputs, digest_salt, observer).await {
+        // A store error no retry can mend (configuration, access) fails the
+        // run wherever it arose, instead of resuming it forever.
+        Err(Error::Scrub(e)) if !e.retryable() => w.fail(e.reason(), e.to_string()).await,
+        other => other,
+    }
+}
+
+async fn execute_with(
+    w: &mut Writer<'_>,
+    run: &ScrubRun,
+    targets: Targets,
+    inputs: Inputs,
+    digest_salt: &str,
+    observer: &dyn Observer,
+) -> Result<Ended> {
     if matches!(w.st.phase, Some(RunPhase::Succeeded | RunPhase::Failed)) {
         return Ok(Ended::Done);
     }
@@ -516,6 +532,7 @@ pub async fn execute(
         };
         if matches!(action, Action::Anonymize { .. }) {
             // Records anonymized by an earlier run match, but have nothing left to do.
+            // This also refuses rules the table cannot take, dry run or not.
             counts.selected = db.pending(&sel, &action).await?;
         }
         w.st.plan = Some(RunPlan {

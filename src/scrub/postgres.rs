@@ -819,6 +819,7 @@ impl Postgres {
         match action {
             Action::Delete => self.count(sel).await,
             Action::Anonymize { rules, .. } => {
+                self.check_rules(sel, rules).await?;
                 let mut p = Params::new(Dialect::Postgres);
                 let pred = sql::pg_predicate(sel, &mut p);
                 let done = sql::pg_anonymized(rules, &mut p);
