@@ -391,6 +391,30 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         let out = db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (20, 0));
         assert_eq!(ids(&db, "SELECT COUNT(DISTINCT label) FROM coupons WHERE label LIKE 'anon-%' AND note LIKE 'anon-%' AND handle REGEXP '^[*]+$'").await, BTreeSet::from([20]));
+
+        // On a server configured without strict mode, a value the column
+        // cannot hold would be mangled with a warning (text in a number
+        // column saved as 0, which then even compares equal to the text):
+        // the session is strict, so the statement fails and nothing changes.
+        // A fixed value longer than its column is refused before any query.
+        db.execute_batch(
+            "SET GLOBAL sql_mode = '';
+             CREATE TABLE legacy (id int PRIMARY KEY, nickname varchar(8), age int, left_at datetime);
+             INSERT INTO legacy SELECT seq, CONCAT('nick', seq), 30 + seq, '2020-01-01' FROM seq_1_to_10;",
+        )
+        .await
+        .unwrap();
+        let lax = connect(&server).await;
+        let legacy = Selection { table: table("legacy"), older_than: Some((id("left_at"), cutoff())), ..sel.clone() };
+        for (field, value, says) in [("age", "unknown", "'unknown'"), ("nickname", "anonymous", "nickname holds at most 8")] {
+            let rules = vec![FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some(value.into()) }];
+            match lax.run(&legacy, &Action::Anonymize { rules, salt: String::new() }, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("expected a configuration error for {field}, got {other:?}"),
+            }
+        }
+        let untouched = "SELECT COUNT(*) FROM legacy WHERE nickname LIKE 'nick%' AND age > 30";
+        assert_eq!(ids(&lax, untouched).await, BTreeSet::from([10]), "nothing changed");
     });
 }
 

@@ -409,6 +409,11 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
                 other => panic!("expected a configuration error for {field}, got {other:?}"),
             }
         }
+        let long = vec![FieldRule { field: id("note"), strategy: AnonymizeStrategy::Fixed, value: Some("no longer available".into()) }];
+        match db.run(&used, &Action::Anonymize { rules: long, salt: String::new() }, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("note holds at most 16 characters"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
         assert_eq!(ids(&db, coupons).await.len(), 20, "nothing changed");
         let rules = vec![
             FieldRule { field: id("label"), strategy: AnonymizeStrategy::Hash, value: None },

@@ -358,6 +358,14 @@ pub(crate) fn check_rule(rule: &FieldRule, col: &ColumnFacts) -> Result<(), Scru
                 col.max_len.unwrap_or(0)
             )))
         }
+        AnonymizeStrategy::Fixed
+            if col.max_len.is_some_and(|l| rule.value.as_deref().unwrap_or_default().chars().count() as i64 > l) =>
+        {
+            Err(ScrubError::Config(format!(
+                "column {f} holds at most {} characters, fewer than the fixed value",
+                col.max_len.unwrap_or(0)
+            )))
+        }
         AnonymizeStrategy::Fixed | AnonymizeStrategy::Redact if col.unique => Err(ScrubError::Config(format!(
             "column {f} is UNIQUE: {} would give records the same value; use hash (distinct values per record) \
              or null",

@@ -136,6 +136,10 @@ impl Mysql {
             // Numbers only: nothing user-written reaches these statements.
             .init(vec![
                 "SET SESSION time_zone = '+00:00'".to_string(),
+                // Strict whatever the server's default: a value a column
+                // cannot hold fails its statement instead of being saved
+                // mangled (text as 0, cut short) with a warning.
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".to_string(),
                 format!("SET SESSION innodb_lock_wait_timeout = {lock_secs}"),
             ]);
         let mut conn = tokio::time::timeout(Duration::from_secs(10), Conn::new(builder))
