@@ -160,6 +160,25 @@ fn schemas_that_break_naive_code() {
         assert_eq!(out.records_done, 2);
         assert_eq!(ids(&db, "SELECT tenant * 10 + n FROM composite").await, BTreeSet::from([21, 22]));
 
+        // A time column that holds no time (Unix seconds, text) would be
+        // compared as a number or as text: refused, naming its type.
+        db.execute_batch(
+            "CREATE TABLE stamps (id int PRIMARY KEY, epoch bigint, text_time varchar(30));
+             INSERT INTO stamps VALUES (1, 1577836800, '2020-01-01 00:00:00'), (2, 1893456000, '2030-01-01 00:00:00'), (3, 0, 'n/a');",
+        )
+        .await
+        .unwrap();
+        for (column, kind) in [("epoch", "bigint"), ("text_time", "varchar")] {
+            let stamps = Selection { table: table("stamps"), older_than: Some((id(column), cutoff())), ..sel.clone() };
+            match db.run(&stamps, &Action::Delete, &Limits::default(), 0, |_| {}).await {
+                Err(ScrubError::Config(m)) => assert!(m.contains(column) && m.contains(kind), "{m}"),
+                other => panic!("expected a configuration error for {column}, got {other:?}"),
+            }
+            let retained = Selection { older_than: None, subject: vec![(id("id"), vec!["3".into()])], keep_newer_than: Some((id(column), cutoff())), ..stamps };
+            assert!(matches!(db.count(&retained).await, Err(ScrubError::Config(_))), "{column} as the minimum's column");
+        }
+        assert_eq!(ids(&db, "SELECT id FROM stamps").await, BTreeSet::from([1, 2, 3]), "nothing deleted");
+
         // A foreign key without ON DELETE CASCADE: parent first is refused
         // with a non-retryable error naming the table, and nothing goes.
         db.execute_batch(

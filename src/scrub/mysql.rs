@@ -215,10 +215,21 @@ impl Mysql {
                 values.iter().map(|v| Value::from(v.as_str())).collect()
             }
         };
+        // Anything else would be compared as text or as a number, and match
+        // by accident or not at all.
+        let time_column = |c: &Identifier| {
+            let col = column(c)?;
+            match col.data_type.as_str() {
+                "datetime" | "timestamp" | "date" => Ok(()),
+                other => Err(ScrubError::Config(format!(
+                    "time column {c} has type {other}; it must be datetime, timestamp or date"
+                ))),
+            }
+        };
         let list = |n: usize| vec!["?"; n].join(", ");
         let mut b = Bound { sql: Vec::new(), values: Vec::new() };
         if let Some((c, t)) = &sel.older_than {
-            column(c)?;
+            time_column(c)?;
             b.sql.push(format!("{} < ?", sql::quote(d, c)));
             b.values.push(time_value(*t));
         }
@@ -235,7 +246,7 @@ impl Mysql {
             b.sql.push(if any.is_empty() { "FALSE".into() } else { format!("({})", any.join(" OR ")) });
         }
         if let Some((c, t)) = &sel.keep_newer_than {
-            column(c)?;
+            time_column(c)?;
             // NULL compares as unknown, so a record of unknown age is kept.
             b.sql.push(format!("{} < ?", sql::quote(d, c)));
             b.values.push(time_value(*t));
