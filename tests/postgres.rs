@@ -389,9 +389,9 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         // the column's alone.
         db.execute_batch(
             "CREATE TABLE coupons (id serial PRIMARY KEY, code varchar(16) NOT NULL UNIQUE, label text UNIQUE, note varchar(16),
-                                   tenant int, handle text, used_at timestamptz, UNIQUE (tenant, handle));
-             INSERT INTO coupons (code, label, note, tenant, handle, used_at)
-               SELECT 'C' || g, 'L' || g, 'N' || g, g, 'h' || g, '2020-01-01' FROM generate_series(1, 20) g;",
+                                   tenant int, handle text, used_at timestamptz, promo text UNIQUE NULLS NOT DISTINCT, UNIQUE (tenant, handle));
+             INSERT INTO coupons (code, label, note, tenant, handle, used_at, promo)
+               SELECT 'C' || g, 'L' || g, 'N' || g, g, 'h' || g, '2020-01-01', 'P' || g FROM generate_series(1, 20) g;",
         )
         .await
         .unwrap();
@@ -402,6 +402,7 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
             ("label", AnonymizeStrategy::Fixed, "one fixed value"),
             ("label", AnonymizeStrategy::Redact, "redaction"),
             ("id", AnonymizeStrategy::Fixed, "UNIQUE"),
+            ("promo", AnonymizeStrategy::Null, "NULLS NOT DISTINCT"),
         ] {
             let rules = vec![FieldRule { field: id(field), strategy, value: Some("x".into()) }];
             match db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await {

@@ -325,6 +325,9 @@ pub(crate) struct ColumnFacts {
     /// The column alone is a unique key (primary key, or a unique index
     /// or constraint on it and nothing else, without a condition).
     pub unique: bool,
+    /// That unique key counts NULLs as equal (PostgreSQL's `NULLS NOT
+    /// DISTINCT`), so only one record may hold NULL.
+    pub one_null: bool,
 }
 
 /// The fewest characters a salted hash keeps in a UNIQUE column: `anon-`
@@ -344,6 +347,9 @@ pub(crate) fn check_rule(rule: &FieldRule, col: &ColumnFacts) -> Result<(), Scru
         AnonymizeStrategy::Null if !col.nullable => {
             Err(ScrubError::Config(format!("column {f} is NOT NULL; use fixed, hash or redact")))
         }
+        AnonymizeStrategy::Null if col.one_null => Err(ScrubError::Config(format!(
+            "column {f} is UNIQUE NULLS NOT DISTINCT: only one record may hold NULL; use hash"
+        ))),
         AnonymizeStrategy::Hash | AnonymizeStrategy::Redact if !col.is_text => {
             Err(ScrubError::Config(format!("column {f} is not text; hash and redact need a text column")))
         }

@@ -375,6 +375,7 @@ impl Mysql {
                 },
                 computed: col.generated.then_some("a generated column"),
                 unique: col.unique_prefix.is_some(),
+                one_null: false,
             };
             super::check_rule(r, &facts)?;
             match r.strategy {

@@ -575,13 +575,17 @@ impl Postgres {
             .query(
                 "SELECT column_name::text, is_nullable = 'YES', data_type IN ('text', 'character varying', 'character'),
                         character_maximum_length::bigint, is_generated = 'ALWAYS', identity_generation = 'ALWAYS',
-                        EXISTS (SELECT 1 FROM pg_index i
-                                  JOIN pg_class t ON t.oid = i.indrelid
-                                  JOIN pg_namespace n ON n.oid = t.relnamespace
-                                  JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
-                                 WHERE n.nspname = c.table_schema AND t.relname = c.table_name
-                                   AND a.attname = c.column_name AND i.indisunique AND i.indnkeyatts = 1
-                                   AND i.indpred IS NULL AND i.indexprs IS NULL)
+                        -- NULL: no unique index on the column alone; else whether one
+                        -- counts NULLs as equal (NULLS NOT DISTINCT, read so that
+                        -- servers before 15, without the field, parse it too).
+                        (SELECT bool_or(COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false))
+                           FROM pg_index i
+                           JOIN pg_class t ON t.oid = i.indrelid
+                           JOIN pg_namespace n ON n.oid = t.relnamespace
+                           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
+                          WHERE n.nspname = c.table_schema AND t.relname = c.table_name
+                            AND a.attname = c.column_name AND i.indisunique AND i.indnkeyatts = 1
+                            AND i.indpred IS NULL AND i.indexprs IS NULL)
                    FROM information_schema.columns c WHERE table_schema = $1 AND table_name = $2",
                 &[&schema, &table.name.as_str()],
             )
@@ -602,7 +606,8 @@ impl Postgres {
                     is_text: r.get(2),
                     max_len: r.get(3),
                     computed,
-                    unique: r.get(6),
+                    unique: r.get::<_, Option<bool>>(6).is_some(),
+                    one_null: r.get::<_, Option<bool>>(6) == Some(true),
                 };
                 (r.get(0), facts)
             })

@@ -290,6 +290,7 @@ impl Sqlite {
                 max_len: None,
                 computed: col.generated.then_some("a generated column"),
                 unique: col.unique,
+                one_null: false,
             };
             super::check_rule(r, &facts)?;
             match r.strategy {
