@@ -424,6 +424,36 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         let out = db.run(&used, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (20, 0));
         assert_eq!(ids(&db, "SELECT count(DISTINCT label)::bigint FROM coupons WHERE label LIKE 'anon-%' AND note LIKE 'anon-%' AND handle ~ '^[*]+$'").await, BTreeSet::from([20]));
+
+        // A fixed value is read as its column's type: a number, a date. Its
+        // anonymized form is recognised in that type ('007' is 7), so a
+        // second run finds nothing left to do.
+        db.execute_batch(
+            "CREATE TABLE profiles (id int PRIMARY KEY, age int, born date, tier char(4), left_at timestamptz);
+             INSERT INTO profiles SELECT g, 20 + g, date '1990-01-01' + g, 'gold', CASE WHEN g <= 6 THEN timestamptz '2020-01-01' END
+               FROM generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+        let left = Selection { table: table("profiles"), older_than: Some((id("left_at"), cutoff())), ..sel.clone() };
+        let rules = vec![
+            FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("007".into()) },
+            FieldRule { field: id("born"), strategy: AnonymizeStrategy::Fixed, value: Some("1900-01-01".into()) },
+            FieldRule { field: id("tier"), strategy: AnonymizeStrategy::Fixed, value: Some("x".into()) },
+        ];
+        let action = Action::Anonymize { rules, salt: String::new() };
+        let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (6, 0));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM profiles WHERE age = 7 AND born = '1900-01-01' AND tier = 'x'").await, (1..=6).collect());
+        assert_eq!(ids(&db, "SELECT id::bigint FROM profiles WHERE age = 20 + id AND tier = 'gold'").await, (7..=10).collect());
+        assert_eq!(db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0, "idempotent");
+        let bad = vec![FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("unknown".into()) }];
+        db.execute_batch("UPDATE profiles SET age = 1 WHERE id = 7; UPDATE profiles SET left_at = '2020-01-01' WHERE id = 7").await.unwrap();
+        match db.run(&left, &Action::Anonymize { rules: bad, salt: String::new() }, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("integer") && m.contains("unknown"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        assert_eq!(ids(&db, "SELECT age::bigint FROM profiles WHERE id = 7").await, BTreeSet::from([1]), "nothing changed");
     });
 }
 

@@ -698,7 +698,7 @@ impl Postgres {
             Action::Anonymize { rules, salt } => {
                 let lengths = self.check_rules(sel, rules).await?;
                 let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
-                let (sets, done) = sql::pg_anonymize(rules, salt, &max_len, &mut params);
+                let (sets, done) = sql::pg_anonymize(&table, rules, salt, &max_len, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
                 (
@@ -827,7 +827,7 @@ impl Postgres {
                 self.check_rules(sel, rules).await?;
                 let mut p = Params::new(Dialect::Postgres);
                 let pred = sql::pg_predicate(sel, &mut p);
-                let done = sql::pg_anonymized(rules, &mut p);
+                let done = sql::pg_anonymized(&Self::qualified(&sel.table), rules, &mut p);
                 self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await
             }
         }

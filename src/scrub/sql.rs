@@ -102,7 +102,9 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
 /// (PostgreSQL). A record is selected for anonymization only while some
 /// field is not yet in its anonymized form, so re-running is harmless.
 /// `max_len` gives each text field's maximum length, if limited.
+/// `table` is the quoted table name.
 pub fn pg_anonymize(
+    table: &str,
     rules: &[FieldRule],
     salt: &str,
     max_len: &dyn Fn(&Identifier) -> Option<i64>,
@@ -114,10 +116,7 @@ pub fn pg_anonymize(
         let c = quote(d, &r.field);
         match r.strategy {
             AnonymizeStrategy::Null => sets.push(format!("{c} = NULL")),
-            AnonymizeStrategy::Fixed => {
-                let p = params.push(Param::Text(r.value.clone().unwrap_or_default()));
-                sets.push(format!("{c} = CAST({p} AS text)"));
-            }
+            AnonymizeStrategy::Fixed => sets.push(format!("{c} = {}", pg_fixed(table, r, params))),
             AnonymizeStrategy::Redact => sets.push(format!("{c} = repeat('*', greatest(length({c}), 1))")),
             AnonymizeStrategy::Hash => {
                 // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
@@ -129,11 +128,23 @@ pub fn pg_anonymize(
             }
         }
     }
-    (sets.join(", "), pg_anonymized(rules, params))
+    (sets.join(", "), pg_anonymized(table, rules, params))
+}
+
+/// A rule's fixed value read as its column's type, whatever that type
+/// (`0` for an integer, a date, text), by the server's own input function:
+/// the table's row type filled from `{field: value}`, evaluated once.
+fn pg_fixed(table: &str, rule: &FieldRule, params: &mut Params) -> String {
+    let c = quote(Dialect::Postgres, &rule.field);
+    let field = params.push(Param::Text(rule.field.as_str().to_string()));
+    let value = params.push(Param::Text(rule.value.clone().unwrap_or_default()));
+    format!(
+        "(SELECT (jsonb_populate_record(NULL::{table}, jsonb_build_object(CAST({field} AS text), CAST({value} AS text)))).{c})"
+    )
 }
 
 /// The condition "every field of the record is already anonymized".
-pub fn pg_anonymized(rules: &[FieldRule], params: &mut Params) -> String {
+pub fn pg_anonymized(table: &str, rules: &[FieldRule], params: &mut Params) -> String {
     let d = Dialect::Postgres;
     let done: Vec<String> = rules
         .iter()
@@ -141,10 +152,7 @@ pub fn pg_anonymized(rules: &[FieldRule], params: &mut Params) -> String {
             let c = quote(d, &r.field);
             match r.strategy {
                 AnonymizeStrategy::Null => format!("{c} IS NULL"),
-                AnonymizeStrategy::Fixed => {
-                    let p = params.push(Param::Text(r.value.clone().unwrap_or_default()));
-                    format!("{c}::text IS NOT DISTINCT FROM CAST({p} AS text)")
-                }
+                AnonymizeStrategy::Fixed => format!("{c} IS NOT DISTINCT FROM {}", pg_fixed(table, r, params)),
                 AnonymizeStrategy::Redact => format!("({c} IS NULL OR {c} ~ '^[*]+$')"),
                 AnonymizeStrategy::Hash => format!("({c} IS NULL OR {c}::text LIKE 'anon-%')"),
             }
