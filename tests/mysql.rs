@@ -437,6 +437,42 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
     });
 }
 
+/// A read that cannot be split (a count of the whole table) and runs past
+/// the statement timeout fails with the advice to raise it, not as a busy
+/// store to retry: it would time out again on every retry.
+#[test]
+fn a_read_longer_than_the_statement_timeout_fails_with_advice_instead_of_retrying() {
+    rt().block_on(async {
+        let server = shared();
+        connect(server)
+            .await
+            .execute_batch(
+                "CREATE TABLE slow_events (id int PRIMARY KEY, at datetime NOT NULL);
+                 INSERT INTO slow_events SELECT seq, TIMESTAMPADD(MINUTE, seq, '2020-01-01') FROM seq_1_to_500000;",
+            )
+            .await
+            .unwrap();
+        let tight = Limits { statement_timeout: Duration::from_millis(1), ..Limits::default() };
+        let db = Mysql::connect(&server.options(), &tight).await.unwrap();
+        let sel = Selection {
+            table: table("slow_events"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        for r in [db.count(&sel).await.map(|n| format!("{n}")), db.plan(&sel).await.map(|c| format!("{c:?}"))] {
+            match r {
+                Err(e @ ScrubError::Config(_)) => {
+                    assert!(!e.retryable() && e.to_string().contains("limits.statementTimeout"), "{e}")
+                }
+                other => panic!("expected a configuration error, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&connect(server).await, "SELECT COUNT(*) FROM slow_events").await, BTreeSet::from([500000]));
+    });
+}
+
 #[test]
 fn store_faults_are_classified_and_a_crash_mid_run_resumes() {
     let server = MariaDb::start();

@@ -457,6 +457,34 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
     });
 }
 
+/// A read that cannot be split (a count of the whole table) and runs past
+/// the statement timeout fails with the advice to raise it, not as a busy
+/// store to retry: it would time out again on every retry.
+#[test]
+fn a_read_longer_than_the_statement_timeout_fails_with_advice_instead_of_retrying() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        connect(&pg)
+            .await
+            .execute_batch(
+                "CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL);
+                 INSERT INTO events SELECT g, timestamptz '2020-01-01' + g * interval '1 minute' FROM generate_series(1, 500000) g;",
+            )
+            .await
+            .unwrap();
+        let tight = Limits { statement_timeout: Duration::from_millis(1), ..Limits::default() };
+        let db = Postgres::connect(&pg.options(), &tight).await.unwrap();
+        let sel = Selection { table: table("events"), older_than: Some((id("at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        for r in [db.count(&sel).await.map(|n| format!("{n}")), db.plan(&sel).await.map(|c| format!("{c:?}"))] {
+            match r {
+                Err(e @ ScrubError::Config(_)) => assert!(!e.retryable() && e.to_string().contains("limits.statementTimeout"), "{e}"),
+                other => panic!("expected a configuration error, got {other:?}"),
+            }
+        }
+        assert_eq!(ids(&connect(&pg).await, "SELECT count(*) FROM events").await, BTreeSet::from([500000]));
+    });
+}
+
 /// Row-level security that would hide rows from Lethe's user is refused,
 /// not obeyed: obeyed, it would delete only the rows it shows and then
 /// count none left.

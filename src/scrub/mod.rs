@@ -315,6 +315,11 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
     })
 }
 
+/// The advice when a statement other than a batch (a count, a plan, a
+/// catalog query) reaches the store's statement timeout.
+pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
+     limits.statementTimeout; raise it (batches keep to limits.targetBatchMillis whatever it is)";
+
 /// What the server reports about a column an anonymization rule names.
 pub(crate) struct ColumnFacts {
     pub nullable: bool,

@@ -60,6 +60,11 @@ fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
             match s.code {
                 // Access denied, command denied, column command denied.
                 1044 | 1045 | 1142 | 1143 | 1227 | 1698 => ScrubError::Access(text),
+                // Statement time exceeded: a batch is retried smaller; a read
+                // of the table cannot be, and would time out again each time.
+                1969 | 3024 if !what.starts_with("batch") => {
+                    ScrubError::Config(format!("{text}: {}", super::READ_TIMEOUT))
+                }
                 // Lock wait timeout, deadlock, statement time exceeded (MariaDB, MySQL).
                 1205 | 1213 | 1969 | 3024 => ScrubError::Busy(text),
                 // Server shutting down, too many connections.
@@ -726,7 +731,7 @@ impl super::BatchSource for KeyWalk<'_> {
                 from_values.clone(),
             )
             .await
-            .map_err(|e| classify(e, "range"))?;
+            .map_err(|e| classify(e, "batch range"))?;
         let upto: Option<Vec<Value>> = upto.map(|r| r.unwrap());
         let mut q = format!("{} AND {from}", self.statement);
         let mut values = self.values.clone();

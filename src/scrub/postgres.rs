@@ -199,6 +199,13 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
         {
             ScrubError::Access(text)
         }
+        // A batch that runs out of time is retried smaller; a read of the
+        // table cannot be made smaller, and would time out again each time.
+        Some(c)
+            if *c == SqlState::QUERY_CANCELED && !what.starts_with("batch") && text.contains("statement timeout") =>
+        {
+            ScrubError::Config(format!("{text}: {}", super::READ_TIMEOUT))
+        }
         Some(c)
             if *c == SqlState::LOCK_NOT_AVAILABLE
                 || *c == SqlState::QUERY_CANCELED
