@@ -521,6 +521,21 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
             other => panic!("expected a configuration error, got {other:?}"),
         }
         assert_eq!(ids(&db, "SELECT age::bigint FROM profiles WHERE id = 7").await, BTreeSet::from([1]), "nothing changed");
+
+        // A trigger that changes what is written: the records never read as
+        // anonymized, and would be selected again batch after batch. The
+        // first batch notices and the run stops with the reason.
+        db.execute_batch(
+            "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.tier := upper(NEW.tier); RETURN NEW; END $$;
+             CREATE TRIGGER shout BEFORE UPDATE ON profiles FOR EACH ROW EXECUTE FUNCTION shout();",
+        )
+        .await
+        .unwrap();
+        let loud = vec![FieldRule { field: id("tier"), strategy: AnonymizeStrategy::Fixed, value: Some("y".into()) }];
+        match db.run(&left, &Action::Anonymize { rules: loud, salt: String::new() }, &Limits::default(), 0, |_| {}).await {
+            Err(ScrubError::Config(m)) => assert!(m.contains("still do not read as anonymized"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
     });
 }
 

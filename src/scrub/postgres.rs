@@ -53,6 +53,9 @@ struct Limited<'a> {
     client: &'a Client,
     stmt: Statement,
     params: Vec<Param>,
+    /// The statement is an anonymization returning (records changed,
+    /// records that still do not read as anonymized afterwards).
+    rechecked: bool,
 }
 
 impl super::Counting for Postgres {
@@ -72,7 +75,20 @@ impl super::BatchSource for Limited<'_> {
 
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
         let bound = bind(&self.stmt, &self.params, &[size])?;
-        let n = self.client.execute(&self.stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
+        let n = if self.rechecked {
+            let row = self.client.query_one(&self.stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))?;
+            let (n, unfinished): (i64, i64) = (row.get(0), row.get(1));
+            if unfinished > 0 {
+                // The next batch would select them again, and so on forever.
+                return Err(ScrubError::Config(format!(
+                    "{unfinished} of {n} records just anonymized still do not read as anonymized (a trigger, or \
+                     the column's type, changes the values written); stopping instead of rewriting them forever"
+                )));
+            }
+            n
+        } else {
+            self.client.execute(&self.stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64
+        };
         Ok((n > 0).then_some(n))
     }
 }
@@ -708,6 +724,12 @@ impl Postgres {
                 let (sets, done) = sql::pg_anonymize(&table, rules, salt, &max_len, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
+                // Each batch also reports what it changed that still does not
+                // read as anonymized, which would otherwise be selected again.
+                let q = format!(
+                    "WITH lethe_changed AS ({q} RETURNING {done} AS lethe_done) \
+                     SELECT count(*)::bigint, count(*) FILTER (WHERE NOT coalesce(lethe_done, false))::bigint FROM lethe_changed"
+                );
                 (
                     self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?,
                     Outcome { records_done: done_before, ..Outcome::default() },
@@ -716,7 +738,8 @@ impl Postgres {
         };
         // Rows found by the selection: the whole run, or what a block pass
         // could not see (rows moved or added while it ran).
-        let mut source = Limited { client: &self.client, stmt, params: params.values };
+        let rechecked = matches!(action, Action::Anonymize { .. });
+        let mut source = Limited { client: &self.client, stmt, params: params.values, rechecked };
         let before = outcome.batches;
         let more = super::drive(&mut source, limits, outcome.records_done, |p| {
             on_progress(&Progress { batches: p.batches + before, ..p.clone() })
