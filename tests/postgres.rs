@@ -514,6 +514,19 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM profiles WHERE age = 7 AND born = '1900-01-01' AND tier = 'x'").await, (1..=6).collect());
         assert_eq!(ids(&db, "SELECT id::bigint FROM profiles WHERE age = 20 + id AND tier = 'gold'").await, (7..=10).collect());
         assert_eq!(db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0, "idempotent");
+        // A text value in a table with a NOT NULL domain column.
+        db.execute_batch(
+            "CREATE DOMAIN country AS char(2) NOT NULL CHECK (VALUE ~ '^[A-Z]{2}$');
+             CREATE TABLE addresses (id int PRIMARY KEY, land country, street varchar(30), moved_at timestamptz);
+             INSERT INTO addresses VALUES (1, 'DE', 'Main St 1', '2020-01-01'), (2, 'FR', 'Rue 2', '2030-01-01');",
+        )
+        .await
+        .unwrap();
+        let moved = Selection { table: table("addresses"), older_than: Some((id("moved_at"), cutoff())), ..sel.clone() };
+        let rules = vec![FieldRule { field: id("street"), strategy: AnonymizeStrategy::Fixed, value: Some("unknown".into()) }];
+        let out = db.run(&moved, &Action::Anonymize { rules, salt: String::new() }, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        assert_eq!(ids(&db, "SELECT id::bigint FROM addresses WHERE street = 'unknown'").await, BTreeSet::from([1]));
         let bad = vec![FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("unknown".into()) }];
         db.execute_batch("UPDATE profiles SET age = 1 WHERE id = 7; UPDATE profiles SET left_at = '2020-01-01' WHERE id = 7").await.unwrap();
         match db.run(&left, &Action::Anonymize { rules: bad, salt: String::new() }, &Limits::default(), 0, |_| {}).await {

@@ -244,6 +244,12 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
 
 type BoxedParam = Box<dyn ToSql + Sync + Send>;
 
+/// What the anonymization statements need of each rule's column, by name,
+/// from [`Postgres::check_rules`]: (maximum length, is text).
+fn column_of(cols: &[(String, (Option<i64>, bool))]) -> impl Fn(&Identifier) -> (Option<i64>, bool) + '_ {
+    move |f| cols.iter().find(|(n, _)| n == f.as_str()).map_or((None, true), |(_, c)| *c)
+}
+
 /// Converts parameters to the types the server inferred for them.
 fn bind(stmt: &Statement, params: &[Param], extra: &[i64]) -> Result<Vec<BoxedParam>, ScrubError> {
     let types = stmt.params();
@@ -637,22 +643,23 @@ impl Postgres {
             .collect())
     }
 
-    /// Refuses anonymization rules the table cannot take, before any change.
+    /// Refuses anonymization rules the table cannot take, before any change;
+    /// returns each rule's column's maximum length and whether it is text.
     async fn check_rules(
         &self,
         sel: &Selection,
         rules: &[super::FieldRule],
-    ) -> Result<Vec<(String, Option<i64>)>, ScrubError> {
+    ) -> Result<Vec<(String, (Option<i64>, bool))>, ScrubError> {
         let cols = self.columns(&sel.table).await?;
-        let mut lengths = Vec::new();
+        let mut found = Vec::new();
         for r in rules {
             let Some((_, facts)) = cols.iter().find(|c| c.0 == r.field.as_str()) else {
                 return Err(ScrubError::Config(format!("column {} does not exist", r.field)));
             };
             super::check_rule(r, facts)?;
-            lengths.push((r.field.as_str().to_string(), facts.max_len));
+            found.push((r.field.as_str().to_string(), (facts.max_len, facts.is_text)));
         }
-        Ok(lengths)
+        Ok(found)
     }
 
     /// Runs a selection to the end in bounded batches, reporting progress
@@ -719,9 +726,9 @@ impl Postgres {
                 (self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?, outcome)
             }
             Action::Anonymize { rules, salt } => {
-                let lengths = self.check_rules(sel, rules).await?;
-                let max_len = |f: &Identifier| lengths.iter().find(|(n, _)| n == f.as_str()).and_then(|(_, l)| *l);
-                let (sets, done) = sql::pg_anonymize(&table, rules, salt, &max_len, &mut params);
+                let cols = self.check_rules(sel, rules).await?;
+                let column = column_of(&cols);
+                let (sets, done) = sql::pg_anonymize(&table, rules, salt, &column, &mut params);
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
                 // Each batch also reports what it changed that still does not
@@ -854,10 +861,10 @@ impl Postgres {
         match action {
             Action::Delete => self.count(sel).await,
             Action::Anonymize { rules, .. } => {
-                self.check_rules(sel, rules).await?;
+                let cols = self.check_rules(sel, rules).await?;
                 let mut p = Params::new(Dialect::Postgres);
                 let pred = sql::pg_predicate(sel, &mut p);
-                let done = sql::pg_anonymized(&Self::qualified(&sel.table), rules, &mut p);
+                let done = sql::pg_anonymized(&Self::qualified(&sel.table), rules, &column_of(&cols), &mut p);
                 self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await
             }
         }

@@ -101,13 +101,13 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
 /// The SET list and the "already anonymized" test of anonymization rules
 /// (PostgreSQL). A record is selected for anonymization only while some
 /// field is not yet in its anonymized form, so re-running is harmless.
-/// `max_len` gives each text field's maximum length, if limited.
-/// `table` is the quoted table name.
+/// `table` is the quoted table name; `column` gives each field's maximum
+/// length (if limited) and whether it is text.
 pub fn pg_anonymize(
     table: &str,
     rules: &[FieldRule],
     salt: &str,
-    max_len: &dyn Fn(&Identifier) -> Option<i64>,
+    column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
     params: &mut Params,
 ) -> (String, String) {
     let d = Dialect::Postgres;
@@ -116,11 +116,11 @@ pub fn pg_anonymize(
         let c = quote(d, &r.field);
         match r.strategy {
             AnonymizeStrategy::Null => sets.push(format!("{c} = NULL")),
-            AnonymizeStrategy::Fixed => sets.push(format!("{c} = {}", pg_fixed(table, r, params))),
+            AnonymizeStrategy::Fixed => sets.push(format!("{c} = {}", pg_fixed(table, r, column(&r.field).1, params))),
             AnonymizeStrategy::Redact => sets.push(format!("{c} = repeat('*', greatest(length({c}), 1))")),
             AnonymizeStrategy::Hash => {
                 // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
-                let keep = max_len(&r.field).map_or(64, |l| (l - 5).clamp(1, 64));
+                let keep = column(&r.field).0.map_or(64, |l| (l - 5).clamp(1, 64));
                 let p = params.push(Param::Text(salt.to_string()));
                 sets.push(format!(
                     "{c} = 'anon-' || left(encode(sha256(convert_to(CAST({p} AS text) || {c}::text, 'UTF8')), 'hex'), {keep})"
@@ -128,23 +128,33 @@ pub fn pg_anonymize(
             }
         }
     }
-    (sets.join(", "), pg_anonymized(table, rules, params))
+    (sets.join(", "), pg_anonymized(table, rules, column, params))
 }
 
-/// A rule's fixed value read as its column's type, whatever that type
-/// (`0` for an integer, a date, text), by the server's own input function:
-/// the table's row type filled from `{field: value}`, evaluated once.
-fn pg_fixed(table: &str, rule: &FieldRule, params: &mut Params) -> String {
+/// A rule's fixed value as its column's type. Text as it is; any other
+/// type (`0` for an integer, a date) read by the server's own input
+/// function: the table's row type filled from `{field: value}`, evaluated
+/// once. (Filling the other fields with NULL fails in a table with a NOT
+/// NULL domain column, so text, the usual case, does not go this way.)
+fn pg_fixed(table: &str, rule: &FieldRule, is_text: bool, params: &mut Params) -> String {
+    let value = params.push(Param::Text(rule.value.clone().unwrap_or_default()));
+    if is_text {
+        return format!("CAST({value} AS text)");
+    }
     let c = quote(Dialect::Postgres, &rule.field);
     let field = params.push(Param::Text(rule.field.as_str().to_string()));
-    let value = params.push(Param::Text(rule.value.clone().unwrap_or_default()));
     format!(
         "(SELECT (jsonb_populate_record(NULL::{table}, jsonb_build_object(CAST({field} AS text), CAST({value} AS text)))).{c})"
     )
 }
 
 /// The condition "every field of the record is already anonymized".
-pub fn pg_anonymized(table: &str, rules: &[FieldRule], params: &mut Params) -> String {
+pub fn pg_anonymized(
+    table: &str,
+    rules: &[FieldRule],
+    column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
+    params: &mut Params,
+) -> String {
     let d = Dialect::Postgres;
     let done: Vec<String> = rules
         .iter()
@@ -152,7 +162,10 @@ pub fn pg_anonymized(table: &str, rules: &[FieldRule], params: &mut Params) -> S
             let c = quote(d, &r.field);
             match r.strategy {
                 AnonymizeStrategy::Null => format!("{c} IS NULL"),
-                AnonymizeStrategy::Fixed => format!("{c} IS NOT DISTINCT FROM {}", pg_fixed(table, r, params)),
+                AnonymizeStrategy::Fixed if column(&r.field).1 => {
+                    format!("{c}::text IS NOT DISTINCT FROM {}", pg_fixed(table, r, true, params))
+                }
+                AnonymizeStrategy::Fixed => format!("{c} IS NOT DISTINCT FROM {}", pg_fixed(table, r, false, params)),
                 AnonymizeStrategy::Redact => format!("({c} IS NULL OR {c} ~ '^[*]+$')"),
                 AnonymizeStrategy::Hash => format!("({c} IS NULL OR {c}::text LIKE 'anon-%')"),
             }
