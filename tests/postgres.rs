@@ -945,6 +945,22 @@ fn case_insensitive_identifier_columns_match_without_case() {
         let out = db.run(&retention, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
         assert_eq!(ids(&db, "SELECT id::bigint FROM contacts").await, BTreeSet::from([2, 4]), "the held row stays");
+        // A citext column is text to anonymization: hashed and redacted.
+        let everyone = Selection {
+            held: vec![],
+            older_than: Some((id("seen"), chrono::Utc::now() + chrono::Duration::days(36500))),
+            ..retention
+        };
+        let rules = vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None }];
+        let out = db
+            .run(&everyone, &Action::Anonymize { rules, salt: "s".into() }, &Limits::default(), 0, |_| {})
+            .await
+            .unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(
+            ids(&db, "SELECT count(DISTINCT email)::bigint FROM contacts WHERE email LIKE 'ANON-%'").await,
+            BTreeSet::from([2])
+        );
     });
 }
 

@@ -602,7 +602,8 @@ impl Postgres {
         let rows = self
             .client
             .query(
-                "SELECT column_name::text, is_nullable = 'YES', data_type IN ('text', 'character varying', 'character'),
+                "SELECT column_name::text, is_nullable = 'YES',
+                        data_type IN ('text', 'character varying', 'character') OR udt_name = 'citext',
                         character_maximum_length::bigint, is_generated = 'ALWAYS', identity_generation = 'ALWAYS',
                         -- NULL: no unique index on the column alone; else whether one
                         -- counts NULLs as equal (NULLS NOT DISTINCT, read so that
