@@ -19,3 +19,15 @@ pub fn cutoff() -> DateTime<Utc> {
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
+
+/// Asserts that `r` is a configuration error whose message says each of
+/// `says`.
+#[track_caller]
+pub fn config_error<T: std::fmt::Debug>(r: Result<T, lethe::scrub::ScrubError>, says: &[&str]) {
+    match r {
+        Err(lethe::scrub::ScrubError::Config(m)) => {
+            assert!(says.iter().all(|s| m.contains(s)), "expected a message saying {says:?}: {m}")
+        }
+        other => panic!("expected a configuration error saying {says:?}, got {other:?}"),
+    }
+}
