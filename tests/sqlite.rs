@@ -71,6 +71,71 @@ proptest! {
             assert_eq!(out.remaining, 0);
         });
     }
+
+    /// The same invariants for anonymization: exactly the selected rows
+    /// change, in every field of the rule set; no row is deleted; the
+    /// others are as they were; a second run changes nothing.
+    #[test]
+    fn anonymization_changes_exactly_the_expired_unheld_rows(
+        data in prop::collection::vec((0i32..20, prop::option::weighted(0.9, -50i64..50), prop::option::weighted(0.9, -50i64..50)), 0..200),
+        held in prop::collection::btree_set(0i32..20, 0..5),
+        with_minimum in any::<bool>(),
+        batch in 1i64..50,
+    ) {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let minimum = cutoff() - chrono::Duration::days(20);
+            let rows: Vec<String> = data.iter().enumerate().map(|(i, (u, c, iss))| {
+                let c = c.map(|d| format!("'{}'", (cutoff() + chrono::Duration::hours(d * 12)).format("%Y-%m-%d %H:%M:%S"))).unwrap_or("NULL".into());
+                let iss = iss.map(|d| format!("'{}'", (minimum + chrono::Duration::hours(d * 12)).format("%Y-%m-%d %H:%M:%S"))).unwrap_or("NULL".into());
+                let phone = if i % 3 == 0 { "NULL".to_string() } else { format!("'+49 {i}'") };
+                format!("({i}, {u}, {c}, {iss}, 'user{i}@example.com', {phone}, {})", i % 4)
+            }).collect();
+            let mut setup = "CREATE TABLE people (id INTEGER PRIMARY KEY, user_id INTEGER, created_at TEXT, issued_at TEXT, email TEXT NOT NULL UNIQUE, phone TEXT, age INTEGER);".to_string();
+            if !rows.is_empty() {
+                setup.push_str(&format!("INSERT INTO people VALUES {};", rows.join(", ")));
+            }
+            let db = database(&dir, &setup).await;
+            // Each row as one number: its id, its e-mail's and phone's lengths, its age.
+            let snapshot = "SELECT id * 1000000 + length(email) * 1000 + coalesce(length(phone), 999) * 10 + coalesce(age, 9) FROM people ORDER BY id";
+            let before = db.query_i64(snapshot).await.unwrap();
+            let sel = Selection {
+                table: table("people"),
+                older_than: Some((id("created_at"), cutoff())),
+                subject: vec![],
+                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
+                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+            };
+            let rules = vec![
+                FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
+                FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
+                FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("0".into()) },
+            ];
+            let action = Action::Anonymize { rules, salt: "pepper".into() };
+            let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
+            let pending = db.pending(&sel, &action).await.unwrap();
+            let out = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();
+
+            let after = db.query_i64(snapshot).await.unwrap();
+            assert_eq!(after.len(), data.len(), "no row deleted");
+            let selected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, iss))| {
+                c.is_some_and(|d| d < 0) && !held.contains(u) && !(with_minimum && iss.is_none_or(|d| d >= 0))
+            }).map(|(i, _)| i as i64).collect();
+            for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                if !selected.contains(&(i as i64)) {
+                    assert_eq!(a, b, "row {i} untouched");
+                }
+            }
+            let anonymized = "SELECT id FROM people WHERE email LIKE 'anon-%' AND phone IS NULL AND age = 0";
+            assert_eq!(ids(&db, anonymized).await, selected, "every field of exactly the selected rows");
+            let distinct = db.query_i64("SELECT count(DISTINCT email) FROM people WHERE email LIKE 'anon-%'").await.unwrap()[0];
+            let expected = selected.len() as i64;
+            assert_eq!(distinct, expected, "hashes stay distinct");
+            assert_eq!((out.records_done, out.remaining, pending), (expected, 0, expected));
+            let again = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();
+            assert_eq!((again.records_done, again.remaining), (0, 0), "a second run changes nothing");
+        });
+    }
 }
 
 #[test]
