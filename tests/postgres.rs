@@ -454,6 +454,7 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         db.execute_batch(
             "CREATE TABLE coupons (id serial PRIMARY KEY, code varchar(16) NOT NULL UNIQUE, label text UNIQUE, note varchar(16),
                                    tenant int, handle text, used_at timestamptz, promo text UNIQUE NULLS NOT DISTINCT, UNIQUE (tenant, handle));
+             CREATE UNIQUE INDEX loud_labels ON coupons (upper(label));
              INSERT INTO coupons (code, label, note, tenant, handle, used_at, promo)
                SELECT 'C' || g, 'L' || g, 'N' || g, g, 'h' || g, '2020-01-01', 'P' || g FROM generate_series(1, 20) g;",
         )

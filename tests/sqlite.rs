@@ -182,6 +182,7 @@ fn erasure_and_anonymization() {
         let setup = "CREATE TABLE coupons (code TEXT PRIMARY KEY, label TEXT UNIQUE, note TEXT, tenant INTEGER, handle TEXT, used_at TEXT,
                                            UNIQUE (tenant, handle));
                      CREATE UNIQUE INDEX live_notes ON coupons (note) WHERE used_at IS NULL;
+                     CREATE UNIQUE INDEX loud_labels ON coupons (upper(label));
                      WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20)
                      INSERT INTO coupons SELECT 'C' || n, 'L' || n, 'N' || n, n, 'h' || n, '2020-01-01' FROM g;";
         rusqlite::Connection::open(dir.path().join("data.db")).unwrap().execute_batch(setup).unwrap();

@@ -28,9 +28,9 @@ struct Column {
     max_len: Option<i64>,
     /// A generated column: the server computes its values.
     generated: bool,
-    /// How many leading characters a unique index on this column alone
-    /// covers (its prefix length, else the column's length); `None` when
-    /// there is no such index.
+    /// A unique index on this column alone: `Some(Some(n))` when it covers
+    /// only the first `n` characters, `Some(None)` when it covers them all,
+    /// `None` when there is no such index.
     unique_prefix: Option<Option<i64>>,
 }
 

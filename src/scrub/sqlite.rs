@@ -114,8 +114,10 @@ impl Sqlite {
             let mut stmt = c
                 .prepare("SELECT c.name, c.type, c.\"notnull\", c.pk, c.hidden IN (2, 3),
                         (c.pk = 1 AND NOT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1, ?2) k WHERE k.pk > 1))
+                        -- An index on an expression has a column without a name.
                         OR c.name IN (SELECT min(i.name) FROM pragma_index_list(?1, ?2) l, pragma_index_info(l.name, ?2) i
-                                       WHERE l.\"unique\" AND NOT l.partial GROUP BY l.name HAVING count(*) = 1)
+                                       WHERE l.\"unique\" AND NOT l.partial GROUP BY l.name
+                                      HAVING count(*) = 1 AND min(i.name) IS NOT NULL)
                    FROM pragma_table_xinfo(?1, ?2) c")
                 .map_err(|e| classify(e, "columns"))?;
             let cols = stmt
