@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
-use common::scrub::{config_error, cutoff, id, rt, table};
+use common::scrub::{config_error, contact_anonymization, cutoff, id, rt, selected, table};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{
@@ -85,11 +85,7 @@ proptest! {
             let planned = db.plan(&sel).await.unwrap();
             let outcome = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
 
-            let survives = |r: &Row| {
-                let expired = r.created.is_some_and(|d| d < 0);
-                let under_minimum = with_minimum && r.issued.is_none_or(|d| d >= 0);
-                !expired || held.contains(&r.user) || under_minimum
-            };
+            let survives = |r: &Row| !selected(r.user, r.created.map(i64::from), r.issued.map(i64::from), &held, with_minimum);
             let expected: BTreeSet<i64> = data.iter().filter(|r| survives(r)).map(|r| r.id).collect();
             let actual = ids(&db, "SELECT id FROM events").await;
             assert_eq!(actual, expected, "exact survivors");
@@ -131,27 +127,18 @@ proptest! {
                 keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
                 held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
             };
-            let rules = vec![
-                FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
-                FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
-                FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("0".into()) },
-            ];
-            let action = Action::Anonymize { rules, salt: "pepper".into() };
+            let action = contact_anonymization();
             let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
             let pending = db.pending(&sel, &action).await.unwrap();
             let outcome = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();
 
-            let selected = |r: &Row| {
-                let expired = r.created.is_some_and(|d| d < 0);
-                let under_minimum = with_minimum && r.issued.is_none_or(|d| d >= 0);
-                expired && !held.contains(&r.user) && !under_minimum
-            };
+            let chosen = |r: &Row| selected(r.user, r.created.map(i64::from), r.issued.map(i64::from), &held, with_minimum);
             let after = db.client().query("SELECT id, email, phone, age FROM people ORDER BY id", &[]).await.unwrap();
             assert_eq!(after.len(), data.len(), "no row deleted");
             let mut hashes = BTreeSet::new();
             for ((r, b), a) in data.iter().zip(&before).zip(&after) {
                 let (email, phone, age): (String, Option<String>, Option<i32>) = (a.get(1), a.get(2), a.get(3));
-                if selected(r) {
+                if chosen(r) {
                     assert!(email.starts_with("anon-") && email.len() <= 40, "{email}");
                     assert!(hashes.insert(email), "hashes stay distinct");
                     assert_eq!((phone, age), (None, Some(0)));
@@ -159,7 +146,7 @@ proptest! {
                     assert_eq!((email, phone, age), (b.get::<_, String>(1), b.get(2), b.get(3)), "row {} untouched", r.id);
                 }
             }
-            let expected = data.iter().filter(|r| selected(r)).count() as i64;
+            let expected = data.iter().filter(|r| chosen(r)).count() as i64;
             assert_eq!((outcome.records_done, outcome.remaining, pending), (expected, 0, expected));
             let again = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();
             assert_eq!((again.records_done, again.remaining), (0, 0), "a second run changes nothing");

@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::scrub::{config_error, cutoff, id, rt, table};
+use common::scrub::{config_error, contact_anonymization, cutoff, id, rt, selected, table};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{Action, FieldRule, Limits, ScrubError, Selection, sqlite::Sqlite},
@@ -61,11 +61,7 @@ proptest! {
             };
             let planned = db.plan(&sel).await.unwrap();
             let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: batch, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
-            let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, _, iss))| {
-                let expired = c.is_some_and(|d| d < 0);
-                let under_minimum = with_minimum && iss.is_none_or(|d| d >= 0);
-                !expired || held.contains(u) || under_minimum
-            }).map(|(i, _)| i as i64).collect();
+            let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, _, iss))| !selected(*u, *c, *iss, &held, with_minimum)).map(|(i, _)| i as i64).collect();
             assert_eq!(ids(&db, "SELECT id FROM events").await, expected, "exact survivors");
             assert_eq!(out.records_done, planned.selected);
             assert_eq!(out.remaining, 0);
@@ -106,30 +102,23 @@ proptest! {
                 keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
                 held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
             };
-            let rules = vec![
-                FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
-                FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
-                FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("0".into()) },
-            ];
-            let action = Action::Anonymize { rules, salt: "pepper".into() };
+            let action = contact_anonymization();
             let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
             let pending = db.pending(&sel, &action).await.unwrap();
             let out = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();
 
             let after = db.query_i64(snapshot).await.unwrap();
             assert_eq!(after.len(), data.len(), "no row deleted");
-            let selected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, iss))| {
-                c.is_some_and(|d| d < 0) && !held.contains(u) && !(with_minimum && iss.is_none_or(|d| d >= 0))
-            }).map(|(i, _)| i as i64).collect();
+            let chosen: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, iss))| selected(*u, *c, *iss, &held, with_minimum)).map(|(i, _)| i as i64).collect();
             for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-                if !selected.contains(&(i as i64)) {
+                if !chosen.contains(&(i as i64)) {
                     assert_eq!(a, b, "row {i} untouched");
                 }
             }
             let anonymized = "SELECT id FROM people WHERE email LIKE 'anon-%' AND phone IS NULL AND age = 0";
-            assert_eq!(ids(&db, anonymized).await, selected, "every field of exactly the selected rows");
+            assert_eq!(ids(&db, anonymized).await, chosen, "every field of exactly the selected rows");
             let distinct = db.query_i64("SELECT count(DISTINCT email) FROM people WHERE email LIKE 'anon-%'").await.unwrap()[0];
-            let expected = selected.len() as i64;
+            let expected = chosen.len() as i64;
             assert_eq!(distinct, expected, "hashes stay distinct");
             assert_eq!((out.records_done, out.remaining, pending), (expected, 0, expected));
             let again = db.run(&sel, &action, &limits, 0, |_| {}).await.unwrap();

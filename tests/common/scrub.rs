@@ -31,3 +31,30 @@ pub fn config_error<T: std::fmt::Debug>(r: Result<T, lethe::scrub::ScrubError>, 
         other => panic!("expected a configuration error saying {says:?}, got {other:?}"),
     }
 }
+
+/// Whether a row of the property tests is selected: created before the
+/// cutoff (`created` below 0, in the test's units), its user not held, and
+/// not under minimum retention (`issued` below 0) when the test applies one.
+pub fn selected(
+    user: i32,
+    created: Option<i64>,
+    issued: Option<i64>,
+    held: &std::collections::BTreeSet<i32>,
+    with_minimum: bool,
+) -> bool {
+    let expired = created.is_some_and(|d| d < 0);
+    let under_minimum = with_minimum && issued.is_none_or(|d| d >= 0);
+    expired && !held.contains(&user) && !under_minimum
+}
+
+/// The anonymization the property tests apply: a salted hash of a UNIQUE
+/// `email`, NULL for `phone`, `age` fixed at 0.
+pub fn contact_anonymization() -> lethe::scrub::Action {
+    use lethe::{api::AnonymizeStrategy, scrub::FieldRule};
+    let rules = vec![
+        FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
+        FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
+        FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("0".into()) },
+    ];
+    lethe::scrub::Action::Anonymize { rules, salt: "pepper".into() }
+}
