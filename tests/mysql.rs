@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
-use common::scrub::{config_error, contact_anonymization, cutoff, id, rt, selected, table};
+use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, mysql::Mysql},
@@ -63,13 +63,7 @@ proptest! {
             if !values.is_empty() {
                 db.execute_batch(&format!("INSERT INTO events VALUES {}", values.join(", "))).await.unwrap();
             }
-            let sel = Selection {
-                table: table("events"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("events", &held, with_minimum.then_some(minimum));
             let planned = db.plan(&sel).await.unwrap();
             let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if walk { 0.0 } else { 2.0 }, ..Limits::default() };
             let deletes = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COM_DELETE'";
@@ -116,13 +110,7 @@ proptest! {
             // A checksum of each row's fields, in id order.
             let snapshot = "SELECT CRC32(CONCAT_WS('|', id, email, COALESCE(phone, '-'), age)) FROM people ORDER BY id";
             let before = db.query_i64(snapshot).await.unwrap();
-            let sel = Selection {
-                table: table("people"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("people", &held, with_minimum.then_some(minimum));
             let action = contact_anonymization();
             let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if walk { 0.0 } else { 2.0 }, ..Limits::default() };
             let pending = db.pending(&sel, &action).await.unwrap();

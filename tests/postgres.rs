@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
-use common::scrub::{config_error, contact_anonymization, cutoff, id, rt, selected, table};
+use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{
@@ -73,13 +73,7 @@ proptest! {
                 let issued = r.issued.map(|d| minimum + chrono::Duration::hours(d as i64 * 12));
                 db.client().execute("INSERT INTO events VALUES ($1, $2, $3, $4)", &[&r.id, &r.user, &created, &issued]).await.unwrap();
             }
-            let sel = Selection {
-                table: table("events"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("events", &held, with_minimum.then_some(minimum));
             // Both ways of finding batches: block ranges, and index-found rows.
             let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if block_pass { 0.0 } else { 2.0 }, ..Limits::default() };
             let planned = db.plan(&sel).await.unwrap();
@@ -120,13 +114,7 @@ proptest! {
                 ).await.unwrap();
             }
             let before = db.client().query("SELECT id, email, phone, age FROM people ORDER BY id", &[]).await.unwrap();
-            let sel = Selection {
-                table: table("people"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("people", &held, with_minimum.then_some(minimum));
             let action = contact_anonymization();
             let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
             let pending = db.pending(&sel, &action).await.unwrap();

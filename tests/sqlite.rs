@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::scrub::{config_error, contact_anonymization, cutoff, id, rt, selected, table};
+use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{Action, FieldRule, Limits, ScrubError, Selection, sqlite::Sqlite},
@@ -52,13 +52,7 @@ proptest! {
                 setup.push_str(&format!("INSERT INTO events VALUES {};", rows.join(", ")));
             }
             let db = database(&dir, &setup).await;
-            let sel = Selection {
-                table: table("events"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("events", &held, with_minimum.then_some(minimum));
             let planned = db.plan(&sel).await.unwrap();
             let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: batch, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
             let expected: BTreeSet<i64> = data.iter().enumerate().filter(|(_, (u, c, _, iss))| !selected(*u, *c, *iss, &held, with_minimum)).map(|(i, _)| i as i64).collect();
@@ -95,13 +89,7 @@ proptest! {
             // Each row as one number: its id, its e-mail's and phone's lengths, its age.
             let snapshot = "SELECT id * 1000000 + length(email) * 1000 + coalesce(length(phone), 999) * 10 + coalesce(age, 9) FROM people ORDER BY id";
             let before = db.query_i64(snapshot).await.unwrap();
-            let sel = Selection {
-                table: table("people"),
-                older_than: Some((id("created_at"), cutoff())),
-                subject: vec![],
-                keep_newer_than: with_minimum.then(|| (id("issued_at"), minimum)),
-                held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
-            };
+            let sel = expiry_selection("people", &held, with_minimum.then_some(minimum));
             let action = contact_anonymization();
             let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
             let pending = db.pending(&sel, &action).await.unwrap();

@@ -58,3 +58,20 @@ pub fn contact_anonymization() -> lethe::scrub::Action {
     ];
     lethe::scrub::Action::Anonymize { rules, salt: "pepper".into() }
 }
+
+/// The selection of the property tests: `created_at` before the cutoff,
+/// `user_id`s in `held` kept, and records whose `issued_at` is not before
+/// `minimum` kept when there is one.
+pub fn expiry_selection(
+    name: &str,
+    held: &std::collections::BTreeSet<i32>,
+    minimum: Option<DateTime<Utc>>,
+) -> lethe::scrub::Selection {
+    lethe::scrub::Selection {
+        table: table(name),
+        older_than: Some((id("created_at"), cutoff())),
+        subject: vec![],
+        keep_newer_than: minimum.map(|m| (id("issued_at"), m)),
+        held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+    }
+}
