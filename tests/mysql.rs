@@ -7,9 +7,12 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
-use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
+use common::scrub::{
+    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
+    unix_time_selection, unix_time_values,
+};
 use lethe::{
-    api::AnonymizeStrategy,
+    api::{AnonymizeStrategy, UnixTimeUnit},
     scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, mysql::Mysql},
 };
 use proptest::prelude::*;
@@ -204,15 +207,16 @@ fn schemas_that_break_naive_code() {
         assert_eq!(out.records_done, 2);
         assert_eq!(ids(&db, "SELECT tenant * 10 + n FROM composite").await, BTreeSet::from([21, 22]));
 
-        // A time column that holds no time (Unix seconds, text) would be
-        // compared as a number or as text: refused, naming its type.
+        // A time column that holds text, or integers the Dataset gives no
+        // unit for, would be compared as text or as a number: refused,
+        // naming its type or the missing unit.
         db.execute_batch(
             "CREATE TABLE stamps (id int PRIMARY KEY, epoch bigint, text_time varchar(30));
              INSERT INTO stamps VALUES (1, 1577836800, '2020-01-01 00:00:00'), (2, 1893456000, '2030-01-01 00:00:00'), (3, 0, 'n/a');",
         )
         .await
         .unwrap();
-        for (column, kind) in [("epoch", "bigint"), ("text_time", "varchar")] {
+        for (column, kind) in [("epoch", "unixTimeUnit"), ("text_time", "varchar")] {
             let stamps = Selection { table: table("stamps"), older_than: Some((id(column), cutoff())), ..sel.clone() };
             config_error(db.run(&stamps, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[column, kind]);
             let retained = Selection { older_than: None, subject: vec![(id("id"), vec!["3".into()])], keep_newer_than: Some((id(column), cutoff())), ..stamps };
@@ -716,5 +720,51 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
         let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
         assert_eq!(ids(&db, "SELECT id FROM members").await, BTreeSet::from([1, 2, 3, 5]));
+    });
+}
+
+/// As on PostgreSQL: integer time columns (`bigint`, `int unsigned`) are
+/// compared as the instants they stand for in the Dataset's unit, and
+/// refused without one or when the newest value says the unit is wrong.
+#[test]
+fn integer_time_columns_count_the_datasets_unit() {
+    let server = shared();
+    rt().block_on(async {
+        let db = connect(server).await;
+        db.execute_batch(&format!(
+            "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
+             INSERT INTO stamps_ms VALUES {};
+             CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created int unsigned, issued int unsigned);
+             INSERT INTO stamps_s VALUES {};",
+            unix_time_values(1),
+            unix_time_values(1000)
+        ))
+        .await
+        .unwrap();
+        let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
+        let every = ids(&db, "SELECT id FROM stamps_ms").await;
+        config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
+        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
+        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
+        config_error(db.plan(&ms).await, &["created", "after the year 5000"]);
+        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
+        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
+        config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+        for t in ["stamps_ms", "stamps_s"] {
+            assert_eq!(ids(&db, &format!("SELECT id FROM {t}")).await, every, "{t} unchanged");
+        }
+
+        let plan = db.plan(&ms).await.unwrap();
+        assert_eq!(plan.selected as usize, every.len() - unix_time_kept(1).len());
+        let out = db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
+        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, unix_time_kept(1));
+        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
+        db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, unix_time_kept(1000));
+        let left = Selection { keep_newer_than: None, held: vec![], ..s };
+        assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
+        assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
     });
 }

@@ -9,9 +9,12 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
-use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
+use common::scrub::{
+    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
+    unix_time_selection, unix_time_values,
+};
 use lethe::{
-    api::AnonymizeStrategy,
+    api::{AnonymizeStrategy, UnixTimeUnit},
     scrub::{
         Action, FieldRule, Limits, ScrubError, Selection, Table,
         postgres::{ConnectOptions, Postgres},
@@ -959,5 +962,56 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
         let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
         assert_eq!(ids(&db, "SELECT id FROM members").await, BTreeSet::from([1, 2, 3, 5]));
+    });
+}
+
+/// Time columns that count seconds or milliseconds since 1970 (`bigint`,
+/// `integer`) are compared as the instants they stand for, once the
+/// Dataset says the unit; without one, or when the newest value says the
+/// unit is wrong, the plan and the run are refused and nothing changes.
+#[test]
+fn integer_time_columns_count_the_datasets_unit() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(&format!(
+            "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
+             INSERT INTO stamps_ms VALUES {};
+             CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created integer, issued integer);
+             INSERT INTO stamps_s VALUES {};",
+            unix_time_values(1),
+            unix_time_values(1000)
+        ))
+        .await
+        .unwrap();
+        let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
+        let every = ids(&db, "SELECT id FROM stamps_ms").await;
+        config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
+        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
+        // Milliseconds read as seconds would never expire; seconds read as
+        // milliseconds would all look expired.
+        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
+        config_error(db.plan(&ms).await, &["created", "after the year 5000"]);
+        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
+        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
+        config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+        for t in ["stamps_ms", "stamps_s"] {
+            assert_eq!(ids(&db, &format!("SELECT id FROM {t}")).await, every, "{t} unchanged");
+        }
+
+        let plan = db.plan(&ms).await.unwrap();
+        assert_eq!(plan.selected as usize, every.len() - unix_time_kept(1).len());
+        let out = db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
+        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, unix_time_kept(1));
+        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
+        db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, unix_time_kept(1000));
+        // The oldest and newest record before the cutoff that is left (held
+        // or under minimum retention), read back as instants.
+        let left = Selection { keep_newer_than: None, held: vec![], ..s };
+        assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
+        assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
     });
 }

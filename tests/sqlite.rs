@@ -5,7 +5,10 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::scrub::{config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table};
+use common::scrub::{
+    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
+    unix_time_selection, unix_time_values,
+};
 use lethe::{
     api::AnonymizeStrategy,
     scrub::{Action, FieldRule, Limits, ScrubError, Selection, sqlite::Sqlite},
@@ -372,5 +375,65 @@ fn a_driver_is_built_from_the_api_types() {
             Err(ScrubError::Config(m)) => assert!(m.contains("secretRef"), "{m}"),
             _ => panic!("an s3 store without credentials connects"),
         }
+    });
+}
+
+/// Numbers in a time column count seconds unless the Dataset's
+/// `unixTimeUnit` says milliseconds; text times in the same column are read
+/// as text whatever it says. A unit the newest number contradicts is
+/// refused before anything changes.
+#[test]
+fn numeric_times_count_the_datasets_unit() {
+    use lethe::{
+        api::{DataStoreSpec, DatasetSpec},
+        scrub::driver::{Credentials, Driver},
+    };
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stamps.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE stamps_ms (id INTEGER PRIMARY KEY, user_id INTEGER, created, issued);
+                 INSERT INTO stamps_ms VALUES {};
+                 INSERT INTO stamps_ms VALUES (1000, 2, '2025-12-31T23:59:59Z', '2025-01-01'), (1001, 2, '2026-01-01T00:00:01Z', '2025-01-01');
+                 CREATE TABLE stamps_s (id INTEGER PRIMARY KEY, user_id INTEGER, created INTEGER, issued INTEGER);
+                 INSERT INTO stamps_s VALUES {};",
+                unix_time_values(1),
+                unix_time_values(1000)
+            ))
+            .unwrap();
+        let store: DataStoreSpec = serde_yaml::from_str(&format!("type: sqlite\nsqlite: {{path: {}}}\n", path.display())).unwrap();
+        let driver = |unit: &str| {
+            let dataset: DatasetSpec = serde_yaml::from_str(&format!(
+                "storeRef: {{name: s}}\ncategories: [tracking]\ntable: {{name: stamps_ms}}\ntimestamps: {{created: created{unit}}}\n"
+            ))
+            .unwrap();
+            let store = store.clone();
+            async move { Driver::connect(&store, &Credentials::default()).await.unwrap().for_dataset(&dataset) }
+        };
+        let ids = |table: &str| -> BTreeSet<i64> {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            let mut q = c.prepare(&format!("SELECT id FROM {table}")).unwrap();
+            q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
+        let every = (ids("stamps_ms"), ids("stamps_s"));
+        let (seconds, millis) = (driver("").await, driver(", unixTimeUnit: Milliseconds").await);
+        config_error(seconds.plan(&ms).await, &["created", "after the year 5000"]);
+        config_error(seconds.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
+        config_error(millis.plan(&s).await, &["created", "likely counts Seconds"]);
+        config_error(millis.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+        assert_eq!((ids("stamps_ms"), ids("stamps_s")), every, "nothing changed");
+
+        let mut kept = unix_time_kept(1);
+        kept.insert(1001);
+        let plan = millis.plan(&ms).await.unwrap();
+        assert_eq!(plan.selected as usize, every.0.len() - kept.len());
+        let out = millis.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
+        assert_eq!(ids("stamps_ms"), kept);
+        seconds.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(ids("stamps_s"), unix_time_kept(1000));
     });
 }

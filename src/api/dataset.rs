@@ -209,6 +209,51 @@ pub struct Timestamps {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][A-Za-z0-9]{0,62}$'))").message("event names are lowerCamelCase, e.g. accountClosed"))]
     #[schemars(extend("maxProperties" = 16))]
     pub events: BTreeMap<String, Identifier>,
+    /// What a time field stored as an integer counts since 1970-01-01 UTC.
+    /// Required on PostgreSQL and MySQL/MariaDB for integer time columns;
+    /// SQLite reads integers as seconds unless told otherwise. Fields of a
+    /// date or time type are read as such whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_time_unit: Option<UnixTimeUnit>,
+}
+
+/// The unit of a time stored as a number.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UnixTimeUnit {
+    Seconds,
+    Milliseconds,
+}
+
+impl UnixTimeUnit {
+    /// How many of this unit make a second.
+    pub fn per_second(self) -> i64 {
+        match self {
+            UnixTimeUnit::Seconds => 1,
+            UnixTimeUnit::Milliseconds => 1000,
+        }
+    }
+
+    /// An instant as a count of this unit, rounded up: a stored count is
+    /// below it exactly when the time it stands for is before the instant.
+    pub fn count(self, t: DateTime<Utc>) -> i64 {
+        let nanos = i64::from(t.timestamp_subsec_nanos());
+        match self {
+            UnixTimeUnit::Seconds => t.timestamp() + i64::from(nanos > 0),
+            UnixTimeUnit::Milliseconds => t.timestamp_millis() + i64::from(nanos % 1_000_000 > 0),
+        }
+    }
+
+    /// A count of this unit as an instant.
+    pub fn instant(self, n: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(n.checked_mul(1000 / self.per_second())?)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnixTimeUnit::Seconds => "Seconds",
+            UnixTimeUnit::Milliseconds => "Milliseconds",
+        }
+    }
 }
 
 /// The time field name runs of a files or objects Dataset carry: a file's

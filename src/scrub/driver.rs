@@ -254,15 +254,24 @@ impl Driver {
         })
     }
 
-    /// Binds a files, Redis or S3 store to a Dataset's location (SQL stores need nothing).
-    pub fn for_dataset(mut self, dataset: &DatasetSpec) -> Driver {
-        match &mut self {
-            Driver::Files(f) => f.target = dataset.files.clone(),
-            Driver::Redis(r) => r.target = dataset.keys.clone(),
-            Driver::S3(s) => s.target = dataset.objects.clone(),
-            _ => {}
+    /// Binds a store to a Dataset: where its files, keys or objects are, and
+    /// what an SQL table's integer time columns count.
+    pub fn for_dataset(self, dataset: &DatasetSpec) -> Driver {
+        let unit = dataset.timestamps.unix_time_unit;
+        match self {
+            Driver::Postgres(d) => Driver::Postgres(d.with_unix_time(unit)),
+            Driver::Mysql(d) => Driver::Mysql(d.with_unix_time(unit)),
+            Driver::Sqlite(d) => Driver::Sqlite(d.with_unix_time(unit)),
+            Driver::Files(f) => Driver::Files(FilesDriver { target: dataset.files.clone(), ..f }),
+            Driver::Redis(mut r) => {
+                r.target = dataset.keys.clone();
+                Driver::Redis(r)
+            }
+            Driver::S3(mut s) => {
+                s.target = dataset.objects.clone();
+                Driver::S3(s)
+            }
         }
-        self
     }
 
     /// The server's version, as a short string for status.

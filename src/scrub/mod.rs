@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{AnonymizeStrategy, Identifier};
+use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
 /// Where and as whom an SQL driver connects.
 #[derive(Debug, Clone)]
@@ -319,6 +319,44 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
 /// catalog query) reaches the store's statement timeout.
 pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
      limits.statementTimeout; raise it (batches keep to limits.targetBatchMillis whatever it is)";
+
+/// The unit of an integer time column: the Dataset's, where it says one.
+pub(crate) fn unix_unit(column: &Identifier, unit: Option<UnixTimeUnit>) -> Result<UnixTimeUnit, ScrubError> {
+    unit.ok_or_else(|| {
+        ScrubError::Config(format!(
+            "time column {column} holds integers; set the Dataset's timestamps.unixTimeUnit to what they count \
+             (Seconds or Milliseconds since 1970)"
+        ))
+    })
+}
+
+/// Refuses an integer time column whose newest value, read in `unit`,
+/// cannot be when a record was written: the unit is wrong, and the run
+/// would take every record (seconds read as milliseconds) or never any.
+pub(crate) fn check_newest_unix_time(
+    column: &Identifier,
+    newest: Option<i64>,
+    unit: UnixTimeUnit,
+) -> Result<(), ScrubError> {
+    let Some(n) = newest else { return Ok(()) };
+    let seconds = n.div_euclid(unit.per_second());
+    let advice = "check the Dataset's timestamps.unixTimeUnit; nothing was changed";
+    // 10^11 seconds is in the year 5138; 10^8 seconds is 1973-03-03.
+    if seconds > 100_000_000_000 {
+        return Err(ScrubError::Config(format!(
+            "read as {}, the newest {column} is after the year 5000, so no record would ever expire; {advice}",
+            unit.name()
+        )));
+    }
+    if unit == UnixTimeUnit::Milliseconds && seconds < 100_000_000 {
+        let day = unit.instant(n).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
+        return Err(ScrubError::Config(format!(
+            "read as Milliseconds, the newest {column} is from {day}, so every record would look expired; \
+             the column likely counts Seconds: {advice}"
+        )));
+    }
+    Ok(())
+}
 
 /// What the server reports about a column an anonymization rule names.
 pub(crate) struct ColumnFacts {

@@ -17,7 +17,7 @@ use super::{
     Table,
     sql::{self, Dialect},
 };
-use crate::api::{AnonymizeStrategy, Identifier};
+use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
 /// One column's facts from `information_schema`.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ impl Column {
 pub struct Mysql {
     conn: tokio::sync::Mutex<Conn>,
     version: String,
+    /// What integer time columns count (the Dataset's `unixTimeUnit`).
+    unix_time: Option<UnixTimeUnit>,
 }
 
 fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
@@ -159,7 +161,34 @@ impl Mysql {
             format!("SET SESSION max_execution_time = {}", limits.statement_timeout.as_millis().max(1))
         };
         conn.query_drop(statement_timeout).await.map_err(|e| classify(e, "session setup"))?;
-        Ok(Mysql { conn: tokio::sync::Mutex::new(conn), version })
+        Ok(Mysql { conn: tokio::sync::Mutex::new(conn), version, unix_time: None })
+    }
+
+    /// Reads integer time columns as counts of `unit` since 1970.
+    pub fn with_unix_time(mut self, unit: Option<UnixTimeUnit>) -> Self {
+        self.unix_time = unit;
+        self
+    }
+
+    /// Refuses an integer time column without a unit, or whose newest
+    /// value says the unit is wrong.
+    async fn check_unix_times(&self, sel: &Selection, cols: &[Column]) -> Result<(), ScrubError> {
+        for (c, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
+            if !cols.iter().any(|x| x.name.eq_ignore_ascii_case(c.as_str()) && x.is_integer()) {
+                continue;
+            }
+            let unit = super::unix_unit(c, self.unix_time)?;
+            // Clamped into a signed bigint (an unsigned column may hold more).
+            let q = format!(
+                "SELECT CAST(LEAST(MAX({}), 9000000000000000000) AS SIGNED) FROM {}",
+                sql::quote(Dialect::Mysql, c),
+                Self::qualified(&sel.table)
+            );
+            let newest: Option<Option<i64>> =
+                self.conn.lock().await.query_first(q).await.map_err(|e| classify(e, "newest time"))?;
+            super::check_newest_unix_time(c, newest.flatten(), unit)?;
+        }
+        Ok(())
     }
 
     fn qualified(table: &Table) -> String {
@@ -205,7 +234,7 @@ impl Mysql {
     }
 
     /// The selection as SQL with its values converted to the columns' types.
-    fn predicate(sel: &Selection, cols: &[Column]) -> Result<Bound, ScrubError> {
+    fn predicate(sel: &Selection, cols: &[Column], unix_time: Option<UnixTimeUnit>) -> Result<Bound, ScrubError> {
         let d = Dialect::Mysql;
         let column = |c: &Identifier| {
             cols.iter()
@@ -220,23 +249,24 @@ impl Mysql {
                 values.iter().map(|v| Value::from(v.as_str())).collect()
             }
         };
-        // Anything else would be compared as text or as a number, and match
-        // by accident or not at all.
-        let time_column = |c: &Identifier| {
+        // An instant as the column compares it. Anything else would be
+        // compared as text or as a number, and match by accident or not at all.
+        let time = |c: &Identifier, t: chrono::DateTime<chrono::Utc>| {
             let col = column(c)?;
             match col.data_type.as_str() {
-                "datetime" | "timestamp" | "date" => Ok(()),
+                "datetime" | "timestamp" | "date" => Ok(time_value(t)),
+                _ if col.is_integer() => Ok(Value::from(super::unix_unit(c, unix_time)?.count(t))),
                 other => Err(ScrubError::Config(format!(
-                    "time column {c} has type {other}; it must be datetime, timestamp or date"
+                    "time column {c} has type {other}; it must be datetime, timestamp, date, or an integer \
+                     with the Dataset's timestamps.unixTimeUnit"
                 ))),
             }
         };
         let list = |n: usize| vec!["?"; n].join(", ");
         let mut b = Bound { sql: Vec::new(), values: Vec::new() };
         if let Some((c, t)) = &sel.older_than {
-            time_column(c)?;
+            b.values.push(time(c, *t)?);
             b.sql.push(format!("{} < ?", sql::quote(d, c)));
-            b.values.push(time_value(*t));
         }
         let mut any = Vec::new();
         for (c, values) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
@@ -251,10 +281,9 @@ impl Mysql {
             b.sql.push(if any.is_empty() { "FALSE".into() } else { format!("({})", any.join(" OR ")) });
         }
         if let Some((c, t)) = &sel.keep_newer_than {
-            time_column(c)?;
             // NULL compares as unknown, so a record of unknown age is kept.
+            b.values.push(time(c, *t)?);
             b.sql.push(format!("{} < ?", sql::quote(d, c)));
-            b.values.push(time_value(*t));
         }
         for (c, values) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
             let vals = typed(column(c)?, values);
@@ -332,26 +361,37 @@ impl Mysql {
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
         let agg = if newest { "max" } else { "min" };
         let cols = self.columns(&sel.table).await?;
-        let b = Self::predicate(sel, &cols)?;
+        let b = Self::predicate(sel, &cols, self.unix_time)?;
+        let integer = cols.iter().any(|x| x.name.eq_ignore_ascii_case(column.as_str()) && x.is_integer());
+        let c = sql::quote(Dialect::Mysql, column);
+        // Seconds since 1970, or the column's own count of its unit.
+        let value = if integer {
+            format!("LEAST({agg}({c}), 9000000000000000000)")
+        } else {
+            format!("UNIX_TIMESTAMP({agg}({c}))")
+        };
         let q = format!(
-            "SELECT CAST(UNIX_TIMESTAMP({agg}({})) AS SIGNED) FROM {} WHERE {}",
-            sql::quote(Dialect::Mysql, column),
+            "SELECT CAST({value} AS SIGNED) FROM {} WHERE {}",
             Self::qualified(&sel.table),
             Self::where_clause(&b)
         );
         let n: Option<Option<i64>> =
             self.conn.lock().await.exec_first(q, b.values).await.map_err(|e| classify(e, "oldest"))?;
-        Ok(n.flatten().and_then(|s| chrono::DateTime::from_timestamp(s, 0)))
+        match n.flatten() {
+            Some(n) if integer => Ok(super::unix_unit(column, self.unix_time)?.instant(n)),
+            other => Ok(other.and_then(|s| chrono::DateTime::from_timestamp(s, 0))),
+        }
     }
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
         let cols = self.columns(&sel.table).await?;
-        let b = Self::predicate(sel, &cols)?;
+        let b = Self::predicate(sel, &cols, self.unix_time)?;
         self.count_where(&sel.table, &Self::where_clause(&b), b.values).await
     }
 
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        self.check_unix_times(sel, &self.columns(&sel.table).await?).await?;
         super::plan(self, sel).await
     }
 
@@ -526,7 +566,8 @@ impl Mysql {
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
         let cols = self.columns(&sel.table).await?;
-        let b = Self::predicate(sel, &cols)?;
+        self.check_unix_times(sel, &cols).await?;
+        let b = Self::predicate(sel, &cols, self.unix_time)?;
         let pred = Self::where_clause(&b);
         let table = Self::qualified(&sel.table);
         // Whole partitions first, where the time column is the range key.
@@ -647,7 +688,7 @@ impl Mysql {
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
         let cols = self.columns(&sel.table).await?;
-        let b = Self::predicate(sel, &cols)?;
+        let b = Self::predicate(sel, &cols, self.unix_time)?;
         let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
         let mut values = b.values.clone();
         values.extend(done_values);

@@ -31,7 +31,7 @@ use super::{
     Action, Counts, Limits, Outcome, PartitionMode, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
-use crate::api::{Identifier, TlsMode};
+use crate::api::{Identifier, TlsMode, UnixTimeUnit};
 
 pub use super::{ConnectOptions, Probe};
 
@@ -188,6 +188,8 @@ pub struct Postgres {
     _connection: tokio::task::JoinHandle<()>,
     /// For the further connections a block pass may open.
     again: Box<(ConnectOptions, Limits)>,
+    /// What integer time columns count (the Dataset's `unixTimeUnit`).
+    unix_time: Option<UnixTimeUnit>,
 }
 
 /// Classifies a server error by what should happen next.
@@ -266,13 +268,26 @@ fn bind(stmt: &Statement, params: &[Param], extra: &[i64]) -> Result<Vec<BoxedPa
 
 fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
     Ok(match (p, ty) {
-        (Param::Time(t), &Type::TIMESTAMPTZ) => Box::new(*t),
-        (Param::Time(t), &Type::TIMESTAMP) => Box::new(t.naive_utc()),
+        (Param::Time(t, _), &Type::TIMESTAMPTZ) => Box::new(*t),
+        (Param::Time(t, _), &Type::TIMESTAMP) => Box::new(t.naive_utc()),
         // Whole days: a record dated the cutoff's day is not before it.
-        (Param::Time(t), &Type::DATE) => Box::new(t.date_naive()),
-        (Param::Time(_), other) => {
+        (Param::Time(t, _), &Type::DATE) => Box::new(t.date_naive()),
+        // A count since 1970 in the Dataset's unit (checked at plan and run).
+        (Param::Time(t, Some(unit)), &Type::INT8) => Box::new(unit.count(*t)),
+        (Param::Time(t, Some(unit)), &Type::INT4) => Box::new(i32::try_from(unit.count(*t)).map_err(|_| {
+            ScrubError::Config(format!("the time {t} does not fit an integer time column counting {}", unit.name()))
+        })?),
+        (Param::Time(_, None), &Type::INT4 | &Type::INT8) => {
+            return Err(ScrubError::Config(
+                "a time column holds integers; set the Dataset's timestamps.unixTimeUnit to what they count \
+                 (Seconds or Milliseconds since 1970)"
+                    .into(),
+            ));
+        }
+        (Param::Time(..), other) => {
             return Err(ScrubError::Config(format!(
-                "a time column has type {other}; it must be timestamptz, timestamp or date"
+                "a time column has type {other}; it must be timestamptz, timestamp, date, or an integer or bigint \
+                 with the Dataset's timestamps.unixTimeUnit"
             )));
         }
         // Values that cannot be of the column's type cannot match a row: dropped.
@@ -361,7 +376,43 @@ impl Postgres {
             limits.statement_timeout.as_millis().max(1)
         );
         client.batch_execute(&setup).await.map_err(|e| classify(e, "session setup"))?;
-        Ok(Postgres { client, _connection: task, again: Box::new((opts.clone(), limits.clone())) })
+        Ok(Postgres { client, _connection: task, again: Box::new((opts.clone(), limits.clone())), unix_time: None })
+    }
+
+    /// Reads integer time columns as counts of `unit` since 1970.
+    pub fn with_unix_time(mut self, unit: Option<UnixTimeUnit>) -> Self {
+        self.unix_time = unit;
+        self
+    }
+
+    /// Parameters for a statement, times bound in this driver's unit.
+    fn params(&self) -> Params {
+        let mut p = Params::new(Dialect::Postgres);
+        p.unix_time = self.unix_time;
+        p
+    }
+
+    /// Refuses a time column stored as integers without a unit, or whose
+    /// newest value says the unit is wrong. Other columns are left to the
+    /// statements' own type checks.
+    async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
+        for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
+            let q = format!("SELECT max({}) FROM {}", sql::quote(Dialect::Postgres, col), Self::qualified(&sel.table));
+            let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "time column"))?;
+            let ty = stmt.columns()[0].type_().clone();
+            if !matches!(ty, Type::INT2 | Type::INT4 | Type::INT8) {
+                continue;
+            }
+            let unit = super::unix_unit(col, self.unix_time)?;
+            let row = self.client.query_one(&stmt, &[]).await.map_err(|e| classify(e, "newest time"))?;
+            let newest = match ty {
+                Type::INT2 => row.get::<_, Option<i16>>(0).map(i64::from),
+                Type::INT4 => row.get::<_, Option<i32>>(0).map(i64::from),
+                _ => row.get::<_, Option<i64>>(0),
+            };
+            super::check_newest_unix_time(col, newest, unit)?;
+        }
+        Ok(())
     }
 
     pub async fn server_version(&self) -> Result<String, ScrubError> {
@@ -569,22 +620,39 @@ impl Postgres {
         newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
         let agg = if newest { "max" } else { "min" };
-        let mut params = Params::new(Dialect::Postgres);
+        let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         let q = format!(
-            "SELECT EXTRACT(EPOCH FROM {agg}({}))::float8 FROM {} WHERE {pred}",
+            "SELECT {agg}({}) FROM {} WHERE {pred}",
             sql::quote(Dialect::Postgres, column),
             Self::qualified(&sel.table)
         );
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "oldest"))?;
         let bound = bind(&stmt, &params.values, &[])?;
         let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "oldest"))?;
-        Ok(row.get::<_, Option<f64>>(0).and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0)))
+        let ty = stmt.columns()[0].type_().clone();
+        let count = |n: Option<i64>| -> Result<_, ScrubError> {
+            Ok(match n {
+                Some(n) => super::unix_unit(column, self.unix_time)?.instant(n),
+                None => None,
+            })
+        };
+        Ok(match ty {
+            Type::TIMESTAMPTZ => row.get(0),
+            Type::TIMESTAMP => row.get::<_, Option<chrono::NaiveDateTime>>(0).map(|t| t.and_utc()),
+            Type::DATE => {
+                row.get::<_, Option<chrono::NaiveDate>>(0).map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+            }
+            Type::INT2 => count(row.get::<_, Option<i16>>(0).map(i64::from))?,
+            Type::INT4 => count(row.get::<_, Option<i32>>(0).map(i64::from))?,
+            Type::INT8 => count(row.get(0))?,
+            other => return Err(ScrubError::Config(format!("time column {column} has type {other}"))),
+        })
     }
 
     /// Records a selection would change now.
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
-        let mut params = Params::new(Dialect::Postgres);
+        let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         self.count_where(&sel.table, &pred, &params.values).await
     }
@@ -593,6 +661,7 @@ impl Postgres {
     /// retention keep.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         self.probe(&sel.table).await?;
+        self.check_unix_times(sel).await?;
         super::plan(self, sel).await
     }
 
@@ -675,8 +744,9 @@ impl Postgres {
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
+        self.check_unix_times(sel).await?;
         let table = Self::qualified(&sel.table);
-        let mut params = Params::new(Dialect::Postgres);
+        let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         let partitioned = self.partition_key(&table).await?;
         // Whole partitions first, where the time column is the key.
@@ -863,7 +933,7 @@ impl Postgres {
             Action::Delete => self.count(sel).await,
             Action::Anonymize { rules, .. } => {
                 let cols = self.check_rules(sel, rules).await?;
-                let mut p = Params::new(Dialect::Postgres);
+                let mut p = self.params();
                 let pred = sql::pg_predicate(sel, &mut p);
                 let done = sql::pg_anonymized(&Self::qualified(&sel.table), rules, &column_of(&cols), &mut p);
                 self.count_where(&sel.table, &format!("{pred} AND NOT {done}"), &p.values).await

@@ -4,7 +4,7 @@
 //! bound parameters, never part of the text.
 
 use super::{FieldRule, Selection};
-use crate::api::{AnonymizeStrategy, Identifier};
+use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -40,7 +40,8 @@ pub fn table_name(d: Dialect, schema: Option<&Identifier>, name: &Identifier) ->
 /// A parameter of a predicate, in placeholder order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
-    Time(chrono::DateTime<chrono::Utc>),
+    /// An instant, and the unit integer time columns count (if known).
+    Time(chrono::DateTime<chrono::Utc>, Option<UnixTimeUnit>),
     Values(Vec<String>),
     Text(String),
 }
@@ -50,11 +51,13 @@ pub enum Param {
 pub struct Params {
     d: Dialect,
     pub values: Vec<Param>,
+    /// What integer time columns count, for the times pushed.
+    pub unix_time: Option<UnixTimeUnit>,
 }
 
 impl Params {
     pub fn new(d: Dialect) -> Self {
-        Params { d, values: Vec::new() }
+        Params { d, values: Vec::new(), unix_time: None }
     }
 
     pub fn push(&mut self, p: Param) -> String {
@@ -72,7 +75,7 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
     let d = Dialect::Postgres;
     let mut parts = Vec::new();
     if let Some((col, t)) = &sel.older_than {
-        parts.push(format!("{} < {}", quote(d, col), params.push(Param::Time(*t))));
+        parts.push(format!("{} < {}", quote(d, col), params.push(Param::Time(*t, params.unix_time))));
     }
     let subject: Vec<String> = sel
         .subject
@@ -86,7 +89,7 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
     }
     if let Some((col, t)) = &sel.keep_newer_than {
         // NULL compares as unknown, so a record of unknown age is kept.
-        parts.push(format!("{} < {}", quote(d, col), params.push(Param::Time(*t))));
+        parts.push(format!("{} < {}", quote(d, col), params.push(Param::Time(*t, params.unix_time))));
     }
     for (col, values) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
         parts.push(format!(

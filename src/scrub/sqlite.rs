@@ -21,11 +21,14 @@ use super::{
     Action, Counts, FieldRule, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table,
     sql::{self, Dialect},
 };
-use crate::api::{AnonymizeStrategy, Identifier};
+use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     readonly: bool,
+    /// What time columns stored as numbers count (seconds unless the
+    /// Dataset's `unixTimeUnit` says otherwise).
+    unix_time: UnixTimeUnit,
 }
 
 fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
@@ -39,9 +42,16 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
     }
 }
 
-/// A time column read as Unix seconds, whether stored as text or a number.
-fn time_expr(col: &str) -> String {
-    format!("(CASE typeof({col}) WHEN 'integer' THEN {col} WHEN 'real' THEN {col} ELSE unixepoch({col}, 'subsec') END)")
+/// A time column read as Unix seconds, whether stored as text or a number
+/// (a count of `unit` since 1970).
+fn time_expr(col: &str, unit: UnixTimeUnit) -> String {
+    let number = match unit {
+        UnixTimeUnit::Seconds => col.to_string(),
+        UnixTimeUnit::Milliseconds => format!("{col} / 1000.0"),
+    };
+    format!(
+        "(CASE typeof({col}) WHEN 'integer' THEN {number} WHEN 'real' THEN {number} ELSE unixepoch({col}, 'subsec') END)"
+    )
 }
 
 fn seconds(t: chrono::DateTime<chrono::Utc>) -> Value {
@@ -85,7 +95,7 @@ impl Sqlite {
             )
             .map_err(|e| classify(e, "open"))?;
             let readonly = conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
-            Ok(Sqlite { conn: Arc::new(Mutex::new(conn)), readonly })
+            Ok(Sqlite { conn: Arc::new(Mutex::new(conn)), readonly, unix_time: UnixTimeUnit::Seconds })
         })
         .await
         .map_err(|e| ScrubError::Unavailable(format!("open: {e}")))?
@@ -179,7 +189,7 @@ impl Sqlite {
         }
     }
 
-    fn predicate(sel: &Selection, cols: &[Column]) -> Result<(String, Vec<Value>), ScrubError> {
+    fn predicate(sel: &Selection, cols: &[Column], unit: UnixTimeUnit) -> Result<(String, Vec<Value>), ScrubError> {
         let d = Dialect::Sqlite;
         let exists = |c: &Identifier| {
             cols.iter()
@@ -191,7 +201,7 @@ impl Sqlite {
         let (mut parts, mut values) = (Vec::new(), Vec::new());
         if let Some((c, t)) = &sel.older_than {
             exists(c)?;
-            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c))));
+            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c), unit)));
             values.push(seconds(*t));
         }
         let mut any = Vec::new();
@@ -206,7 +216,7 @@ impl Sqlite {
         }
         if let Some((c, t)) = &sel.keep_newer_than {
             exists(c)?;
-            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c))));
+            parts.push(format!("{} < ?", time_expr(&sql::quote(d, c), unit)));
             values.push(seconds(*t));
         }
         for (c, vs) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
@@ -234,10 +244,10 @@ impl Sqlite {
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
         let agg = if newest { "max" } else { "min" };
         let cols = self.columns(&sel.table).await?;
-        let (pred, values) = Self::predicate(sel, &cols)?;
+        let (pred, values) = Self::predicate(sel, &cols, self.unix_time)?;
         let q = format!(
             "SELECT CAST({agg}({}) AS INTEGER) FROM {} WHERE {pred}",
-            time_expr(&sql::quote(Dialect::Sqlite, column)),
+            time_expr(&sql::quote(Dialect::Sqlite, column), self.unix_time),
             Self::qualified(&sel.table)
         );
         let s: Option<i64> = self
@@ -263,12 +273,35 @@ impl Sqlite {
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
         let cols = self.columns(&sel.table).await?;
-        let (cond, values) = Self::predicate(sel, &cols)?;
+        let (cond, values) = Self::predicate(sel, &cols, self.unix_time)?;
         self.count_where(&sel.table, cond, values).await
     }
 
     /// The dry run.
+    /// Reads time columns stored as numbers as counts of `unit` (seconds when unset).
+    pub fn with_unix_time(mut self, unit: Option<UnixTimeUnit>) -> Self {
+        self.unix_time = unit.unwrap_or(UnixTimeUnit::Seconds);
+        self
+    }
+
+    /// Refuses a time column whose newest number, read in the unit, says
+    /// the unit is wrong.
+    async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
+        for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
+            let c = sql::quote(Dialect::Sqlite, col);
+            let q = format!(
+                "SELECT CAST(max(CASE WHEN typeof({c}) IN ('integer', 'real') THEN {c} END) AS INTEGER) FROM {}",
+                Self::qualified(&sel.table)
+            );
+            let newest: Option<i64> =
+                self.with(move |c| c.query_row(&q, [], |r| r.get(0)).map_err(|e| classify(e, "newest time"))).await?;
+            super::check_newest_unix_time(col, newest, self.unix_time)?;
+        }
+        Ok(())
+    }
+
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        self.check_unix_times(sel).await?;
         super::plan(self, sel).await
     }
 
@@ -332,7 +365,8 @@ impl Sqlite {
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
         let cols = self.columns(&sel.table).await?;
-        let (pred, values) = Self::predicate(sel, &cols)?;
+        self.check_unix_times(sel).await?;
+        let (pred, values) = Self::predicate(sel, &cols, self.unix_time)?;
         let (key_cols, key) = self.row_key(&sel.table, &cols).await?;
         let table = Self::qualified(&sel.table);
         let (statement, bound, remaining_cond, remaining_values) = match action {
@@ -372,7 +406,7 @@ impl Sqlite {
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
         let cols = self.columns(&sel.table).await?;
-        let (pred, mut values) = Self::predicate(sel, &cols)?;
+        let (pred, mut values) = Self::predicate(sel, &cols, self.unix_time)?;
         let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
         values.extend(done_values);
         self.count_where(&sel.table, format!("{pred} AND NOT {done}"), values).await

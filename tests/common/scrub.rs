@@ -75,3 +75,71 @@ pub fn expiry_selection(
         held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
     }
 }
+
+/// The cutoff of the Unix-time tests: half a millisecond after `cutoff()`,
+/// so a stored count of `cutoff()` is before it and one unit more is not.
+pub fn unix_cutoff() -> DateTime<Utc> {
+    cutoff() + chrono::Duration::microseconds(500)
+}
+
+/// Their minimum-retention boundary: half a millisecond after thirty days
+/// before `cutoff()`.
+pub fn unix_minimum() -> DateTime<Utc> {
+    cutoff() - chrono::Duration::days(30) + chrono::Duration::microseconds(500)
+}
+
+/// Rows of the Unix-time tests, `(id, user_id, created, issued)`, times as
+/// counts of a unit of `unit_ms` milliseconds since 1970: each creation
+/// time around the cutoff (a day before, one unit before, at, one unit
+/// after, a day after, NULL) with each issue time around the
+/// minimum-retention boundary (one unit before, at, one unit after, NULL),
+/// for user 1 (held) and user 2.
+pub fn unix_time_rows(unit_ms: i64) -> Vec<(i64, i32, Option<i64>, Option<i64>)> {
+    let c = cutoff().timestamp_millis() / unit_ms;
+    let m = (cutoff() - chrono::Duration::days(30)).timestamp_millis() / unit_ms;
+    let day = 86_400_000 / unit_ms;
+    let mut rows = Vec::new();
+    for created in [Some(c - day), Some(c - 1), Some(c), Some(c + 1), Some(c + day), None] {
+        for issued in [Some(m - 1), Some(m), Some(m + 1), None] {
+            for user in [1, 2] {
+                rows.push((rows.len() as i64 + 1, user, created, issued));
+            }
+        }
+    }
+    rows
+}
+
+/// The rows as an SQL `VALUES` list.
+pub fn unix_time_values(unit_ms: i64) -> String {
+    let n = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
+    unix_time_rows(unit_ms)
+        .into_iter()
+        .map(|(id, user, c, i)| format!("({id}, {user}, {}, {})", n(c), n(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The selection of the Unix-time tests on a table of [`unix_time_rows`]:
+/// `created` before [`unix_cutoff`], user 1 held, `issued` before
+/// [`unix_minimum`].
+pub fn unix_time_selection(name: &str) -> lethe::scrub::Selection {
+    lethe::scrub::Selection {
+        table: table(name),
+        older_than: Some((id("created"), unix_cutoff())),
+        subject: vec![],
+        keep_newer_than: Some((id("issued"), unix_minimum())),
+        held: vec![(id("user_id"), vec!["1".into()])],
+    }
+}
+
+/// The ids of [`unix_time_rows`] the selection must leave, worked out from
+/// the instants the counts stand for.
+pub fn unix_time_kept(unit_ms: i64) -> std::collections::BTreeSet<i64> {
+    let before =
+        |v: Option<i64>, t: DateTime<Utc>| v.is_some_and(|v| DateTime::from_timestamp_millis(v * unit_ms).unwrap() < t);
+    unix_time_rows(unit_ms)
+        .into_iter()
+        .filter(|(_, user, c, i)| !(before(*c, unix_cutoff()) && before(*i, unix_minimum()) && *user != 1))
+        .map(|(id, ..)| id)
+        .collect()
+}
