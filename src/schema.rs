@@ -204,8 +204,11 @@ fn check_scalar_constraints(s: &Map<String, Value>, value: &Value, path: &str, e
             path: path.to_string(),
             kind: FieldErrorKind::Unsupported {
                 value: show(value),
+                // A nullable field lists null among its values: that is
+                // leaving it unset, not a value to write.
                 supported: options
                     .iter()
+                    .filter(|o| !o.is_null())
                     .map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string()))
                     .collect(),
             },

@@ -1063,3 +1063,47 @@ fn an_anonymization_rule_the_table_cannot_take_fails_the_run_before_any_change()
     }
     assert_eq!(sql.count("SELECT count(*) FROM accounts WHERE email LIKE 'u%@example.com'"), 100, "nothing changed");
 }
+
+/// A Dataset over a table whose time column counts milliseconds since 1970:
+/// without `unixTimeUnit` its run fails before any change, naming the
+/// field to set; with it, exactly the records older than the window go.
+#[test]
+fn integer_time_columns_need_the_datasets_unit_and_then_expire_by_it() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    for t in ["clicks_unitless", "clicks"] {
+        // One row per day of age, plus twelve hours: 1 to 29 days are kept.
+        sql.exec(&format!(
+            "CREATE TABLE {t} (id bigint PRIMARY KEY, user_id bigint, clicked_ms bigint);
+             INSERT INTO {t} SELECT i, i, (extract(epoch FROM now() - make_interval(days => i, hours => 12)) * 1000)::bigint
+               FROM generate_series(1, 100) i;"
+        ));
+    }
+    let ns = c.namespace("unixtime");
+    let _op = Operator::start(&c, &ns, "in-process", "op-unixtime");
+    let brake = "  safety: {maxDeletePercent: 100}\n";
+    c.apply_text(
+        &format!(
+            "{}---\n{}---\n{}",
+            store_manifest(&pg),
+            dataset_manifest("clicks-unitless", "clicks_unitless", "clicked_ms", brake),
+            dataset_manifest("clicks", "clicks", "clicked_ms", brake).replace(
+                "timestamps: {created: clicked_ms}",
+                "timestamps: {created: clicked_ms, unixTimeUnit: Milliseconds}"
+            )
+        ),
+        &["-n", &ns],
+    );
+    let failed = wait_phase(&c, &ns, "clicks-unitless", "Failed");
+    let condition = &failed["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "InvalidConfiguration", "{:#}", failed["status"]);
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains("clicked_ms") && message.contains("unixTimeUnit"), "{message}");
+    assert_eq!(sql.count("SELECT count(*) FROM clicks_unitless"), 100, "nothing changed");
+
+    let done = wait_phase(&c, &ns, "clicks", "Succeeded");
+    assert_eq!(done["status"]["counts"]["deleted"], 71, "{:#}", done["status"]);
+    assert_eq!(sql.count("SELECT count(*) FROM clicks WHERE id < 30"), 29, "every record younger than 30 days kept");
+    assert_eq!(sql.count("SELECT count(*) FROM clicks"), 29, "every older one gone");
+}

@@ -29,7 +29,11 @@ fn constraints(s: &Value) -> String {
     let mut c = Vec::new();
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         let vals: Vec<String> =
-            e.iter().map(|v| format!("`{}`", v.as_str().map(String::from).unwrap_or(v.to_string()))).collect();
+            // A JSON null among them only says the field may be left unset.
+            e.iter()
+                .filter(|v| !v.is_null())
+                .map(|v| format!("`{}`", v.as_str().map(String::from).unwrap_or(v.to_string())))
+                .collect();
         c.push(format!("one of {}", vals.join(", ")));
     }
     for (k, label) in [
