@@ -1015,3 +1015,27 @@ fn integer_time_columns_count_the_datasets_unit() {
         assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
     });
 }
+
+/// `-infinity` and `infinity`, which PostgreSQL time types hold, are
+/// compared as the server compares them (before and after every cutoff);
+/// as the oldest or newest value of a selection they are no instant.
+#[test]
+fn infinite_times_are_compared_by_the_server_and_read_as_no_instant() {
+    let pg = shared_pg();
+    rt().block_on(async {
+        let db = connect(pg).await;
+        db.execute_batch(
+            "CREATE TABLE endless (id bigint PRIMARY KEY, closed_at timestamptz, closed_on date);
+             INSERT INTO endless VALUES (1, '-infinity', '-infinity'), (2, '2020-01-01', '2020-01-01'), (3, 'infinity', 'infinity');",
+        )
+        .await
+        .unwrap();
+        let year_2020 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+        for column in ["closed_at", "closed_on"] {
+            let sel = Selection { table: table("endless"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            assert_eq!(db.count(&sel).await.unwrap(), 2, "{column}");
+            assert_eq!(db.extreme(&sel, &id(column), false).await.unwrap(), None, "{column}: -infinity");
+            assert_eq!(db.extreme(&sel, &id(column), true).await.unwrap(), Some(year_2020), "{column}");
+        }
+    });
+}

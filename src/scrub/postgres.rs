@@ -400,13 +400,12 @@ impl Postgres {
             let q = format!("SELECT max({}) FROM {}", sql::quote(Dialect::Postgres, col), Self::qualified(&sel.table));
             let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "time column"))?;
             let ty = stmt.columns()[0].type_().clone();
-            if !matches!(ty, Type::INT2 | Type::INT4 | Type::INT8) {
+            if !matches!(ty, Type::INT4 | Type::INT8) {
                 continue;
             }
             let unit = super::unix_unit(col, self.unix_time)?;
             let row = self.client.query_one(&stmt, &[]).await.map_err(|e| classify(e, "newest time"))?;
             let newest = match ty {
-                Type::INT2 => row.get::<_, Option<i16>>(0).map(i64::from),
                 Type::INT4 => row.get::<_, Option<i32>>(0).map(i64::from),
                 _ => row.get::<_, Option<i64>>(0),
             };
@@ -637,13 +636,15 @@ impl Postgres {
                 None => None,
             })
         };
+        // `infinity`, which a time type can hold, is no instant: none.
         Ok(match ty {
-            Type::TIMESTAMPTZ => row.get(0),
-            Type::TIMESTAMP => row.get::<_, Option<chrono::NaiveDateTime>>(0).map(|t| t.and_utc()),
-            Type::DATE => {
-                row.get::<_, Option<chrono::NaiveDate>>(0).map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-            }
-            Type::INT2 => count(row.get::<_, Option<i16>>(0).map(i64::from))?,
+            Type::TIMESTAMPTZ => row.try_get(0).ok().flatten(),
+            Type::TIMESTAMP => row.try_get::<_, Option<chrono::NaiveDateTime>>(0).ok().flatten().map(|t| t.and_utc()),
+            Type::DATE => row
+                .try_get::<_, Option<chrono::NaiveDate>>(0)
+                .ok()
+                .flatten()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
             Type::INT4 => count(row.get::<_, Option<i32>>(0).map(i64::from))?,
             Type::INT8 => count(row.get(0))?,
             other => return Err(ScrubError::Config(format!("time column {column} has type {other}"))),
