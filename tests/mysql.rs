@@ -8,8 +8,8 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
 use common::scrub::{
-    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
-    unix_time_selection, unix_time_values,
+    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
+    unix_time_kept, unix_time_selection, unix_time_values,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -766,5 +766,32 @@ fn integer_time_columns_count_the_datasets_unit() {
         let left = Selection { keep_newer_than: None, held: vec![], ..s };
         assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
         assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
+
+        // Partitioned on such a column, by RANGE and by RANGE COLUMNS: a
+        // partition whose bound stands for an instant at or before the
+        // cutoff goes whole; the one holding the cutoff goes row by row.
+        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        let (c, day) = (cutoff().timestamp_millis(), 86_400_000);
+        for (name, method) in [("clicks_range", "RANGE"), ("clicks_columns", "RANGE COLUMNS")] {
+            db.execute_batch(&format!(
+                "CREATE TABLE {name} (id bigint, created bigint NOT NULL) PARTITION BY {method} (created) (
+                   PARTITION p_before VALUES LESS THAN ({}), PARTITION p_last_day VALUES LESS THAN ({c}),
+                   PARTITION p_rest VALUES LESS THAN (MAXVALUE));
+                 INSERT INTO {name} VALUES (1, {}), (2, {}), (3, {}), (4, {c}), (5, {}), (6, {});",
+                c - day,
+                c - 2 * day,
+                c - day,
+                c - 1,
+                c + 1,
+                c + day
+            ))
+            .await
+            .unwrap();
+            let sel = Selection { table: table(name), older_than: Some((id("created"), unix_cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+            assert_eq!(out.partitions, vec!["p_before", "p_last_day"], "{method}");
+            assert_eq!(out.records_done, 4, "{method}");
+            assert_eq!(ids(&db, &format!("SELECT id FROM {name}")).await, BTreeSet::from([5, 6]), "{method}");
+        }
     });
 }

@@ -10,8 +10,8 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
 use common::scrub::{
-    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
-    unix_time_selection, unix_time_values,
+    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
+    unix_time_kept, unix_time_selection, unix_time_values,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -1013,7 +1013,50 @@ fn integer_time_columns_count_the_datasets_unit() {
         let left = Selection { keep_newer_than: None, held: vec![], ..s };
         assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
         assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
+
+        // Partitioned on such a column: a partition whose bound stands for
+        // an instant at or before the cutoff goes whole; the one holding
+        // the cutoff is deleted row by row.
+        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        db.execute_batch(&partitioned_clicks()).await.unwrap();
+        let sel = Selection {
+            table: table("clicks"),
+            older_than: Some((id("created"), unix_cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["clicks_before", "clicks_last_day"]);
+        assert_eq!(out.records_done, 4);
+        assert_eq!(
+            ids(&db, "SELECT id FROM clicks").await,
+            BTreeSet::from([5, 6]),
+            "the records after the cutoff, and only they"
+        );
     });
+}
+
+/// A table partitioned on `created`, milliseconds since 1970: partitions
+/// before the last day before `cutoff()`, the last day, and the rest; one
+/// record two days before, one a day before, one a millisecond before, one
+/// at `cutoff()`, one a millisecond after and one a day after.
+fn partitioned_clicks() -> String {
+    let (c, day) = (cutoff().timestamp_millis(), 86_400_000);
+    format!(
+        "CREATE TABLE clicks (id bigint, created bigint NOT NULL) PARTITION BY RANGE (created);
+         CREATE TABLE clicks_before PARTITION OF clicks FOR VALUES FROM (MINVALUE) TO ({});
+         CREATE TABLE clicks_last_day PARTITION OF clicks FOR VALUES FROM ({}) TO ({c});
+         CREATE TABLE clicks_rest PARTITION OF clicks FOR VALUES FROM ({c}) TO (MAXVALUE);
+         INSERT INTO clicks VALUES (1, {}), (2, {}), (3, {}), (4, {c}), (5, {}), (6, {});",
+        c - day,
+        c - day,
+        c - 2 * day,
+        c - day,
+        c - 1,
+        c + 1,
+        c + day
+    )
 }
 
 /// `-infinity` and `infinity`, which PostgreSQL time types hold, are

@@ -487,6 +487,16 @@ impl Mysql {
             let numeric = !upper.is_empty() && upper.bytes().all(|c| c.is_ascii_digit());
             // The partition's exclusive upper bound, as a time SQL can compare.
             let (bound_sql, bound_value) = match method.as_str() {
+                // The column itself, an integer counting the Dataset's unit.
+                "RANGE" | "RANGE COLUMNS" if numeric && expr == quoted => {
+                    match (self.unix_time, upper.parse::<i64>().ok()) {
+                        (Some(unit), Some(n)) => match unit.instant(n) {
+                            Some(t) => ("CAST(? AS DATETIME(6))", time_value(t)),
+                            None => continue,
+                        },
+                        _ => continue,
+                    }
+                }
                 "RANGE COLUMNS" if expr == quoted => {
                     match upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) {
                         Some(literal) => ("CAST(? AS DATETIME(6))", Value::from(literal)),

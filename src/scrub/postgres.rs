@@ -509,8 +509,21 @@ impl Postgres {
             }
             // "FOR VALUES FROM ('a') TO ('b')": the partition holds times before b.
             let Some(upper) = bound.split(" TO (").nth(1).and_then(|u| u.strip_suffix(')')) else { continue };
-            let Some(upper) = upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) else { continue };
-            candidates.push((name, upper.to_string()));
+            // MINVALUE and MAXVALUE are not quoted; nor are `integer` bounds.
+            let literal = upper.strip_prefix('\'').and_then(|u| u.strip_suffix('\''));
+            let upper = match (literal.unwrap_or(upper).parse::<i64>(), self.unix_time) {
+                // An integer key counting the Dataset's unit: the instant its bound stands for.
+                (Ok(n), Some(unit)) => match unit.instant(n) {
+                    Some(t) => t.to_rfc3339(),
+                    None => continue,
+                },
+                (Ok(_), None) => continue,
+                (Err(_), _) => match literal {
+                    Some(time) => time.to_string(),
+                    None => continue,
+                },
+            };
+            candidates.push((name, upper));
         }
         if candidates.is_empty() {
             return Ok(Vec::new());
