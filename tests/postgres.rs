@@ -977,6 +977,7 @@ fn integer_time_columns_count_the_datasets_unit() {
         db.execute_batch(&format!(
             "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
              INSERT INTO stamps_ms VALUES {};
+             INSERT INTO stamps_ms VALUES (1000, 2, 9223372036854775807, NULL);
              CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created integer, issued integer);
              INSERT INTO stamps_s VALUES {};",
             unix_time_values(1),
@@ -986,6 +987,7 @@ fn integer_time_columns_count_the_datasets_unit() {
         .unwrap();
         let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
         let every = ids(&db, "SELECT id FROM stamps_ms").await;
+        let every_s = ids(&db, "SELECT id FROM stamps_s").await;
         config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
         config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
         // Milliseconds read as seconds would never expire; seconds read as
@@ -996,15 +998,18 @@ fn integer_time_columns_count_the_datasets_unit() {
         let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
         config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
         config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
-        for t in ["stamps_ms", "stamps_s"] {
-            assert_eq!(ids(&db, &format!("SELECT id FROM {t}")).await, every, "{t} unchanged");
-        }
+        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, every, "unchanged");
+        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, every_s, "unchanged");
 
+        // A far-future stand-in (the largest bigint) neither hides a wrong
+        // unit nor makes a right one look wrong, and never expires.
+        let mut kept = unix_time_kept(1);
+        kept.insert(1000);
         let plan = db.plan(&ms).await.unwrap();
-        assert_eq!(plan.selected as usize, every.len() - unix_time_kept(1).len());
+        assert_eq!(plan.selected as usize, every.len() - kept.len());
         let out = db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
-        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, unix_time_kept(1));
+        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, kept);
         let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
         db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, unix_time_kept(1000));

@@ -330,28 +330,30 @@ pub(crate) fn unix_unit(column: &Identifier, unit: Option<UnixTimeUnit>) -> Resu
     })
 }
 
-/// Refuses an integer time column whose newest value, read in `unit`,
-/// cannot be when a record was written: the unit is wrong, and the run
-/// would take every record (seconds read as milliseconds) or never any.
-pub(crate) fn check_newest_unix_time(
+/// Refuses an integer time column whose values, read in `unit`, cannot be
+/// when records were written: the unit is wrong, and the run would take
+/// every record (seconds read as milliseconds: even the newest is before
+/// 1973) or never any (milliseconds read as seconds: even the oldest is
+/// after the year 5000). `range` is the column's oldest and newest value.
+pub(crate) fn check_unix_time_range(
     column: &Identifier,
-    newest: Option<i64>,
+    range: Option<(i64, i64)>,
     unit: UnixTimeUnit,
 ) -> Result<(), ScrubError> {
-    let Some(n) = newest else { return Ok(()) };
-    let seconds = n.div_euclid(unit.per_second());
+    let Some((oldest, newest)) = range else { return Ok(()) };
+    let seconds = |n: i64| n.div_euclid(unit.per_second());
     let advice = "check the Dataset's timestamps.unixTimeUnit; nothing was changed";
     // 10^11 seconds is in the year 5138; 10^8 seconds is 1973-03-03.
-    if seconds > 100_000_000_000 {
+    if seconds(oldest) > 100_000_000_000 {
         return Err(ScrubError::Config(format!(
-            "read as {}, the newest {column} is after the year 5000, so no record would ever expire; {advice}",
+            "read as {}, even the oldest {column} is after the year 5000, so no record would ever expire; {advice}",
             unit.name()
         )));
     }
-    if unit == UnixTimeUnit::Milliseconds && seconds < 100_000_000 {
-        let day = unit.instant(n).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
+    if unit == UnixTimeUnit::Milliseconds && seconds(newest) < 100_000_000 {
+        let day = unit.instant(newest).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
         return Err(ScrubError::Config(format!(
-            "read as Milliseconds, the newest {column} is from {day}, so every record would look expired; \
+            "read as Milliseconds, even the newest {column} is from {day}, so every record would look expired; \
              the column likely counts Seconds: {advice}"
         )));
     }

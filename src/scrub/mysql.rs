@@ -170,8 +170,8 @@ impl Mysql {
         self
     }
 
-    /// Refuses an integer time column without a unit, or whose newest
-    /// value says the unit is wrong.
+    /// Refuses an integer time column without a unit, or whose values say
+    /// the unit is wrong.
     async fn check_unix_times(&self, sel: &Selection, cols: &[Column]) -> Result<(), ScrubError> {
         for (c, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
             if !cols.iter().any(|x| x.name.eq_ignore_ascii_case(c.as_str()) && x.is_integer()) {
@@ -179,14 +179,14 @@ impl Mysql {
             }
             let unit = super::unix_unit(c, self.unix_time)?;
             // Clamped into a signed bigint (an unsigned column may hold more).
+            let q = sql::quote(Dialect::Mysql, c);
             let q = format!(
-                "SELECT CAST(LEAST(MAX({}), 9000000000000000000) AS SIGNED) FROM {}",
-                sql::quote(Dialect::Mysql, c),
+                "SELECT CAST(LEAST(MIN({q}), 9000000000000000000) AS SIGNED), CAST(LEAST(MAX({q}), 9000000000000000000) AS SIGNED) FROM {}",
                 Self::qualified(&sel.table)
             );
-            let newest: Option<Option<i64>> =
-                self.conn.lock().await.query_first(q).await.map_err(|e| classify(e, "newest time"))?;
-            super::check_newest_unix_time(c, newest.flatten(), unit)?;
+            let range: Option<(Option<i64>, Option<i64>)> =
+                self.conn.lock().await.query_first(q).await.map_err(|e| classify(e, "time range"))?;
+            super::check_unix_time_range(c, range.and_then(|(a, b)| a.zip(b)), unit)?;
         }
         Ok(())
     }

@@ -397,19 +397,23 @@ impl Postgres {
     /// statements' own type checks.
     async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
         for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
-            let q = format!("SELECT max({}) FROM {}", sql::quote(Dialect::Postgres, col), Self::qualified(&sel.table));
-            let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "time column"))?;
-            let ty = stmt.columns()[0].type_().clone();
-            if !matches!(ty, Type::INT4 | Type::INT8) {
+            let (c, table) = (sql::quote(Dialect::Postgres, col), Self::qualified(&sel.table));
+            let stmt = self
+                .client
+                .prepare(&format!("SELECT {c} FROM {table} LIMIT 0"))
+                .await
+                .map_err(|e| classify(e, "time column"))?;
+            if !matches!(*stmt.columns()[0].type_(), Type::INT4 | Type::INT8) {
                 continue;
             }
             let unit = super::unix_unit(col, self.unix_time)?;
-            let row = self.client.query_one(&stmt, &[]).await.map_err(|e| classify(e, "newest time"))?;
-            let newest = match ty {
-                Type::INT4 => row.get::<_, Option<i32>>(0).map(i64::from),
-                _ => row.get::<_, Option<i64>>(0),
-            };
-            super::check_newest_unix_time(col, newest, unit)?;
+            let row = self
+                .client
+                .query_one(&format!("SELECT min({c})::bigint, max({c})::bigint FROM {table}"), &[])
+                .await
+                .map_err(|e| classify(e, "time range"))?;
+            let range = row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1));
+            super::check_unix_time_range(col, range, unit)?;
         }
         Ok(())
     }

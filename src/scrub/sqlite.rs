@@ -284,18 +284,23 @@ impl Sqlite {
         self
     }
 
-    /// Refuses a time column whose newest number, read in the unit, says
-    /// the unit is wrong.
+    /// Refuses a time column whose numbers, read in the unit, say the unit
+    /// is wrong.
     async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
         for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
             let c = sql::quote(Dialect::Sqlite, col);
+            let number = format!("CASE WHEN typeof({c}) IN ('integer', 'real') THEN {c} END");
             let q = format!(
-                "SELECT CAST(max(CASE WHEN typeof({c}) IN ('integer', 'real') THEN {c} END) AS INTEGER) FROM {}",
+                "SELECT CAST(min({number}) AS INTEGER), CAST(max({number}) AS INTEGER) FROM {}",
                 Self::qualified(&sel.table)
             );
-            let newest: Option<i64> =
-                self.with(move |c| c.query_row(&q, [], |r| r.get(0)).map_err(|e| classify(e, "newest time"))).await?;
-            super::check_newest_unix_time(col, newest, self.unix_time)?;
+            let range: Option<(i64, i64)> = self
+                .with(move |c| {
+                    c.query_row(&q, [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
+                        .map_err(|e| classify(e, "time range"))
+                })
+                .await?;
+            super::check_unix_time_range(col, range, self.unix_time)?;
         }
         Ok(())
     }
