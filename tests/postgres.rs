@@ -1001,8 +1001,9 @@ fn integer_time_columns_count_the_datasets_unit() {
         assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, every, "unchanged");
         assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, every_s, "unchanged");
 
-        // A far-future stand-in (the largest bigint) neither hides a wrong
-        // unit nor makes a right one look wrong, and never expires.
+        // A far-future stand-in (the largest bigint) does not make the
+        // right unit look wrong (nor, above, hide milliseconds read as
+        // seconds), and never expires.
         let mut kept = unix_time_kept(1);
         kept.insert(1000);
         let plan = db.plan(&ms).await.unwrap();
