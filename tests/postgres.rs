@@ -998,12 +998,21 @@ fn integer_time_columns_count_the_datasets_unit() {
         let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
         config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
         config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+        // A far-future stand-in (the largest bigint) among seconds does not hide them.
+        db.execute_batch(
+            "CREATE TABLE stamps_s_far (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
+             INSERT INTO stamps_s_far SELECT * FROM stamps_s;
+             INSERT INTO stamps_s_far VALUES (1000, 2, 9223372036854775807, 9223372036854775807);",
+        )
+        .await
+        .unwrap();
+        let far = unix_time_selection("stamps_s_far");
+        config_error(db.run(&far, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+        assert_eq!(ids(&db, "SELECT count(*) FROM stamps_s_far").await, BTreeSet::from([every_s.len() as i64 + 1]));
         assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, every, "unchanged");
         assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, every_s, "unchanged");
 
-        // A far-future stand-in (the largest bigint) does not make the
-        // right unit look wrong (nor, above, hide milliseconds read as
-        // seconds), and never expires.
+        // Nor does it make the right unit look wrong, and it never expires.
         let mut kept = unix_time_kept(1);
         kept.insert(1000);
         let plan = db.plan(&ms).await.unwrap();

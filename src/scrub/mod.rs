@@ -334,23 +334,28 @@ pub(crate) fn unix_unit(column: &Identifier, unit: Option<UnixTimeUnit>) -> Resu
 /// when records were written: the unit is wrong, and the run would take
 /// every record (seconds read as milliseconds: even the newest is before
 /// 1973) or never any (milliseconds read as seconds: even the oldest is
-/// after the year 5000). `range` is the column's oldest and newest value.
+/// after the year 5000). `range` is the column's oldest value, and its
+/// newest up to [`unix_time_ceiling`] (a far-future stand-in value would
+/// hide the first case otherwise).
 pub(crate) fn check_unix_time_range(
     column: &Identifier,
-    range: Option<(i64, i64)>,
+    range: (Option<i64>, Option<i64>),
     unit: UnixTimeUnit,
 ) -> Result<(), ScrubError> {
-    let Some((oldest, newest)) = range else { return Ok(()) };
     let seconds = |n: i64| n.div_euclid(unit.per_second());
     let advice = "check the Dataset's timestamps.unixTimeUnit; nothing was changed";
-    // 10^11 seconds is in the year 5138; 10^8 seconds is 1973-03-03.
-    if seconds(oldest) > 100_000_000_000 {
+    let (Some(oldest), newest) = range else { return Ok(()) };
+    // 10^8 seconds is 1973-03-03.
+    if oldest > unix_time_ceiling(unit) {
         return Err(ScrubError::Config(format!(
             "read as {}, even the oldest {column} is after the year 5000, so no record would ever expire; {advice}",
             unit.name()
         )));
     }
-    if unit == UnixTimeUnit::Milliseconds && seconds(newest) < 100_000_000 {
+    if let Some(newest) = newest
+        && unit == UnixTimeUnit::Milliseconds
+        && seconds(newest) < 100_000_000
+    {
         let day = unit.instant(newest).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
         return Err(ScrubError::Config(format!(
             "read as Milliseconds, even the newest {column} is from {day}, so every record would look expired; \
@@ -358,6 +363,12 @@ pub(crate) fn check_unix_time_range(
         )));
     }
     Ok(())
+}
+
+/// The largest count of `unit` taken for a time when checking the unit:
+/// 10^11 seconds, in the year 5138.
+pub(crate) fn unix_time_ceiling(unit: UnixTimeUnit) -> i64 {
+    100_000_000_000 * unit.per_second()
 }
 
 /// What the server reports about a column an anonymization rule names.

@@ -180,13 +180,14 @@ impl Mysql {
             let unit = super::unix_unit(c, self.unix_time)?;
             // Clamped into a signed bigint (an unsigned column may hold more).
             let q = sql::quote(Dialect::Mysql, c);
+            let ceiling = super::unix_time_ceiling(unit);
             let q = format!(
-                "SELECT CAST(LEAST(MIN({q}), 9000000000000000000) AS SIGNED), CAST(LEAST(MAX({q}), 9000000000000000000) AS SIGNED) FROM {}",
+                "SELECT CAST(LEAST(MIN({q}), {ceiling} + 1) AS SIGNED), CAST(MAX(CASE WHEN {q} <= {ceiling} THEN {q} END) AS SIGNED) FROM {}",
                 Self::qualified(&sel.table)
             );
             let range: Option<(Option<i64>, Option<i64>)> =
                 self.conn.lock().await.query_first(q).await.map_err(|e| classify(e, "time range"))?;
-            super::check_unix_time_range(c, range.and_then(|(a, b)| a.zip(b)), unit)?;
+            super::check_unix_time_range(c, range.unwrap_or_default(), unit)?;
         }
         Ok(())
     }

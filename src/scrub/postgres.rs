@@ -409,11 +409,16 @@ impl Postgres {
             let unit = super::unix_unit(col, self.unix_time)?;
             let row = self
                 .client
-                .query_one(&format!("SELECT min({c})::bigint, max({c})::bigint FROM {table}"), &[])
+                .query_one(
+                    &format!(
+                        "SELECT min({c})::bigint, (max({c}) FILTER (WHERE {c} <= {}))::bigint FROM {table}",
+                        super::unix_time_ceiling(unit)
+                    ),
+                    &[],
+                )
                 .await
                 .map_err(|e| classify(e, "time range"))?;
-            let range = row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1));
-            super::check_unix_time_range(col, range, unit)?;
+            super::check_unix_time_range(col, (row.get(0), row.get(1)), unit)?;
         }
         Ok(())
     }

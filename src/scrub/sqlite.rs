@@ -290,14 +290,14 @@ impl Sqlite {
         for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
             let c = sql::quote(Dialect::Sqlite, col);
             let number = format!("CASE WHEN typeof({c}) IN ('integer', 'real') THEN {c} END");
+            let ceiling = super::unix_time_ceiling(self.unix_time);
             let q = format!(
-                "SELECT CAST(min({number}) AS INTEGER), CAST(max({number}) AS INTEGER) FROM {}",
+                "SELECT CAST(min({number}) AS INTEGER), CAST(max(CASE WHEN {number} <= {ceiling} THEN {number} END) AS INTEGER) FROM {}",
                 Self::qualified(&sel.table)
             );
-            let range: Option<(i64, i64)> = self
+            let range = self
                 .with(move |c| {
-                    c.query_row(&q, [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
-                        .map_err(|e| classify(e, "time range"))
+                    c.query_row(&q, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| classify(e, "time range"))
                 })
                 .await?;
             super::check_unix_time_range(col, range, self.unix_time)?;
