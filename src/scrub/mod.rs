@@ -345,7 +345,6 @@ pub(crate) fn check_unix_time_range(
     let seconds = |n: i64| n.div_euclid(unit.per_second());
     let advice = "check the Dataset's timestamps.unixTimeUnit; nothing was changed";
     let (Some(oldest), newest) = range else { return Ok(()) };
-    // 10^8 seconds is 1973-03-03.
     if oldest > unix_time_ceiling(unit) {
         return Err(ScrubError::Config(format!(
             "read as {}, even the oldest {column} is after the year 5000, so no record would ever expire; {advice}",
@@ -354,6 +353,7 @@ pub(crate) fn check_unix_time_range(
     }
     if let Some(newest) = newest
         && unit == UnixTimeUnit::Milliseconds
+        // 10^8 seconds is 1973-03-03.
         && seconds(newest) < 100_000_000
     {
         let day = unit.instant(newest).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();

@@ -178,11 +178,10 @@ impl Mysql {
                 continue;
             }
             let unit = super::unix_unit(c, self.unix_time)?;
-            // Clamped into a signed bigint (an unsigned column may hold more).
-            let q = sql::quote(Dialect::Mysql, c);
-            let ceiling = super::unix_time_ceiling(unit);
+            let (col, ceiling) = (sql::quote(Dialect::Mysql, c), super::unix_time_ceiling(unit));
+            // The oldest clamped into a signed bigint (an unsigned column may hold more).
             let q = format!(
-                "SELECT CAST(LEAST(MIN({q}), {ceiling} + 1) AS SIGNED), CAST(MAX(CASE WHEN {q} <= {ceiling} THEN {q} END) AS SIGNED) FROM {}",
+                "SELECT CAST(LEAST(MIN({col}), {ceiling} + 1) AS SIGNED), CAST(MAX(CASE WHEN {col} <= {ceiling} THEN {col} END) AS SIGNED) FROM {}",
                 Self::qualified(&sel.table)
             );
             let range: Option<(Option<i64>, Option<i64>)> =
