@@ -8,12 +8,11 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
 use common::scrub::{
-    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
-    unix_time_kept, unix_time_selection, unix_time_values,
+    UnixTimeStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
-    scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, mysql::Mysql},
+    scrub::{Action, ConnectOptions, FieldRule, Limits, ScrubError, Selection, Table, driver::Driver, mysql::Mysql},
 };
 use proptest::prelude::*;
 
@@ -723,69 +722,34 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
     });
 }
 
-/// As on PostgreSQL: integer time columns (`bigint`, `int unsigned`) are
-/// compared as the instants they stand for in the Dataset's unit, and
-/// refused without one or when the newest value says the unit is wrong.
+/// A MariaDb server as the shared Unix-time checks use it.
+struct MariaStamps<'a>(&'a MariaDb);
+
+impl UnixTimeStore for MariaStamps<'_> {
+    async fn exec(&self, sql: &str) {
+        connect(self.0).await.execute_batch(sql).await.unwrap()
+    }
+
+    async fn ids(&self, sql: &str) -> BTreeSet<i64> {
+        ids(&connect(self.0).await, sql).await
+    }
+
+    async fn driver(&self, unit: Option<UnixTimeUnit>) -> Driver {
+        Driver::Mysql(connect(self.0).await.with_unix_time(unit))
+    }
+}
+
+/// Time columns that count seconds or milliseconds since 1970: see
+/// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]
 fn integer_time_columns_count_the_datasets_unit() {
     let server = shared();
     rt().block_on(async {
-        let db = connect(server).await;
-        db.execute_batch(&format!(
-            "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
-             INSERT INTO stamps_ms VALUES {};
-             INSERT INTO stamps_ms VALUES (1000, 2, 9223372036854775807, NULL);
-             CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created int unsigned, issued int unsigned);
-             INSERT INTO stamps_s VALUES {};",
-            unix_time_values(1),
-            unix_time_values(1000)
-        ))
-        .await
-        .unwrap();
-        let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
-        let every = ids(&db, "SELECT id FROM stamps_ms").await;
-        let every_s = ids(&db, "SELECT id FROM stamps_s").await;
-        config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
-        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
-        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
-        config_error(db.plan(&ms).await, &["created", "after the year 5000"]);
-        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
-        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
-        config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
-        config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
-        // A far-future stand-in (the largest bigint) among seconds does not hide them.
-        db.execute_batch(
-            "CREATE TABLE stamps_s_far (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
-             INSERT INTO stamps_s_far SELECT * FROM stamps_s;
-             INSERT INTO stamps_s_far VALUES (1000, 2, 9223372036854775807, 9223372036854775807);",
-        )
-        .await
-        .unwrap();
-        let far = unix_time_selection("stamps_s_far");
-        config_error(db.run(&far, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
-        assert_eq!(ids(&db, "SELECT count(*) FROM stamps_s_far").await, BTreeSet::from([every_s.len() as i64 + 1]));
-        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, every, "unchanged");
-        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, every_s, "unchanged");
-
-        // Nor does it make the right unit look wrong, and it never expires.
-        let mut kept = unix_time_kept(1);
-        kept.insert(1000);
-        let plan = db.plan(&ms).await.unwrap();
-        assert_eq!(plan.selected as usize, every.len() - kept.len());
-        let out = db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
-        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, kept);
-        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
-        db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, unix_time_kept(1000));
-        let left = Selection { keep_newer_than: None, held: vec![], ..s };
-        assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
-        assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
-
+        common::scrub::integer_time_columns_count_the_datasets_unit(&MariaStamps(server), "int unsigned").await;
         // Partitioned on such a column, by RANGE and by RANGE COLUMNS: a
         // partition whose bound stands for an instant at or before the
         // cutoff goes whole; the one holding the cutoff goes row by row.
-        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        let db = connect(server).await.with_unix_time(Some(UnixTimeUnit::Milliseconds));
         let (c, day) = (cutoff().timestamp_millis(), 86_400_000);
         for (name, method) in [("clicks_range", "RANGE"), ("clicks_columns", "RANGE COLUMNS")] {
             db.execute_batch(&format!(
@@ -802,7 +766,13 @@ fn integer_time_columns_count_the_datasets_unit() {
             ))
             .await
             .unwrap();
-            let sel = Selection { table: table(name), older_than: Some((id("created"), unix_cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            let sel = Selection {
+                table: table(name),
+                older_than: Some((id("created"), unix_cutoff())),
+                subject: vec![],
+                keep_newer_than: None,
+                held: vec![],
+            };
             let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
             assert_eq!(out.partitions, vec!["p_before", "p_last_day"], "{method}");
             assert_eq!(out.records_done, 4, "{method}");

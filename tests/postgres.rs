@@ -10,13 +10,13 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
 use common::scrub::{
-    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
-    unix_time_kept, unix_time_selection, unix_time_values,
+    UnixTimeStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
     scrub::{
         Action, FieldRule, Limits, ScrubError, Selection, Table,
+        driver::Driver,
         postgres::{ConnectOptions, Postgres},
     },
 };
@@ -965,74 +965,34 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
     });
 }
 
-/// Time columns that count seconds or milliseconds since 1970 (`bigint`,
-/// `integer`) are compared as the instants they stand for, once the
-/// Dataset says the unit; without one, or when the newest value says the
-/// unit is wrong, the plan and the run are refused and nothing changes.
+/// A PgServer server as the shared Unix-time checks use it.
+struct PgStamps<'a>(&'a PgServer);
+
+impl UnixTimeStore for PgStamps<'_> {
+    async fn exec(&self, sql: &str) {
+        connect(self.0).await.execute_batch(sql).await.unwrap()
+    }
+
+    async fn ids(&self, sql: &str) -> BTreeSet<i64> {
+        ids(&connect(self.0).await, sql).await
+    }
+
+    async fn driver(&self, unit: Option<UnixTimeUnit>) -> Driver {
+        Driver::Postgres(connect(self.0).await.with_unix_time(unit))
+    }
+}
+
+/// Time columns that count seconds or milliseconds since 1970: see
+/// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]
 fn integer_time_columns_count_the_datasets_unit() {
     let pg = PgServer::start();
     rt().block_on(async {
-        let db = connect(&pg).await;
-        db.execute_batch(&format!(
-            "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
-             INSERT INTO stamps_ms VALUES {};
-             INSERT INTO stamps_ms VALUES (1000, 2, 9223372036854775807, NULL);
-             CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created integer, issued integer);
-             INSERT INTO stamps_s VALUES {};",
-            unix_time_values(1),
-            unix_time_values(1000)
-        ))
-        .await
-        .unwrap();
-        let (ms, s) = (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"));
-        let every = ids(&db, "SELECT id FROM stamps_ms").await;
-        let every_s = ids(&db, "SELECT id FROM stamps_s").await;
-        config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
-        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
-        // Milliseconds read as seconds would never expire; seconds read as
-        // milliseconds would all look expired.
-        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
-        config_error(db.plan(&ms).await, &["created", "after the year 5000"]);
-        config_error(db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
-        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
-        config_error(db.plan(&s).await, &["created", "likely counts Seconds"]);
-        config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
-        // A far-future stand-in (the largest bigint) among seconds does not hide them.
-        db.execute_batch(
-            "CREATE TABLE stamps_s_far (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
-             INSERT INTO stamps_s_far SELECT * FROM stamps_s;
-             INSERT INTO stamps_s_far VALUES (1000, 2, 9223372036854775807, 9223372036854775807);",
-        )
-        .await
-        .unwrap();
-        let far = unix_time_selection("stamps_s_far");
-        config_error(db.run(&far, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
-        assert_eq!(ids(&db, "SELECT count(*) FROM stamps_s_far").await, BTreeSet::from([every_s.len() as i64 + 1]));
-        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, every, "unchanged");
-        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, every_s, "unchanged");
-
-        // Nor does it make the right unit look wrong, and it never expires.
-        let mut kept = unix_time_kept(1);
-        kept.insert(1000);
-        let plan = db.plan(&ms).await.unwrap();
-        assert_eq!(plan.selected as usize, every.len() - kept.len());
-        let out = db.run(&ms, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
-        assert_eq!(ids(&db, "SELECT id FROM stamps_ms").await, kept);
-        let db = db.with_unix_time(Some(UnixTimeUnit::Seconds));
-        db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!(ids(&db, "SELECT id FROM stamps_s").await, unix_time_kept(1000));
-        // The oldest and newest record before the cutoff that is left (held
-        // or under minimum retention), read back as instants.
-        let left = Selection { keep_newer_than: None, held: vec![], ..s };
-        assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
-        assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
-
+        common::scrub::integer_time_columns_count_the_datasets_unit(&PgStamps(&pg), "integer").await;
         // Partitioned on such a column: a partition whose bound stands for
         // an instant at or before the cutoff goes whole; the one holding
         // the cutoff is deleted row by row.
-        let db = db.with_unix_time(Some(UnixTimeUnit::Milliseconds));
+        let db = connect(&pg).await.with_unix_time(Some(UnixTimeUnit::Milliseconds));
         db.execute_batch(&partitioned_clicks()).await.unwrap();
         let sel = Selection {
             table: table("clicks"),

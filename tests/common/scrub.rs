@@ -143,3 +143,79 @@ pub fn unix_time_kept(unit_ms: i64) -> std::collections::BTreeSet<i64> {
         .map(|(id, ..)| id)
         .collect()
 }
+
+/// A SQL store as the shared Unix-time checks use it.
+pub trait UnixTimeStore {
+    /// Runs statements as they are.
+    async fn exec(&self, sql: &str);
+    /// The first column of a query's rows, as integers.
+    async fn ids(&self, sql: &str) -> std::collections::BTreeSet<i64>;
+    /// A driver on the store reading integer times in `unit`.
+    async fn driver(&self, unit: Option<lethe::api::UnixTimeUnit>) -> lethe::scrub::driver::Driver;
+}
+
+/// What every SQL driver does with integer time columns, on tables of
+/// [`unix_time_rows`]: `stamps_ms` (bigint milliseconds, plus a far-future
+/// stand-in, the largest bigint), `stamps_s` (seconds, in `seconds_type`)
+/// and `stamps_s_far` (bigint seconds and a stand-in). Without a unit, and
+/// with one the values contradict, the plan and the run are refused and
+/// nothing changes; with the right one, exactly the rows whose instants
+/// are selected go, and the oldest and newest left read back as instants.
+pub async fn integer_time_columns_count_the_datasets_unit(store: &impl UnixTimeStore, seconds_type: &str) {
+    use lethe::{api::UnixTimeUnit, scrub::Limits};
+    let delete = lethe::scrub::Action::Delete;
+    store
+        .exec(&format!(
+            "CREATE TABLE stamps_ms (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
+             INSERT INTO stamps_ms VALUES {};
+             INSERT INTO stamps_ms VALUES (1000, 2, 9223372036854775807, NULL);
+             CREATE TABLE stamps_s (id bigint PRIMARY KEY, user_id int NOT NULL, created {seconds_type}, issued {seconds_type});
+             INSERT INTO stamps_s VALUES {};
+             CREATE TABLE stamps_s_far (id bigint PRIMARY KEY, user_id int NOT NULL, created bigint, issued bigint);
+             INSERT INTO stamps_s_far SELECT * FROM stamps_s;
+             INSERT INTO stamps_s_far VALUES (1000, 2, 9223372036854775807, 9223372036854775807);",
+            unix_time_values(1),
+            unix_time_values(1000)
+        ))
+        .await;
+    let (ms, s, far) =
+        (unix_time_selection("stamps_ms"), unix_time_selection("stamps_s"), unix_time_selection("stamps_s_far"));
+    let tables = ["stamps_ms", "stamps_s", "stamps_s_far"];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(store.ids(&format!("SELECT id FROM {t}")).await);
+    }
+    let db = store.driver(None).await;
+    config_error(db.plan(&ms).await, &["created", "unixTimeUnit"]);
+    config_error(db.run(&ms, &delete, &Limits::default(), 0, |_| {}).await, &["unixTimeUnit"]);
+    // Milliseconds read as seconds would never expire; seconds read as
+    // milliseconds would all look expired, a stand-in among them or not.
+    let db = store.driver(Some(UnixTimeUnit::Seconds)).await;
+    config_error(db.plan(&ms).await, &["created", "after the year 5000"]);
+    config_error(db.run(&ms, &delete, &Limits::default(), 0, |_| {}).await, &["after the year 5000"]);
+    let db = store.driver(Some(UnixTimeUnit::Milliseconds)).await;
+    for sel in [&s, &far] {
+        config_error(db.plan(sel).await, &["created", "likely counts Seconds"]);
+        config_error(db.run(sel, &delete, &Limits::default(), 0, |_| {}).await, &["likely counts Seconds"]);
+    }
+    for (t, ids) in tables.iter().zip(&before) {
+        assert_eq!(&store.ids(&format!("SELECT id FROM {t}")).await, ids, "{t} unchanged");
+    }
+
+    // Nor does the stand-in make the right unit look wrong, and it never expires.
+    let mut kept = unix_time_kept(1);
+    kept.insert(1000);
+    let plan = db.plan(&ms).await.unwrap();
+    assert_eq!(plan.selected as usize, before[0].len() - kept.len());
+    let out = db.run(&ms, &delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (plan.selected, 0));
+    assert_eq!(store.ids("SELECT id FROM stamps_ms").await, kept);
+    let db = store.driver(Some(UnixTimeUnit::Seconds)).await;
+    db.run(&s, &delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!(store.ids("SELECT id FROM stamps_s").await, unix_time_kept(1000));
+    // The oldest and newest record before the cutoff that is left (held
+    // or under minimum retention), read back as instants.
+    let left = lethe::scrub::Selection { keep_newer_than: None, held: vec![], ..s };
+    assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
+    assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
+}
