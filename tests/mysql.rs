@@ -722,7 +722,7 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
     });
 }
 
-/// A MariaDb server as the shared Unix-time checks use it.
+/// A MariaDB server as the shared Unix-time checks use it.
 struct MariaStamps<'a>(&'a MariaDb);
 
 impl UnixTimeStore for MariaStamps<'_> {

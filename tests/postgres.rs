@@ -965,7 +965,7 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
     });
 }
 
-/// A PgServer server as the shared Unix-time checks use it.
+/// A PostgreSQL server as the shared Unix-time checks use it.
 struct PgStamps<'a>(&'a PgServer);
 
 impl UnixTimeStore for PgStamps<'_> {
