@@ -247,13 +247,6 @@ impl UnixTimeUnit {
     pub fn instant(self, n: i64) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_millis(n.checked_mul(1000 / self.per_second())?)
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            UnixTimeUnit::Seconds => "Seconds",
-            UnixTimeUnit::Milliseconds => "Milliseconds",
-        }
-    }
 }
 
 /// The time field name runs of a files or objects Dataset carry: a file's

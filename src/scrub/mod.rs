@@ -347,8 +347,7 @@ pub(crate) fn check_unix_time_range(
     let (Some(oldest), newest) = range else { return Ok(()) };
     if oldest > unix_time_ceiling(unit) {
         return Err(ScrubError::Config(format!(
-            "read as {}, even the oldest {column} is after the year 5000, so no record would ever expire; {advice}",
-            unit.name()
+            "read as {unit:?}, even the oldest {column} is after the year 5000, so no record would ever expire; {advice}"
         )));
     }
     if let Some(newest) = newest

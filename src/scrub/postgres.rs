@@ -275,7 +275,7 @@ fn convert(p: &Param, ty: &Type) -> Result<BoxedParam, ScrubError> {
         // A count since 1970 in the Dataset's unit (checked at plan and run).
         (Param::Time(t, Some(unit)), &Type::INT8) => Box::new(unit.count(*t)),
         (Param::Time(t, Some(unit)), &Type::INT4) => Box::new(i32::try_from(unit.count(*t)).map_err(|_| {
-            ScrubError::Config(format!("the time {t} does not fit an integer time column counting {}", unit.name()))
+            ScrubError::Config(format!("the time {t} does not fit an integer time column counting {unit:?}"))
         })?),
         (Param::Time(_, None), &Type::INT4 | &Type::INT8) => {
             return Err(ScrubError::Config(
