@@ -49,9 +49,68 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
+/// What stands in a message for an identifier [`conceal`] took out.
+pub const CONCEALED: &str = "[identifier]";
+
+/// `text` with every whole occurrence of each of `values` replaced by
+/// [`CONCEALED`], ASCII case ignored. For messages a store wrote, which may
+/// quote a record (a trigger's exception, a duplicate key), before they
+/// reach status, Events or logs. Whole: an occurrence inside a longer word
+/// or number stays, so concealing `7` leaves `23505` alone. Longer values
+/// go first, so one that contains another is taken whole.
+pub fn conceal(text: &str, values: &[&str]) -> String {
+    let mut values: Vec<&str> = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    let mut text = text.to_string();
+    for v in values {
+        let needle = v.to_ascii_lowercase();
+        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        let (starts_word, ends_word) = (word(v.chars().next()), word(v.chars().last()));
+        // ASCII lowering keeps every byte where it was.
+        let lower = text.to_ascii_lowercase();
+        let (mut out, mut copied, mut from) = (String::with_capacity(text.len()), 0, 0);
+        while let Some(found) = lower[from..].find(&needle) {
+            let (at, end) = (from + found, from + found + v.len());
+            let inside_word =
+                starts_word && word(text[..at].chars().last()) || ends_word && word(text[end..].chars().next());
+            if !inside_word {
+                out.push_str(&text[copied..at]);
+                out.push_str(CONCEALED);
+                (copied, from) = (end, end);
+            } else {
+                // Not whole: a later match may still overlap this one.
+                from = at + text[at..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        out.push_str(&text[copied..]);
+        text = out;
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conceal_takes_out_whole_identifiers_only() {
+        let msg =
+            "batch: record of Jane.Doe@example.com (user 7) is under review, see 'jane.doe@example.com-old' (P0001)";
+        let out = conceal(msg, &["jane.doe@example.com", "7", "", "P0001x"]);
+        assert_eq!(
+            out,
+            "batch: record of [identifier] (user [identifier]) is under review, see '[identifier]-old' (P0001)"
+        );
+        // Inside a longer number or word: not the identifier.
+        assert_eq!(conceal("code 23505, user 17, id 7a", &["7", "5"]), "code 23505, user 17, id 7a");
+        // The longer of two overlapping values is taken whole.
+        assert_eq!(conceal("alice@example.com", &["alice", "alice@example.com"]), "[identifier]");
+        // A match that is not whole does not hide a later one that is.
+        assert_eq!(conceal("77 7", &["7"]), "77 [identifier]");
+        assert_eq!(conceal("x-ä7-7", &["7"]), "x-ä7-[identifier]");
+        assert_eq!(conceal("+49 30 1234", &["+49 30 1234"]), "[identifier]");
+    }
 
     #[test]
     fn digests_depend_on_salt_type_and_value() {

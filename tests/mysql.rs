@@ -175,6 +175,46 @@ fn erasure_binds_values_by_column_type() {
     });
 }
 
+/// A server message that quotes a record's value does not carry it on:
+/// here an audit trigger copies each erased address into a table that
+/// already holds it, and the duplicate-entry message would quote it.
+#[test]
+fn messages_quoting_a_records_value_leave_the_value_out() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        db.execute_batch(
+            "CREATE TABLE members (id int PRIMARY KEY, email varchar(100), joined_at datetime);
+             CREATE TABLE erased (email varchar(100) PRIMARY KEY, tenant int);
+             INSERT INTO members VALUES (1, 'o''hara@example.com', '2015-01-01'), (2, 'kim@example.com', '2015-01-01');
+             INSERT INTO erased VALUES ('o''hara@example.com', 1);
+             CREATE TRIGGER audit BEFORE DELETE ON members FOR EACH ROW INSERT INTO erased VALUES (OLD.email, 1);",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("members"),
+            older_than: None,
+            subject: vec![(id("email"), vec!["o'hara@example.com".into()])],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let Err(ScrubError::Config(message)) = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await
+        else {
+            panic!("a duplicate entry is a configuration error");
+        };
+        assert!(message.contains("Duplicate entry '…' for key 'PRIMARY'") && message.contains("1062"), "{message}");
+        assert!(!message.contains("hara") && !message.contains("example"), "{message}");
+        assert_eq!(ids(&db, "SELECT id FROM members").await, BTreeSet::from([1, 2]), "nothing deleted");
+        // A value the server quotes with no key after it.
+        db.execute_batch("SET SESSION sql_mode = 'STRICT_ALL_TABLES'").await.unwrap();
+        let Err(e) = db.execute_batch("UPDATE erased SET tenant = 'kim@example.com' WHERE tenant = 1").await else {
+            panic!("strict mode refuses text in an integer column");
+        };
+        assert!(e.to_string().contains("value: '…'") && !e.to_string().contains("kim"), "{e}");
+    });
+}
+
 #[test]
 fn schemas_that_break_naive_code() {
     let server = MariaDb::start();

@@ -1107,3 +1107,48 @@ fn integer_time_columns_need_the_datasets_unit_and_then_expire_by_it() {
     assert_eq!(sql.count("SELECT count(*) FROM clicks WHERE id < 30"), 29, "every record younger than 30 days kept");
     assert_eq!(sql.count("SELECT count(*) FROM clicks"), 29, "every older one gone");
 }
+
+/// A store's message may quote a record: here a guard trigger refuses to
+/// delete a member, naming the address (in capitals) in its exception. The
+/// erasure fails before anything is deleted, and says why, with the
+/// subject's identifier taken out of the message everywhere it goes.
+#[test]
+fn a_store_message_quoting_the_subject_reaches_no_status_event_or_log() {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    sql.exec(
+        "CREATE TABLE members (id bigint PRIMARY KEY, user_id bigint, email text, created_at timestamptz);
+         INSERT INTO members SELECT i, i, 'm' || i || '@example.com', now() - make_interval(days => i) FROM generate_series(1, 50) i;
+         UPDATE members SET email = 'Jane.Roe@example.com' WHERE id = 7;
+         CREATE FUNCTION guard() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'member % is under review and cannot be removed', upper(OLD.email); END $$;
+         CREATE TRIGGER members_guard BEFORE DELETE ON members FOR EACH ROW EXECUTE FUNCTION guard();",
+    );
+    let ns = c.namespace("quoted");
+    let op = Operator::start(&c, &ns, "in-process", "op-quoted");
+    let dataset = dataset_manifest("members", "members", "created_at", "")
+        .replace("subjectFields: {user_id: user_id}", "subjectFields: {email: email}")
+        .replace("keepFor: 30d", "keepFor: 3650d");
+    // The identifier in a Secret, as a request should carry it.
+    let request = "apiVersion: v1\nkind: Secret\nmetadata: {name: forget-jane}\nstringData: {email: Jane.Roe@example.com}\n---\n\
+                   apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: forget-jane}\nspec:\n  \
+                   subject: {secretRef: {name: forget-jane}}\n  regime: GDPR\n";
+    c.apply_text(&format!("{}---\n{dataset}---\n{request}", store_manifest(&pg)), &["-n", &ns]);
+    let failed = eventually("the erasure to fail", LIMIT, || {
+        let r = object(&c, &ns, "deletionrequest/forget-jane");
+        (r["status"]["phase"] == "Failed").then_some(r)
+    });
+    let error = failed["status"]["datasets"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("member [identifier] is under review and cannot be removed"),
+        "the store's reason, without the identifier: {:#}",
+        failed["status"]
+    );
+    assert_eq!(sql.count("SELECT count(*) FROM members"), 50, "nothing deleted");
+    let events = c.ok(&["-n", &ns, "get", "events", "-o", "yaml"]);
+    let everything = c.ok(&["-n", &ns, "get", "lethe", "-o", "yaml"]);
+    for (what, text) in [("operator log", op.logs()), ("Events", events), ("Lethe objects", everything)] {
+        assert!(!text.to_ascii_lowercase().contains("jane.roe"), "the subject's e-mail address appears in the {what}");
+    }
+}

@@ -177,6 +177,8 @@ struct Writer<'a> {
     run: &'a ScrubRun,
     shown: Option<ScrubRunStatus>,
     st: ScrubRunStatus,
+    /// Identifiers no message this writer writes may carry.
+    secrets: Vec<String>,
 }
 
 impl Writer<'_> {
@@ -191,7 +193,12 @@ impl Writer<'_> {
         Ok(())
     }
 
+    fn conceal(&self, text: &str) -> String {
+        crate::digest::conceal(text, &self.secrets.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let message = self.conceal(&message.into());
         let c = condition(&self.st.conditions, type_, ok, reason, message, self.run.metadata.generation);
         self.st.conditions.retain(|x| x.type_ != type_);
         self.st.conditions.push(c);
@@ -291,13 +298,18 @@ pub async fn execute(
     executor: &str,
     observer: &dyn Observer,
 ) -> Result<Ended> {
-    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default() };
+    // A store's message may quote a record: the identifiers this run
+    // knows never leave it, whatever the message.
+    let mut secrets: Vec<String> = inputs.identifiers.iter().flat_map(|m| m.values().cloned()).collect();
+    secrets.extend(inputs.held.values().flat_map(|m| m.values().flatten().cloned()));
+    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default(), secrets };
     w.st.observed_generation = run.metadata.generation;
     w.st.executor = Some(executor.to_string());
     match execute_with(&mut w, run, targets, inputs, digest_salt, observer).await {
         // A store error no retry can mend (configuration, access) fails the
         // run wherever it arose, instead of resuming it forever.
         Err(Error::Scrub(e)) if !e.retryable() => w.fail(e.reason(), e.to_string()).await,
+        Err(Error::Scrub(e)) => Err(Error::Scrub(e.map_text(|t| w.conceal(&t)))),
         other => other,
     }
 }
@@ -755,7 +767,13 @@ impl From<String> for Error {
 
 /// Marks a run failed without executing it (something it needs is missing).
 pub async fn fail(client: &Client, run: &ScrubRun, reason: &str, message: String) -> Result<()> {
-    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default() };
+    let mut w = Writer {
+        client,
+        run,
+        shown: run.status.clone(),
+        st: run.status.clone().unwrap_or_default(),
+        secrets: Vec::new(),
+    };
     w.st.observed_generation = run.metadata.generation;
     w.fail(reason, message).await.map(|_| ())
 }

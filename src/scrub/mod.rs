@@ -270,6 +270,17 @@ pub enum ScrubError {
 }
 
 impl ScrubError {
+    /// The same error with its message passed through `f`.
+    pub fn map_text(self, f: impl FnOnce(String) -> String) -> ScrubError {
+        match self {
+            ScrubError::Config(t) => ScrubError::Config(f(t)),
+            ScrubError::Access(t) => ScrubError::Access(f(t)),
+            ScrubError::Unavailable(t) => ScrubError::Unavailable(f(t)),
+            ScrubError::Held(t) => ScrubError::Held(f(t)),
+            ScrubError::Busy(t) => ScrubError::Busy(f(t)),
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         matches!(self, ScrubError::Unavailable(_) | ScrubError::Busy(_))
     }

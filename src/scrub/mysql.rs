@@ -58,7 +58,7 @@ pub struct Mysql {
 fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
     match e {
         mysql_async::Error::Server(s) => {
-            let text = format!("{what}: {} ({})", s.message, s.code);
+            let text = format!("{what}: {} ({})", without_value(&s.message), s.code);
             match s.code {
                 // Access denied, command denied, column command denied.
                 1044 | 1045 | 1142 | 1143 | 1227 | 1698 => ScrubError::Access(text),
@@ -76,6 +76,22 @@ fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
         }
         other => ScrubError::Unavailable(format!("{what}: {other}")),
     }
+}
+
+/// A server message without the value it quotes from a record
+/// ("Duplicate entry '...' for key", "Incorrect ... value: '...'"), which
+/// may be personal data; names of keys and columns stay. The value runs
+/// to the last `' for ` (it may hold quotes itself), else the last quote.
+fn without_value(message: &str) -> String {
+    for opening in ["entry '", "value: '"] {
+        if let Some(i) = message.find(opening) {
+            let from = i + opening.len();
+            let rest = &message[from..];
+            let to = rest.rfind("' for ").or_else(|| rest.rfind('\'')).map_or(message.len(), |j| from + j);
+            return format!("{}…{}", &message[..from], &message[to..]);
+        }
+    }
+    message.to_string()
 }
 
 fn time_value(t: chrono::DateTime<chrono::Utc>) -> Value {
