@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
 use common::scrub::{
-    UnixTimeStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
+    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -763,9 +763,9 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
 }
 
 /// A MariaDB server as the shared Unix-time checks use it.
-struct MariaStamps<'a>(&'a MariaDb);
+struct MariaStore<'a>(&'a MariaDb);
 
-impl UnixTimeStore for MariaStamps<'_> {
+impl SqlStore for MariaStore<'_> {
     async fn exec(&self, sql: &str) {
         connect(self.0).await.execute_batch(sql).await.unwrap()
     }
@@ -785,7 +785,7 @@ impl UnixTimeStore for MariaStamps<'_> {
 fn integer_time_columns_count_the_datasets_unit() {
     let server = shared();
     rt().block_on(async {
-        common::scrub::integer_time_columns_count_the_datasets_unit(&MariaStamps(server), "int unsigned").await;
+        common::scrub::integer_time_columns_count_the_datasets_unit(&MariaStore(server), "int unsigned").await;
         // Partitioned on such a column, by RANGE and by RANGE COLUMNS: a
         // partition whose bound stands for an instant at or before the
         // cutoff goes whole; the one holding the cutoff goes row by row.

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
 use common::scrub::{
-    UnixTimeStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
+    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -966,9 +966,9 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
 }
 
 /// A PostgreSQL server as the shared Unix-time checks use it.
-struct PgStamps<'a>(&'a PgServer);
+struct PgStore<'a>(&'a PgServer);
 
-impl UnixTimeStore for PgStamps<'_> {
+impl SqlStore for PgStore<'_> {
     async fn exec(&self, sql: &str) {
         connect(self.0).await.execute_batch(sql).await.unwrap()
     }
@@ -982,13 +982,42 @@ impl UnixTimeStore for PgStamps<'_> {
     }
 }
 
+/// See [`common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing`];
+/// and a key counting NULLs as equal refuses NULL for two records of one tenant.
+#[test]
+fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing(&PgStore(&pg), "timestamptz").await;
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE badges (id bigint PRIMARY KEY, tenant int, code text, left_at timestamptz, UNIQUE NULLS NOT DISTINCT (tenant, code));
+             INSERT INTO badges VALUES (1, 1, 'x', '2020-01-01'), (2, 1, 'y', '2020-01-01'), (3, 2, 'z', '2020-01-01'), (4, 3, 'w', '2020-01-01');",
+        )
+        .await
+        .unwrap();
+        let sel = |tenants: &[&str]| Selection {
+            table: table("badges"),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![(id("tenant"), tenants.iter().map(|t| t.to_string()).collect())],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let null = Action::Anonymize { rules: vec![FieldRule { field: id("code"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
+        config_error(db.run(&sel(&["1"]), &null, &Limits::default(), 0, |_| {}).await, &["code", "unique key badges_tenant_code_key"]);
+        assert_eq!(ids(&db, "SELECT id FROM badges WHERE code IS NULL").await, BTreeSet::new(), "nothing changed");
+        let out = db.run(&sel(&["2", "3"]), &null, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+    });
+}
+
 /// Time columns that count seconds or milliseconds since 1970: see
 /// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]
 fn integer_time_columns_count_the_datasets_unit() {
     let pg = PgServer::start();
     rt().block_on(async {
-        common::scrub::integer_time_columns_count_the_datasets_unit(&PgStamps(&pg), "integer").await;
+        common::scrub::integer_time_columns_count_the_datasets_unit(&PgStore(&pg), "integer").await;
         // Partitioned on such a column: a partition whose bound stands for
         // an instant at or before the cutoff goes whole; the one holding
         // the cutoff is deleted row by row.

@@ -332,10 +332,17 @@ impl Driver {
         }
     }
 
-    /// Records the selection still leaves for the action to do (not yet anonymized, for an anonymization).
+    /// Records the selection still leaves for the action to do (not yet
+    /// anonymized, for an anonymization); refuses anonymization rules the
+    /// table cannot take, as the run would before any change.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         match self {
-            Driver::Postgres(d) => d.pending(sel, action).await,
+            Driver::Postgres(d) => {
+                if let Action::Anonymize { rules, salt } = action {
+                    d.check_anonymization(sel, rules, salt).await?;
+                }
+                d.pending(sel, action).await
+            }
             Driver::Mysql(d) => d.pending(sel, action).await,
             Driver::Sqlite(d) => d.pending(sel, action).await,
             Driver::Files(f) => {

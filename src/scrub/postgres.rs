@@ -755,6 +755,73 @@ impl Postgres {
         Ok(found)
     }
 
+    /// The table's unique keys of several plain columns.
+    async fn unique_keys(&self, table: &str) -> Result<Vec<sql::UniqueKey>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ic.relname::text, array_agg(a.attname::text ORDER BY k.n),
+                        bool_or(COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false))
+                   FROM pg_index i
+                   JOIN pg_class ic ON ic.oid = i.indexrelid
+                   CROSS JOIN LATERAL generate_series(0, i.indnkeyatts - 1) AS k(n)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.n]
+                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts > 1
+                    AND i.indpred IS NULL AND i.indexprs IS NULL
+                  GROUP BY ic.relname ORDER BY ic.relname",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "unique keys"))?;
+        Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: r.get(2) }).collect())
+    }
+
+    /// Refuses anonymization rules the table cannot take, before any
+    /// change: the columns' own limits, then every unique key of several
+    /// columns the rules would leave two records sharing.
+    pub async fn check_anonymization(
+        &self,
+        sel: &Selection,
+        rules: &[super::FieldRule],
+        salt: &str,
+    ) -> Result<Vec<(String, (Option<i64>, bool))>, ScrubError> {
+        let cols = self.check_rules(sel, rules).await?;
+        let column = column_of(&cols);
+        let table = Self::qualified(&sel.table);
+        for key in self.unique_keys(&table).await? {
+            let risky = key.risky(rules, |c, f| c == f.as_str());
+            if risky.is_empty() {
+                continue;
+            }
+            let mut p = self.params();
+            let pred = sql::pg_predicate(sel, &mut p);
+            let done = sql::pg_anonymized(&table, rules, &column, &mut p);
+            let values: Vec<(&str, String)> = rules
+                .iter()
+                .filter(|r| key.columns.iter().any(|c| c == r.field.as_str()))
+                .map(|r| (r.field.as_str(), sql::pg_new_value(&table, r, salt, &column, &mut p)))
+                .collect();
+            let Some(q) = sql::collision_query(
+                sql::Dialect::Postgres,
+                &table,
+                &key,
+                |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
+                &format!("{pred} AND NOT {done}"),
+            ) else {
+                continue;
+            };
+            let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "unique key check"))?;
+            let bound = bind(&stmt, &p.values, &[])?;
+            let found =
+                self.client.query_opt(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "unique key check"))?;
+            if found.is_some() {
+                return Err(key.refusal(&risky));
+            }
+        }
+        drop(column);
+        Ok(cols)
+    }
+
     /// Runs a selection to the end in bounded batches, reporting progress
     /// after every committed batch. `done_before` carries the count of an
     /// interrupted earlier attempt of the same run.
@@ -820,7 +887,7 @@ impl Postgres {
                 (self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?, outcome)
             }
             Action::Anonymize { rules, salt } => {
-                let cols = self.check_rules(sel, rules).await?;
+                let cols = self.check_anonymization(sel, rules, salt).await?;
                 let column = column_of(&cols);
                 let (sets, done) = sql::pg_anonymize(&table, rules, salt, &column, &mut params);
                 let limit = format!("${}", params.values.len() + 1);

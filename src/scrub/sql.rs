@@ -113,25 +113,35 @@ pub fn pg_anonymize(
     column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
     params: &mut Params,
 ) -> (String, String) {
-    let d = Dialect::Postgres;
-    let mut sets = Vec::new();
-    for r in rules {
-        let c = quote(d, &r.field);
-        match r.strategy {
-            AnonymizeStrategy::Null => sets.push(format!("{c} = NULL")),
-            AnonymizeStrategy::Fixed => sets.push(format!("{c} = {}", pg_fixed(table, r, column(&r.field).1, params))),
-            AnonymizeStrategy::Redact => sets.push(format!("{c} = repeat('*', greatest(length({c}), 1))")),
-            AnonymizeStrategy::Hash => {
-                // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
-                let keep = column(&r.field).0.map_or(64, |l| (l - 5).clamp(1, 64));
-                let p = params.push(Param::Text(salt.to_string()));
-                sets.push(format!(
-                    "{c} = 'anon-' || left(encode(sha256(convert_to(CAST({p} AS text) || {c}::text, 'UTF8')), 'hex'), {keep})"
-                ));
-            }
+    let sets: Vec<String> = rules
+        .iter()
+        .map(|r| format!("{} = {}", quote(Dialect::Postgres, &r.field), pg_new_value(table, r, salt, column, params)))
+        .collect();
+    (sets.join(", "), pg_anonymized(table, rules, column, params))
+}
+
+/// A rule's anonymized value of its column, as SQL.
+pub fn pg_new_value(
+    table: &str,
+    r: &FieldRule,
+    salt: &str,
+    column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
+    params: &mut Params,
+) -> String {
+    let c = quote(Dialect::Postgres, &r.field);
+    match r.strategy {
+        AnonymizeStrategy::Null => "NULL".into(),
+        AnonymizeStrategy::Fixed => pg_fixed(table, r, column(&r.field).1, params),
+        AnonymizeStrategy::Redact => format!("repeat('*', greatest(length({c}), 1))"),
+        AnonymizeStrategy::Hash => {
+            // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
+            let keep = column(&r.field).0.map_or(64, |l| (l - 5).clamp(1, 64));
+            let p = params.push(Param::Text(salt.to_string()));
+            format!(
+                "'anon-' || left(encode(sha256(convert_to(CAST({p} AS text) || {c}::text, 'UTF8')), 'hex'), {keep})"
+            )
         }
     }
-    (sets.join(", "), pg_anonymized(table, rules, column, params))
 }
 
 /// A rule's fixed value as its column's type. Text as it is; any other
@@ -175,6 +185,94 @@ pub fn pg_anonymized(
         })
         .collect();
     format!("({})", done.join(" AND "))
+}
+
+/// A unique key of several columns, as the catalog reports it: plain
+/// columns, no condition, no expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// NULLs count as equal (PostgreSQL's `NULLS NOT DISTINCT`).
+    pub nulls_equal: bool,
+}
+
+impl UniqueKey {
+    /// The rules on the key's columns that may give two records the same
+    /// values in it: a fixed value or a redaction (one value for many
+    /// records), NULL where NULLs count as equal. A hash keeps distinct
+    /// values distinct, and a NULL otherwise equals nothing. `same` says
+    /// whether a column name is a rule's field (the server's case rules).
+    pub fn risky<'a>(&self, rules: &'a [FieldRule], same: impl Fn(&str, &Identifier) -> bool) -> Vec<&'a FieldRule> {
+        rules
+            .iter()
+            .filter(|r| self.columns.iter().any(|c| same(c, &r.field)))
+            .filter(|r| match r.strategy {
+                AnonymizeStrategy::Fixed | AnonymizeStrategy::Redact => true,
+                AnonymizeStrategy::Null => self.nulls_equal,
+                AnonymizeStrategy::Hash => false,
+            })
+            .collect()
+    }
+
+    /// The refusal when [`collision_query`] finds a collision.
+    pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
+        let fields: Vec<&str> = risky.iter().map(|r| r.field.as_str()).collect();
+        super::ScrubError::Config(format!(
+            "anonymizing {} would give two records the same values in unique key {} ({}); use hash for {} \
+             (distinct values stay distinct)",
+            fields.join(", "),
+            self.name,
+            self.columns.join(", "),
+            fields.join(", ")
+        ))
+    }
+}
+
+/// A query that returns a row when changing the records `changed` selects
+/// would give two records the same values in `key`: two changed records,
+/// or a changed record and any other (as it is now: batches change records
+/// one after another, and each must fit beside the rest). `new_value` is a
+/// column's anonymized value as SQL, `None` for a column no rule changes.
+/// A record is told apart from the others by its current values in the
+/// key, which no other record shares. `None` when a column's name cannot
+/// be quoted.
+pub fn collision_query(
+    d: Dialect,
+    table: &str,
+    key: &UniqueKey,
+    new_value: impl Fn(&str) -> Option<String>,
+    changed: &str,
+) -> Option<String> {
+    let cols = quote_names(d, key.columns.iter().map(String::as_str)).ok()?;
+    let same = match d {
+        Dialect::Postgres => "IS NOT DISTINCT FROM",
+        Dialect::Mysql => "<=>",
+        Dialect::Sqlite => "IS",
+    };
+    let equal = if key.nulls_equal { same } else { "=" };
+    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
+        cols.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(sep)
+    };
+    let values = each(
+        &|i, c| format!("{} AS lethe_k{i}, {c} AS lethe_o{i}", new_value(&key.columns[i]).unwrap_or_else(|| c.clone())),
+        ", ",
+    );
+    let changed_rows = format!("(SELECT {values} FROM {table} WHERE {changed}) AS lethe_n");
+    let filled = if key.nulls_equal {
+        String::new()
+    } else {
+        format!(" WHERE {}", each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "))
+    };
+    Some(format!(
+        "SELECT 1 FROM {changed_rows}{filled} GROUP BY {} HAVING count(*) > 1 \
+         UNION ALL \
+         SELECT 1 FROM {changed_rows} JOIN {table} AS lethe_u ON {} WHERE NOT ({}) \
+         LIMIT 1",
+        each(&|i, _| format!("lethe_k{i}"), ", "),
+        each(&|i, c| format!("lethe_u.{c} {equal} lethe_n.lethe_k{i}"), " AND "),
+        each(&|i, c| format!("lethe_u.{c} {same} lethe_n.lethe_o{i}"), " AND "),
+    ))
 }
 
 #[cfg(test)]

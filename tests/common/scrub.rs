@@ -144,8 +144,8 @@ pub fn unix_time_kept(unit_ms: i64) -> std::collections::BTreeSet<i64> {
         .collect()
 }
 
-/// A SQL store as the shared Unix-time checks use it.
-pub trait UnixTimeStore {
+/// A SQL store as the shared checks (Unix times, unique keys) use it.
+pub trait SqlStore {
     /// Runs statements as they are.
     async fn exec(&self, sql: &str);
     /// The first column of a query's rows, as integers.
@@ -161,7 +161,7 @@ pub trait UnixTimeStore {
 /// with one the values contradict, the plan and the run are refused and
 /// nothing changes; with the right one, exactly the rows whose instants
 /// are selected go, and the oldest and newest left read back as instants.
-pub async fn integer_time_columns_count_the_datasets_unit(store: &impl UnixTimeStore, seconds_type: &str) {
+pub async fn integer_time_columns_count_the_datasets_unit(store: &impl SqlStore, seconds_type: &str) {
     use lethe::{api::UnixTimeUnit, scrub::Limits};
     let delete = lethe::scrub::Action::Delete;
     store
@@ -218,4 +218,81 @@ pub async fn integer_time_columns_count_the_datasets_unit(store: &impl UnixTimeS
     let left = lethe::scrub::Selection { keep_newer_than: None, held: vec![], ..s };
     assert_eq!(db.extreme(&left, &id("created"), false).await.unwrap(), Some(cutoff() - chrono::Duration::days(1)));
     assert_eq!(db.extreme(&left, &id("created"), true).await.unwrap(), Some(cutoff()));
+}
+
+/// What every SQL driver does with anonymization rules on a column of a
+/// unique key of several columns (`UNIQUE (tenant, email)`,
+/// `UNIQUE (tenant, nick)`): a fixed value or a redaction is refused,
+/// before any change and already in the plan, exactly when it would give
+/// two records the same values in the key: two changed records of one
+/// tenant, or a changed record and another of its tenant already holding
+/// the value. Records without a tenant share nothing; hashes stay distinct.
+pub async fn unique_keys_of_several_columns_are_checked_before_anonymizing(store: &impl SqlStore, time_type: &str) {
+    use lethe::{
+        api::AnonymizeStrategy::{Fixed, Hash, Redact},
+        scrub::{Action, FieldRule, Limits, Selection},
+    };
+    use std::collections::BTreeSet;
+    store
+        .exec(&format!(
+            "CREATE TABLE members (id bigint PRIMARY KEY, tenant int, email varchar(40), nick varchar(40), left_at {time_type},
+                                   UNIQUE (tenant, email), UNIQUE (tenant, nick));
+             INSERT INTO members VALUES
+               (1, 1, 'a@example.com', 'ann', '2020-01-01 00:00:00'), (2, 1, 'b@example.com', 'bob', '2020-01-01 00:00:00'),
+               (3, 2, 'c@example.com', 'cy', '2020-01-01 00:00:00'), (4, 2, 'gone', 'dee', NULL),
+               (5, 3, 'e@example.com', 'eve', '2020-01-01 00:00:00'), (6, 3, 'f@example.com', 'fay', NULL),
+               (7, NULL, 'g@example.com', 'gus', '2020-01-01 00:00:00'), (8, NULL, 'h@example.com', 'hal', '2020-01-01 00:00:00');"
+        ))
+        .await;
+    let left = Selection {
+        table: table("members"),
+        older_than: Some((id("left_at"), cutoff())),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+    };
+    let of_tenants = |t: &[&str]| Selection {
+        subject: vec![(id("tenant"), t.iter().map(|s| s.to_string()).collect())],
+        ..left.clone()
+    };
+    let rule = |field: &str, strategy| FieldRule { field: id(field), strategy, value: Some("gone".into()) };
+    let anonymize = |rules: Vec<FieldRule>| Action::Anonymize { rules, salt: "s".into() };
+    let unchanged = "SELECT id FROM members WHERE email LIKE '%@example.com' AND nick NOT LIKE '*%'";
+    let db = store.driver(None).await;
+    for (sel, field, strategy) in [
+        // Two changed records of tenant 1.
+        (left.clone(), "email", Fixed),
+        (of_tenants(&["1"]), "email", Fixed),
+        // One changed record of tenant 2, beside one already holding 'gone'.
+        (of_tenants(&["2"]), "email", Fixed),
+        // 'ann' and 'bob' both become '***'.
+        (of_tenants(&["1"]), "nick", Redact),
+    ] {
+        let action = anonymize(vec![rule(field, strategy)]);
+        let says = [field, "unique key", "use hash"];
+        config_error(db.pending(&sel, &action).await, &says);
+        config_error(db.run(&sel, &action, &Limits::default(), 0, |_| {}).await, &says);
+    }
+    assert_eq!(store.ids(unchanged).await, BTreeSet::from([1, 2, 3, 5, 6, 7, 8]), "nothing changed");
+
+    // One record of tenant 3; records without a tenant share nothing.
+    let out = db
+        .run(&of_tenants(&["3"]), &anonymize(vec![rule("email", Fixed)]), &Limits::default(), 0, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((out.records_done, out.remaining), (1, 0));
+    let others = Selection { held: vec![(id("tenant"), vec!["1".into(), "2".into()])], ..left.clone() };
+    let action = anonymize(vec![rule("email", Fixed), rule("nick", Redact)]);
+    assert_eq!(db.pending(&others, &action).await.unwrap(), 3);
+    let out = db.run(&others, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (3, 0));
+    assert_eq!(store.ids("SELECT id FROM members WHERE email = 'gone'").await, BTreeSet::from([4, 5, 7, 8]));
+    // Hashes keep tenant 1's two records apart.
+    let action = anonymize(vec![rule("email", Hash), rule("nick", Hash)]);
+    let out = db.run(&of_tenants(&["1"]), &action, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (2, 0));
+    assert_eq!(
+        store.ids("SELECT id FROM members WHERE email LIKE 'anon-%' AND nick LIKE 'anon-%'").await,
+        BTreeSet::from([1, 2])
+    );
 }
