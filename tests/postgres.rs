@@ -427,8 +427,9 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM customers WHERE full_name LIKE 'Person%'").await, before, "nothing changed");
 
         // Rules that would break a unique key on the column alone are
-        // refused before anything changes; a key of several columns is not
-        // the column's alone.
+        // refused before anything changes; a key of several columns is
+        // checked against the records (see
+        // `unique_keys_of_several_columns_are_checked_before_anonymizing`).
         db.execute_batch(
             "CREATE TABLE coupons (id serial PRIMARY KEY, code varchar(16) NOT NULL UNIQUE, label text UNIQUE, note varchar(16),
                                    tenant int, handle text, used_at timestamptz, promo text UNIQUE NULLS NOT DISTINCT, UNIQUE (tenant, handle));

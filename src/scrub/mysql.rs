@@ -98,6 +98,14 @@ fn time_value(t: chrono::DateTime<chrono::Utc>) -> Value {
     Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
 }
 
+/// An anonymization as SQL: each rule's column, its new value and that
+/// value's parameters; the condition "already anonymized" and its.
+struct Anonymization {
+    sets: Vec<(Identifier, String, Vec<Value>)>,
+    done: String,
+    done_values: Vec<Value>,
+}
+
 /// A predicate under construction: MySQL's `?` placeholders and their values.
 struct Bound {
     sql: Vec<String>,
@@ -411,14 +419,11 @@ impl Mysql {
         super::plan(self, sel).await
     }
 
-    /// SET list and "already anonymized" condition, refusing rules the table cannot take.
-    fn anonymize(
-        rules: &[FieldRule],
-        salt: &str,
-        cols: &[Column],
-    ) -> Result<(String, Vec<Value>, String, Vec<Value>), ScrubError> {
+    /// Each rule's new value and the "already anonymized" condition,
+    /// refusing rules the table cannot take.
+    fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization, ScrubError> {
         let d = Dialect::Mysql;
-        let (mut sets, mut set_values, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut sets, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new());
         for r in rules {
             let col = cols
                 .iter()
@@ -441,30 +446,30 @@ impl Mysql {
             super::check_rule(r, &facts)?;
             match r.strategy {
                 AnonymizeStrategy::Null => {
-                    sets.push(format!("{c} = NULL"));
                     done.push(format!("{c} IS NULL"));
+                    sets.push((r.field.clone(), "NULL".to_string(), vec![]));
                 }
                 AnonymizeStrategy::Fixed => {
                     let v = r.value.clone().unwrap_or_default();
-                    sets.push(format!("{c} = ?"));
-                    set_values.push(Value::from(v.as_str()));
                     done.push(format!("{c} <=> ?"));
                     done_values.push(Value::from(v.as_str()));
+                    sets.push((r.field.clone(), "?".to_string(), vec![Value::from(v.as_str())]));
                 }
                 AnonymizeStrategy::Redact => {
-                    sets.push(format!("{c} = REPEAT('*', GREATEST(CHAR_LENGTH({c}), 1))"));
                     done.push(format!("({c} IS NULL OR {c} REGEXP '^[*]+$')"));
+                    let redacted = format!("REPEAT('*', GREATEST(CHAR_LENGTH({c}), 1))");
+                    sets.push((r.field.clone(), redacted, vec![]));
                 }
                 AnonymizeStrategy::Hash => {
                     // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
                     let keep = col.max_len.map_or(64, |l| (l - 5).clamp(1, 64));
-                    sets.push(format!("{c} = CONCAT('anon-', LEFT(SHA2(CONCAT(?, {c}), 256), {keep}))"));
-                    set_values.push(Value::from(salt));
                     done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
+                    let hashed = format!("CONCAT('anon-', LEFT(SHA2(CONCAT(?, {c}), 256), {keep}))");
+                    sets.push((r.field.clone(), hashed, vec![Value::from(salt)]));
                 }
             }
         }
-        Ok((sets.join(", "), set_values, format!("({})", done.join(" AND ")), done_values))
+        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values })
     }
 
     /// Drops (or, on MariaDB, converts to a table of its own: "detach")
@@ -610,14 +615,16 @@ impl Mysql {
                 (format!("DELETE FROM {table} WHERE {pred}"), b.values.clone(), pred.clone(), b.values.clone())
             }
             Action::Anonymize { rules, salt } => {
-                let (sets, set_values, done, done_values) = Self::anonymize(rules, salt, &cols)?;
-                let mut values = set_values;
-                values.extend(b.values.iter().cloned());
-                values.extend(done_values.iter().cloned());
+                let a = Self::anonymize(rules, salt, &cols)?;
+                let cond = format!("{pred} AND NOT {}", a.done);
                 let mut remaining = b.values.clone();
-                remaining.extend(done_values);
-                let cond = format!("{pred} AND NOT {done}");
-                (format!("UPDATE {table} SET {sets} WHERE {cond}"), values, cond, remaining)
+                remaining.extend(a.done_values.iter().cloned());
+                self.check_unique_keys(&sel.table, rules, &a, &cond, &remaining).await?;
+                let sets: Vec<String> =
+                    a.sets.iter().map(|(c, value, _)| format!("{} = {value}", sql::quote(Dialect::Mysql, c))).collect();
+                let mut values: Vec<Value> = a.sets.into_iter().flat_map(|s| s.2).collect();
+                values.extend(remaining.iter().cloned());
+                (format!("UPDATE {table} SET {} WHERE {cond}", sets.join(", ")), values, cond, remaining)
             }
         };
         let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
@@ -715,10 +722,82 @@ impl Mysql {
         let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
-        let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
+        let a = Self::anonymize(rules, salt, &cols)?;
+        let cond = format!("{} AND NOT {}", Self::where_clause(&b), a.done);
         let mut values = b.values.clone();
-        values.extend(done_values);
-        self.count_where(&sel.table, &format!("{} AND NOT {done}", Self::where_clause(&b)), values).await
+        values.extend(a.done_values.iter().cloned());
+        self.check_unique_keys(&sel.table, rules, &a, &cond, &values).await?;
+        self.count_where(&sel.table, &cond, values).await
+    }
+
+    /// Refuses an anonymization that would give two records the same
+    /// values in a unique key of several columns, before any change.
+    /// `changed` selects the records it changes, with `values`.
+    async fn check_unique_keys(
+        &self,
+        table: &Table,
+        rules: &[FieldRule],
+        a: &Anonymization,
+        changed: &str,
+        values: &[Value],
+    ) -> Result<(), ScrubError> {
+        let rows: Vec<(String, Option<String>)> = self
+            .conn
+            .lock()
+            .await
+            .exec(
+                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
+                  ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+                (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "unique keys"))?;
+        let mut keys: Vec<(sql::UniqueKey, bool)> = Vec::new();
+        for (name, column) in rows {
+            if keys.last().is_none_or(|k| k.0.name != name) {
+                keys.push((sql::UniqueKey { name, columns: vec![], nulls_equal: false }, true));
+            }
+            let key = keys.last_mut().expect("pushed above");
+            // A key on an expression: not comparable column by column.
+            match column {
+                Some(c) => key.0.columns.push(c),
+                None => key.1 = false,
+            }
+        }
+        let name = Self::qualified(table);
+        for key in keys.into_iter().filter(|k| k.1 && k.0.columns.len() > 1).map(|k| k.0) {
+            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+            if risky.is_empty() {
+                continue;
+            }
+            let rule_of = |c: &str| a.sets.iter().find(|s| s.0.as_str().eq_ignore_ascii_case(c));
+            let Some(q) =
+                sql::collision_query(Dialect::Mysql, &name, &key, |c| rule_of(c).map(|s| s.1.clone()), changed)
+            else {
+                continue;
+            };
+            // The changed records twice: the new values' parameters in the
+            // key's order, then the condition's.
+            let once: Vec<Value> = key
+                .columns
+                .iter()
+                .filter_map(|c| rule_of(c))
+                .flat_map(|s| s.2.clone())
+                .chain(values.iter().cloned())
+                .collect();
+            let found: Option<i64> = self
+                .conn
+                .lock()
+                .await
+                .exec_first(q, [once.clone(), once].concat())
+                .await
+                .map_err(|e| classify(e, "unique key check"))?;
+            if found.is_some() {
+                return Err(key.refusal(&risky));
+            }
+        }
+        Ok(())
     }
 
     /// For tests and tools: runs SQL text as is.
