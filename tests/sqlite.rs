@@ -157,8 +157,10 @@ fn erasure_and_anonymization() {
         assert!(matches!(db.run(&closed, &bad, &Limits::default(), 0, |_| {}).await, Err(ScrubError::Config(_))));
 
         // Rules that would break a unique key on the column alone are
-        // refused before anything changes; a key of several columns is not
-        // the column's alone, nor is a partial unique index.
+        // refused before anything changes; a key of several columns is
+        // checked against the records (see
+        // `unique_keys_of_several_columns_are_checked_before_anonymizing`),
+        // and a partial unique index not at all.
         let setup = "CREATE TABLE coupons (code TEXT PRIMARY KEY, label TEXT UNIQUE, note TEXT, tenant INTEGER, handle TEXT, used_at TEXT,
                                            UNIQUE (tenant, handle));
                      CREATE UNIQUE INDEX live_notes ON coupons (note) WHERE used_at IS NULL;
@@ -435,5 +437,34 @@ fn numeric_times_count_the_datasets_unit() {
         assert_eq!(ids("stamps_ms"), kept);
         seconds.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(ids("stamps_s"), unix_time_kept(1000));
+    });
+}
+
+/// A database file as the shared SQL checks use it.
+struct LiteStore(std::path::PathBuf);
+
+impl common::scrub::SqlStore for LiteStore {
+    async fn exec(&self, sql: &str) {
+        rusqlite::Connection::open(&self.0).unwrap().execute_batch(sql).unwrap()
+    }
+
+    async fn ids(&self, sql: &str) -> BTreeSet<i64> {
+        ids(&Sqlite::open(&self.0, &Limits::default()).await.unwrap(), sql).await
+    }
+
+    async fn driver(&self, unit: Option<lethe::api::UnixTimeUnit>) -> lethe::scrub::driver::Driver {
+        lethe::scrub::driver::Driver::Sqlite(
+            Sqlite::open(&self.0, &Limits::default()).await.unwrap().with_unix_time(unit),
+        )
+    }
+}
+
+/// See [`common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing`].
+#[test]
+fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing(&store, "TEXT").await;
     });
 }

@@ -15,7 +15,7 @@ use mysql_async::{Conn, OptsBuilder, Value, prelude::Queryable};
 use super::{
     Action, ConnectOptions, Counts, FieldRule, Limits, Outcome, PartitionMode, Probe, Progress, ScrubError, Selection,
     Table,
-    sql::{self, Dialect},
+    sql::{self, Anonymization, Dialect},
 };
 use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
@@ -96,14 +96,6 @@ fn without_value(message: &str) -> String {
 
 fn time_value(t: chrono::DateTime<chrono::Utc>) -> Value {
     Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
-}
-
-/// An anonymization as SQL: each rule's column, its new value and that
-/// value's parameters; the condition "already anonymized" and its.
-struct Anonymization {
-    sets: Vec<(Identifier, String, Vec<Value>)>,
-    done: String,
-    done_values: Vec<Value>,
 }
 
 /// A predicate under construction: MySQL's `?` placeholders and their values.
@@ -421,7 +413,7 @@ impl Mysql {
 
     /// Each rule's new value and the "already anonymized" condition,
     /// refusing rules the table cannot take.
-    fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization, ScrubError> {
+    fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization<Value>, ScrubError> {
         let d = Dialect::Mysql;
         let (mut sets, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new());
         for r in rules {
@@ -620,11 +612,9 @@ impl Mysql {
                 let mut remaining = b.values.clone();
                 remaining.extend(a.done_values.iter().cloned());
                 self.check_unique_keys(&sel.table, rules, &a, &cond, &remaining).await?;
-                let sets: Vec<String> =
-                    a.sets.iter().map(|(c, value, _)| format!("{} = {value}", sql::quote(Dialect::Mysql, c))).collect();
-                let mut values: Vec<Value> = a.sets.into_iter().flat_map(|s| s.2).collect();
+                let (sets, mut values) = a.set_list(Dialect::Mysql);
                 values.extend(remaining.iter().cloned());
-                (format!("UPDATE {table} SET {} WHERE {cond}", sets.join(", ")), values, cond, remaining)
+                (format!("UPDATE {table} SET {sets} WHERE {cond}"), values, cond, remaining)
             }
         };
         let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
@@ -737,7 +727,7 @@ impl Mysql {
         &self,
         table: &Table,
         rules: &[FieldRule],
-        a: &Anonymization,
+        a: &Anonymization<Value>,
         changed: &str,
         values: &[Value],
     ) -> Result<(), ScrubError> {
@@ -753,46 +743,16 @@ impl Mysql {
             )
             .await
             .map_err(|e| classify(e, "unique keys"))?;
-        let mut keys: Vec<(sql::UniqueKey, bool)> = Vec::new();
-        for (name, column) in rows {
-            if keys.last().is_none_or(|k| k.0.name != name) {
-                keys.push((sql::UniqueKey { name, columns: vec![], nulls_equal: false }, true));
-            }
-            let key = keys.last_mut().expect("pushed above");
-            // A key on an expression: not comparable column by column.
-            match column {
-                Some(c) => key.0.columns.push(c),
-                None => key.1 = false,
-            }
-        }
         let name = Self::qualified(table);
-        for key in keys.into_iter().filter(|k| k.1 && k.0.columns.len() > 1).map(|k| k.0) {
+        // A key on an expression has a column without a name.
+        for key in sql::UniqueKey::of_columns(rows) {
             let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
             if risky.is_empty() {
                 continue;
             }
-            let rule_of = |c: &str| a.sets.iter().find(|s| s.0.as_str().eq_ignore_ascii_case(c));
-            let Some(q) =
-                sql::collision_query(Dialect::Mysql, &name, &key, |c| rule_of(c).map(|s| s.1.clone()), changed)
-            else {
-                continue;
-            };
-            // The changed records twice: the new values' parameters in the
-            // key's order, then the condition's.
-            let once: Vec<Value> = key
-                .columns
-                .iter()
-                .filter_map(|c| rule_of(c))
-                .flat_map(|s| s.2.clone())
-                .chain(values.iter().cloned())
-                .collect();
-            let found: Option<i64> = self
-                .conn
-                .lock()
-                .await
-                .exec_first(q, [once.clone(), once].concat())
-                .await
-                .map_err(|e| classify(e, "unique key check"))?;
+            let Some((q, params)) = a.collision_query(Dialect::Mysql, &name, &key, changed, values) else { continue };
+            let found: Option<i64> =
+                self.conn.lock().await.exec_first(q, params).await.map_err(|e| classify(e, "unique key check"))?;
             if found.is_some() {
                 return Err(key.refusal(&risky));
             }

@@ -187,6 +187,51 @@ pub fn pg_anonymized(
     format!("({})", done.join(" AND "))
 }
 
+/// An anonymization as SQL with `?` placeholders: each rule's column, its
+/// new value and that value's parameters; the condition "already
+/// anonymized" and its parameters.
+pub struct Anonymization<V> {
+    pub sets: Vec<(Identifier, String, Vec<V>)>,
+    pub done: String,
+    pub done_values: Vec<V>,
+}
+
+impl<V: Clone> Anonymization<V> {
+    /// The SET list and its parameters.
+    pub fn set_list(&self, d: Dialect) -> (String, Vec<V>) {
+        let sets: Vec<String> = self.sets.iter().map(|(c, value, _)| format!("{} = {value}", quote(d, c))).collect();
+        (sets.join(", "), self.sets.iter().flat_map(|s| s.2.iter().cloned()).collect())
+    }
+
+    /// The rule on column `c` (named as the server's catalog does, case
+    /// ignored as MySQL and SQLite do).
+    pub fn rule_of(&self, c: &str) -> Option<&(Identifier, String, Vec<V>)> {
+        self.sets.iter().find(|s| s.0.as_str().eq_ignore_ascii_case(c))
+    }
+
+    /// [`collision_query`] for `key` on the records `changed` selects, with
+    /// its parameters: the changed records' new values in the key's order,
+    /// then `changed`'s, all twice (the records are read twice).
+    pub fn collision_query(
+        &self,
+        d: Dialect,
+        table: &str,
+        key: &UniqueKey,
+        changed: &str,
+        values: &[V],
+    ) -> Option<(String, Vec<V>)> {
+        let q = collision_query(d, table, key, |c| self.rule_of(c).map(|s| s.1.clone()), changed)?;
+        let once: Vec<V> = key
+            .columns
+            .iter()
+            .filter_map(|c| self.rule_of(c))
+            .flat_map(|s| s.2.iter().cloned())
+            .chain(values.iter().cloned())
+            .collect();
+        Some((q, [once.clone(), once].concat()))
+    }
+}
+
 /// A unique key of several columns, as the catalog reports it: plain
 /// columns, no condition, no expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +243,24 @@ pub struct UniqueKey {
 }
 
 impl UniqueKey {
+    /// The keys of several plain columns among catalog rows of (index
+    /// name, column name in key order; none for an expression), grouped
+    /// by index.
+    pub fn of_columns(rows: Vec<(String, Option<String>)>) -> Vec<UniqueKey> {
+        let mut keys: Vec<(UniqueKey, bool)> = Vec::new();
+        for (name, column) in rows {
+            if keys.last().is_none_or(|k| k.0.name != name) {
+                keys.push((UniqueKey { name, columns: vec![], nulls_equal: false }, true));
+            }
+            let key = keys.last_mut().expect("pushed above");
+            match column {
+                Some(c) => key.0.columns.push(c),
+                None => key.1 = false,
+            }
+        }
+        keys.into_iter().filter(|k| k.1 && k.0.columns.len() > 1).map(|k| k.0).collect()
+    }
+
     /// The rules on the key's columns that may give two records the same
     /// values in it: a fixed value or a redaction (one value for many
     /// records), NULL where NULLs count as equal. A hash keeps distinct

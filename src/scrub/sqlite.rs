@@ -14,12 +14,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use rusqlite::{Connection, OpenFlags, functions::FunctionFlags, types::Value};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, functions::FunctionFlags, types::Value};
 use sha2::Digest;
 
 use super::{
     Action, Counts, FieldRule, Limits, Outcome, Probe, Progress, ScrubError, Selection, Table,
-    sql::{self, Dialect},
+    sql::{self, Anonymization, Dialect},
 };
 use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
 
@@ -310,13 +310,11 @@ impl Sqlite {
         super::plan(self, sel).await
     }
 
-    fn anonymize(
-        rules: &[FieldRule],
-        salt: &str,
-        cols: &[Column],
-    ) -> Result<(String, Vec<Value>, String, Vec<Value>), ScrubError> {
+    /// Each rule's new value and the "already anonymized" condition,
+    /// refusing rules the table cannot take.
+    fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization<Value>, ScrubError> {
         let d = Dialect::Sqlite;
-        let (mut sets, mut set_values, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut sets, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new());
         for r in rules {
             let col = cols
                 .iter()
@@ -335,29 +333,29 @@ impl Sqlite {
             super::check_rule(r, &facts)?;
             match r.strategy {
                 AnonymizeStrategy::Null => {
-                    sets.push(format!("{c} = NULL"));
+                    sets.push((r.field.clone(), "NULL".to_string(), vec![]));
                     done.push(format!("{c} IS NULL"));
                 }
                 AnonymizeStrategy::Fixed => {
                     let v = r.value.clone().unwrap_or_default();
-                    sets.push(format!("{c} = ?"));
-                    set_values.push(Value::Text(v.clone()));
+                    sets.push((r.field.clone(), "?".to_string(), vec![Value::Text(v.clone())]));
                     done.push(format!("{c} IS ?"));
                     done_values.push(Value::Text(v));
                 }
                 AnonymizeStrategy::Redact => {
-                    sets.push(format!("{c} = replace(hex(zeroblob(max(length({c}), 1))), '00', '*')"));
+                    let redacted = format!("replace(hex(zeroblob(max(length({c}), 1))), '00', '*')");
+                    sets.push((r.field.clone(), redacted, vec![]));
                     done.push(format!("({c} IS NULL OR ({c} <> '' AND {c} NOT GLOB '*[^*]*'))"));
                 }
                 AnonymizeStrategy::Hash => {
                     // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
-                    sets.push(format!("{c} = 'anon-' || lethe_sha256(? || {c})"));
-                    set_values.push(Value::Text(salt.to_string()));
+                    let hashed = format!("'anon-' || lethe_sha256(? || {c})");
+                    sets.push((r.field.clone(), hashed, vec![Value::Text(salt.to_string())]));
                     done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
                 }
             }
         }
-        Ok((sets.join(", "), set_values, format!("({})", done.join(" AND ")), done_values))
+        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values })
     }
 
     pub async fn run(
@@ -385,12 +383,13 @@ impl Sqlite {
                 values,
             ),
             Action::Anonymize { rules, salt } => {
-                let (sets, set_values, done, done_values) = Self::anonymize(rules, salt, &cols)?;
-                let cond = format!("{pred} AND NOT {done}");
+                let a = Self::anonymize(rules, salt, &cols)?;
+                let cond = format!("{pred} AND NOT {}", a.done);
                 let mut inner = values.clone();
-                inner.extend(done_values.clone());
-                let mut remaining = values;
-                remaining.extend(done_values);
+                inner.extend(a.done_values.iter().cloned());
+                self.check_unique_keys(&sel.table, rules, &a, &cond, &inner).await?;
+                let (sets, set_values) = a.set_list(Dialect::Sqlite);
+                let remaining = inner.clone();
                 (
                     format!(
                         "UPDATE {table} SET {sets} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {cond} LIMIT ?) AND {cond}"
@@ -412,9 +411,62 @@ impl Sqlite {
         let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
         let cols = self.columns(&sel.table).await?;
         let (pred, mut values) = Self::predicate(sel, &cols, self.unix_time)?;
-        let (_, _, done, done_values) = Self::anonymize(rules, salt, &cols)?;
-        values.extend(done_values);
-        self.count_where(&sel.table, format!("{pred} AND NOT {done}"), values).await
+        let a = Self::anonymize(rules, salt, &cols)?;
+        let cond = format!("{pred} AND NOT {}", a.done);
+        values.extend(a.done_values.iter().cloned());
+        self.check_unique_keys(&sel.table, rules, &a, &cond, &values).await?;
+        self.count_where(&sel.table, cond, values).await
+    }
+
+    /// Refuses an anonymization that would give two records the same
+    /// values in a unique key of several columns, before any change.
+    /// `changed` selects the records it changes, with `values`.
+    async fn check_unique_keys(
+        &self,
+        table: &Table,
+        rules: &[FieldRule],
+        a: &Anonymization<Value>,
+        changed: &str,
+        values: &[Value],
+    ) -> Result<(), ScrubError> {
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let name = table.name.as_str().to_string();
+        let rows: Vec<(String, Option<String>)> = self
+            .with(move |c| {
+                // A key on an expression has a column without a name.
+                let mut stmt = c
+                    .prepare(
+                        "SELECT l.name, i.name FROM pragma_index_list(?1, ?2) l, pragma_index_info(l.name, ?2) i
+                          WHERE l.\"unique\" AND NOT l.partial ORDER BY l.name, i.seqno",
+                    )
+                    .map_err(|e| classify(e, "unique keys"))?;
+                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| classify(e, "unique keys"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| classify(e, "unique keys"))
+            })
+            .await?;
+        let qualified = Self::qualified(table);
+        for key in sql::UniqueKey::of_columns(rows) {
+            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+            if risky.is_empty() {
+                continue;
+            }
+            let Some((q, params)) = a.collision_query(Dialect::Sqlite, &qualified, &key, changed, values) else {
+                continue;
+            };
+            let found = self
+                .with(move |c| {
+                    c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(()))
+                        .optional()
+                        .map_err(|e| classify(e, "unique key check"))
+                })
+                .await?;
+            if found.is_some() {
+                return Err(key.refusal(&risky));
+            }
+        }
+        Ok(())
     }
 
     /// For tests and tools: runs SQL text as is.
