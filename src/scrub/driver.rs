@@ -337,12 +337,7 @@ impl Driver {
     /// table cannot take, as the run would before any change.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         match self {
-            Driver::Postgres(d) => {
-                if let Action::Anonymize { rules, salt } = action {
-                    d.check_anonymization(sel, rules, salt).await?;
-                }
-                d.pending(sel, action).await
-            }
+            Driver::Postgres(d) => d.pending(sel, action).await,
             Driver::Mysql(d) => d.pending(sel, action).await,
             Driver::Sqlite(d) => d.pending(sel, action).await,
             Driver::Files(f) => {

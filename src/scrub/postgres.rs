@@ -779,7 +779,7 @@ impl Postgres {
     /// Refuses anonymization rules the table cannot take, before any
     /// change: the columns' own limits, then every unique key of several
     /// columns the rules would leave two records sharing.
-    pub async fn check_anonymization(
+    async fn check_anonymization(
         &self,
         sel: &Selection,
         rules: &[super::FieldRule],
@@ -917,7 +917,7 @@ impl Postgres {
         outcome.batches += more.batches;
         outcome.batch_durations.extend(more.batch_durations);
         outcome.partitions = partitions;
-        outcome.remaining = self.pending(sel, action).await?;
+        outcome.remaining = self.left_to_do(sel, action).await?;
         Ok(outcome)
     }
 
@@ -1018,7 +1018,16 @@ impl Postgres {
 
     /// Records the selection still leaves for the action to do: all of
     /// them for a delete, those not yet anonymized for an anonymization.
+    /// Refuses anonymization rules the table cannot take, as the run would.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        if let Action::Anonymize { rules, salt } = action {
+            self.check_anonymization(sel, rules, salt).await?;
+        }
+        self.left_to_do(sel, action).await
+    }
+
+    /// [`Self::pending`] without the check of the rules, for after a run.
+    async fn left_to_do(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         match action {
             Action::Delete => self.count(sel).await,
             Action::Anonymize { rules, .. } => {
