@@ -765,7 +765,7 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
     });
 }
 
-/// A MariaDB server as the shared Unix-time checks use it.
+/// A MariaDB server as the shared SQL checks use it.
 struct MariaStore<'a>(&'a MariaDb);
 
 impl SqlStore for MariaStore<'_> {
@@ -782,8 +782,6 @@ impl SqlStore for MariaStore<'_> {
     }
 }
 
-/// Time columns that count seconds or milliseconds since 1970: see
-/// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 /// See [`common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing`].
 #[test]
 fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
@@ -794,6 +792,8 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
     });
 }
 
+/// Time columns that count seconds or milliseconds since 1970: see
+/// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]
 fn integer_time_columns_count_the_datasets_unit() {
     let server = shared();

@@ -966,7 +966,7 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
     });
 }
 
-/// A PostgreSQL server as the shared Unix-time checks use it.
+/// A PostgreSQL server as the shared SQL checks use it.
 struct PgStore<'a>(&'a PgServer);
 
 impl SqlStore for PgStore<'_> {

@@ -743,18 +743,15 @@ impl Mysql {
             )
             .await
             .map_err(|e| classify(e, "unique keys"))?;
-        let name = Self::qualified(table);
         // A key on an expression has a column without a name.
-        for key in sql::UniqueKey::of_columns(rows) {
-            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
-            if risky.is_empty() {
-                continue;
-            }
-            let Some((q, params)) = a.collision_query(Dialect::Mysql, &name, &key, changed, values) else { continue };
+        let keys = sql::UniqueKey::of_columns(rows);
+        for (q, params, refusal) in
+            a.collision_checks(Dialect::Mysql, &Self::qualified(table), keys, rules, changed, values)
+        {
             let found: Option<i64> =
                 self.conn.lock().await.exec_first(q, params).await.map_err(|e| classify(e, "unique key check"))?;
             if found.is_some() {
-                return Err(key.refusal(&risky));
+                return Err(refusal);
             }
         }
         Ok(())

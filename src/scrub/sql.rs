@@ -209,26 +209,41 @@ impl<V: Clone> Anonymization<V> {
         self.sets.iter().find(|s| s.0.as_str().eq_ignore_ascii_case(c))
     }
 
-    /// [`collision_query`] for `key` on the records `changed` selects, with
-    /// its parameters: the changed records' new values in the key's order,
-    /// then `changed`'s, all twice (the records are read twice).
-    pub fn collision_query(
+    /// The queries that find whether the anonymization would give two
+    /// records the same values in one of `keys` (from
+    /// [`UniqueKey::of_columns`]), each with its parameters and the refusal
+    /// to return when it finds a row. `changed` selects the records the
+    /// anonymization changes, with `values`.
+    pub fn collision_checks(
         &self,
         d: Dialect,
         table: &str,
-        key: &UniqueKey,
+        keys: Vec<UniqueKey>,
+        rules: &[FieldRule],
         changed: &str,
         values: &[V],
-    ) -> Option<(String, Vec<V>)> {
-        let q = collision_query(d, table, key, |c| self.rule_of(c).map(|s| s.1.clone()), changed)?;
-        let once: Vec<V> = key
-            .columns
-            .iter()
-            .filter_map(|c| self.rule_of(c))
-            .flat_map(|s| s.2.iter().cloned())
-            .chain(values.iter().cloned())
-            .collect();
-        Some((q, [once.clone(), once].concat()))
+    ) -> Vec<(String, Vec<V>, super::ScrubError)> {
+        let mut checks = Vec::new();
+        for key in keys {
+            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+            if risky.is_empty() {
+                continue;
+            }
+            let Some(q) = collision_query(d, table, &key, |c| self.rule_of(c).map(|s| s.1.clone()), changed) else {
+                continue;
+            };
+            // The changed records are read twice: each time the new values'
+            // parameters in the key's order, then the condition's.
+            let once: Vec<V> = key
+                .columns
+                .iter()
+                .filter_map(|c| self.rule_of(c))
+                .flat_map(|s| s.2.iter().cloned())
+                .chain(values.iter().cloned())
+                .collect();
+            checks.push((q, [once.clone(), once].concat(), key.refusal(&risky)));
+        }
+        checks
     }
 }
 

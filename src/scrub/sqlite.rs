@@ -446,15 +446,10 @@ impl Sqlite {
                     .map_err(|e| classify(e, "unique keys"))
             })
             .await?;
-        let qualified = Self::qualified(table);
-        for key in sql::UniqueKey::of_columns(rows) {
-            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
-            if risky.is_empty() {
-                continue;
-            }
-            let Some((q, params)) = a.collision_query(Dialect::Sqlite, &qualified, &key, changed, values) else {
-                continue;
-            };
+        let keys = sql::UniqueKey::of_columns(rows);
+        for (q, params, refusal) in
+            a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys, rules, changed, values)
+        {
             let found = self
                 .with(move |c| {
                     c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(()))
@@ -463,7 +458,7 @@ impl Sqlite {
                 })
                 .await?;
             if found.is_some() {
-                return Err(key.refusal(&risky));
+                return Err(refusal);
             }
         }
         Ok(())
