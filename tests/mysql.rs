@@ -833,3 +833,11 @@ fn integer_time_columns_count_the_datasets_unit() {
         }
     });
 }
+
+/// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
+#[test]
+fn a_hashed_value_used_again_takes_a_fresh_hash() {
+    rt().block_on(async {
+        common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&MariaStore(shared()), "datetime").await;
+    });
+}

@@ -1087,3 +1087,11 @@ fn infinite_times_are_compared_by_the_server_and_read_as_no_instant() {
         }
     });
 }
+
+/// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
+#[test]
+fn a_hashed_value_used_again_takes_a_fresh_hash() {
+    rt().block_on(async {
+        common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&PgStore(shared_pg()), "timestamptz").await;
+    });
+}

@@ -468,3 +468,13 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
         common::scrub::unique_keys_of_several_columns_are_checked_before_anonymizing(&store, "TEXT").await;
     });
 }
+
+/// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
+#[test]
+fn a_hashed_value_used_again_takes_a_fresh_hash() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&store, "TEXT").await;
+    });
+}

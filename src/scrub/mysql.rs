@@ -415,7 +415,7 @@ impl Mysql {
     /// refusing rules the table cannot take.
     fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization<Value>, ScrubError> {
         let d = Dialect::Mysql;
-        let (mut sets, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sets, mut done, mut done_values, mut fresh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in rules {
             let col = cols
                 .iter()
@@ -454,14 +454,15 @@ impl Mysql {
                 }
                 AnonymizeStrategy::Hash => {
                     // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
-                    let keep = col.max_len.map_or(64, |l| (l - 5).clamp(1, 64));
+                    let keep = sql::hash_length(col.max_len);
                     done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
                     let hashed = format!("CONCAT('anon-', LEFT(SHA2(CONCAT(?, {c}), 256), {keep}))");
-                    sets.push((r.field.clone(), hashed, vec![Value::from(salt)]));
+                    sets.push((r.field.clone(), sql::unless_hashed(d, &c, &hashed), vec![Value::from(salt)]));
+                    fresh.push((r.field.clone(), sql::fresh_hash(d, col.max_len)));
                 }
             }
         }
-        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values })
+        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values, fresh })
     }
 
     /// Drops (or, on MariaDB, converts to a table of its own: "detach")
@@ -611,7 +612,12 @@ impl Mysql {
                 let cond = format!("{pred} AND NOT {}", a.done);
                 let mut remaining = b.values.clone();
                 remaining.extend(a.done_values.iter().cloned());
-                self.check_unique_keys(&sel.table, rules, &a, &cond, &remaining).await?;
+                let keys = self.check_unique_keys(&sel.table, rules, &a, &cond, &remaining).await?;
+                if let Some((q, params)) = a.reuse_update(Dialect::Mysql, &table, &keys, rules, &cond, &remaining) {
+                    let mut conn = self.conn.lock().await;
+                    conn.exec_drop(q, params).await.map_err(|e| classify(e, "fresh hashes"))?;
+                    done_before += conn.affected_rows() as i64;
+                }
                 let (sets, mut values) = a.set_list(Dialect::Mysql);
                 values.extend(remaining.iter().cloned());
                 (format!("UPDATE {table} SET {sets} WHERE {cond}"), values, cond, remaining)
@@ -722,7 +728,8 @@ impl Mysql {
 
     /// Refuses an anonymization that would give two records the same
     /// values in a unique key of several columns, before any change.
-    /// `changed` selects the records it changes, with `values`.
+    /// `changed` selects the records it changes, with `values`. Returns
+    /// the table's unique keys.
     async fn check_unique_keys(
         &self,
         table: &Table,
@@ -730,7 +737,7 @@ impl Mysql {
         a: &Anonymization<Value>,
         changed: &str,
         values: &[Value],
-    ) -> Result<(), ScrubError> {
+    ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
         let rows: Vec<(String, Option<String>)> = self
             .conn
             .lock()
@@ -746,7 +753,7 @@ impl Mysql {
         // A key on an expression has a column without a name.
         let keys = sql::UniqueKey::of_columns(rows);
         for (q, params, refusal) in
-            a.collision_checks(Dialect::Mysql, &Self::qualified(table), keys, rules, changed, values)
+            a.collision_checks(Dialect::Mysql, &Self::qualified(table), keys.clone(), rules, changed, values)
         {
             let found: Option<i64> =
                 self.conn.lock().await.exec_first(q, params).await.map_err(|e| classify(e, "unique key check"))?;
@@ -754,7 +761,7 @@ impl Mysql {
                 return Err(refusal);
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// For tests and tools: runs SQL text as is.

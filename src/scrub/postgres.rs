@@ -755,7 +755,7 @@ impl Postgres {
         Ok(found)
     }
 
-    /// The table's unique keys of several plain columns.
+    /// The table's unique keys of plain columns (no condition, no expression).
     async fn unique_keys(&self, table: &str) -> Result<Vec<sql::UniqueKey>, ScrubError> {
         let rows = self
             .client
@@ -766,7 +766,7 @@ impl Postgres {
                    JOIN pg_class ic ON ic.oid = i.indexrelid
                    CROSS JOIN LATERAL generate_series(0, i.indnkeyatts - 1) AS k(n)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.n]
-                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts > 1
+                  WHERE i.indrelid = to_regclass($1) AND i.indisunique
                     AND i.indpred IS NULL AND i.indexprs IS NULL
                   GROUP BY ic.relname ORDER BY ic.relname",
                 &[&table],
@@ -778,17 +778,21 @@ impl Postgres {
 
     /// Refuses anonymization rules the table cannot take, before any
     /// change: the columns' own limits, then every unique key of several
-    /// columns the rules would leave two records sharing.
+    /// columns the rules would leave two records sharing. Returns the
+    /// rules' columns (see [`Self::check_rules`]) and the table's unique
+    /// keys.
     async fn check_anonymization(
         &self,
         sel: &Selection,
         rules: &[super::FieldRule],
         salt: &str,
-    ) -> Result<Vec<(String, (Option<i64>, bool))>, ScrubError> {
+    ) -> Result<(Vec<(String, (Option<i64>, bool))>, Vec<sql::UniqueKey>), ScrubError> {
         let cols = self.check_rules(sel, rules).await?;
         let column = column_of(&cols);
         let table = Self::qualified(&sel.table);
-        for key in self.unique_keys(&table).await? {
+        let keys = self.unique_keys(&table).await?;
+        // A key of one column is checked with the column's own rule.
+        for key in keys.iter().filter(|k| k.columns.len() > 1) {
             let risky = key.risky(rules, |c, f| c == f.as_str());
             if risky.is_empty() {
                 continue;
@@ -804,7 +808,7 @@ impl Postgres {
             let Some(q) = sql::collision_query(
                 sql::Dialect::Postgres,
                 &table,
-                &key,
+                key,
                 |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
                 &format!("{pred} AND NOT {done}"),
             ) else {
@@ -819,7 +823,33 @@ impl Postgres {
             }
         }
         drop(column);
-        Ok(cols)
+        Ok((cols, keys))
+    }
+
+    /// Anonymizes, in one statement, the records whose hash another record
+    /// already holds in a unique key, with a fresh one (see
+    /// [`sql::Anonymization::reuse_update`]); returns how many.
+    async fn give_fresh_hashes(
+        &self,
+        sel: &Selection,
+        rules: &[super::FieldRule],
+        salt: &str,
+        cols: &[(String, (Option<i64>, bool))],
+        keys: &[sql::UniqueKey],
+    ) -> Result<i64, ScrubError> {
+        let table = Self::qualified(&sel.table);
+        let mut p = self.params();
+        let pred = sql::pg_predicate(sel, &mut p);
+        let column = column_of(cols);
+        let a = sql::pg_anonymization(&table, rules, salt, &column, &mut p);
+        let changed = format!("{pred} AND NOT {}", a.done);
+        let Some((q, _)) = a.reuse_update(sql::Dialect::Postgres, &table, keys, rules, &changed, &[]) else {
+            return Ok(0);
+        };
+        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "fresh hashes"))?;
+        let bound = bind(&stmt, &p.values, &[])?;
+        let n = self.client.execute(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "fresh hashes"))?;
+        Ok(n as i64)
     }
 
     /// Runs a selection to the end in bounded batches, reporting progress
@@ -887,9 +917,11 @@ impl Postgres {
                 (self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?, outcome)
             }
             Action::Anonymize { rules, salt } => {
-                let cols = self.check_anonymization(sel, rules, salt).await?;
+                let (cols, keys) = self.check_anonymization(sel, rules, salt).await?;
+                done_before += self.give_fresh_hashes(sel, rules, salt, &cols, &keys).await?;
                 let column = column_of(&cols);
-                let (sets, done) = sql::pg_anonymize(&table, rules, salt, &column, &mut params);
+                let a = sql::pg_anonymization(&table, rules, salt, &column, &mut params);
+                let (sets, done) = (a.set_list(sql::Dialect::Postgres).0, a.done);
                 let limit = format!("${}", params.values.len() + 1);
                 let q = limited(&format!("UPDATE {table} SET {sets}"), &format!("{pred} AND NOT {done}"), &limit);
                 // Each batch also reports what it changed that still does not

@@ -101,26 +101,9 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
     if parts.is_empty() { "false".into() } else { parts.join(" AND ") }
 }
 
-/// The SET list and the "already anonymized" test of anonymization rules
-/// (PostgreSQL). A record is selected for anonymization only while some
-/// field is not yet in its anonymized form, so re-running is harmless.
-/// `table` is the quoted table name; `column` gives each field's maximum
-/// length (if limited) and whether it is text.
-pub fn pg_anonymize(
-    table: &str,
-    rules: &[FieldRule],
-    salt: &str,
-    column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
-    params: &mut Params,
-) -> (String, String) {
-    let sets: Vec<String> = rules
-        .iter()
-        .map(|r| format!("{} = {}", quote(Dialect::Postgres, &r.field), pg_new_value(table, r, salt, column, params)))
-        .collect();
-    (sets.join(", "), pg_anonymized(table, rules, column, params))
-}
-
-/// A rule's anonymized value of its column, as SQL.
+/// A rule's anonymized value of its column, as SQL (PostgreSQL). `table`
+/// is the quoted table name; `column` gives each field's maximum length
+/// (if limited) and whether it is text.
 pub fn pg_new_value(
     table: &str,
     r: &FieldRule,
@@ -135,13 +118,71 @@ pub fn pg_new_value(
         AnonymizeStrategy::Redact => format!("repeat('*', greatest(length({c}), 1))"),
         AnonymizeStrategy::Hash => {
             // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
-            let keep = column(&r.field).0.map_or(64, |l| (l - 5).clamp(1, 64));
+            let keep = hash_length(column(&r.field).0);
             let p = params.push(Param::Text(salt.to_string()));
-            format!(
-                "'anon-' || left(encode(sha256(convert_to(CAST({p} AS text) || {c}::text, 'UTF8')), 'hex'), {keep})"
+            unless_hashed(
+                Dialect::Postgres,
+                &c,
+                &format!(
+                    "'anon-' || left(encode(sha256(convert_to(CAST({p} AS text) || {c}::text, 'UTF8')), 'hex'), {keep})"
+                ),
             )
         }
     }
+}
+
+/// How many hexadecimal digits of a hash fit a column of `max_len`
+/// characters after `anon-` (64 when unlimited).
+pub fn hash_length(max_len: Option<i64>) -> i64 {
+    max_len.map_or(64, |l| (l - 5).clamp(1, 64))
+}
+
+/// A column's hashed value, `hashed`, unless the column already holds one
+/// (`anon-...`), which then stays: a record anonymized before, whose other
+/// fields a new rule now changes, keeps the hash that links it.
+/// (On MySQL the column is read in the hash's character set, so the two
+/// branches' collations do not clash.)
+pub fn unless_hashed(d: Dialect, c: &str, hashed: &str) -> String {
+    match d {
+        Dialect::Postgres => format!("CASE WHEN {c}::text LIKE 'anon-%' THEN {c} ELSE {hashed} END"),
+        Dialect::Mysql => format!("CASE WHEN {c} LIKE 'anon-%' THEN CONVERT({c} USING utf8mb4) ELSE {hashed} END"),
+        Dialect::Sqlite => format!("CASE WHEN {c} LIKE 'anon-%' THEN {c} ELSE {hashed} END"),
+    }
+}
+
+/// A fresh hash-like value, `anon-` and random hexadecimal digits, for a
+/// record whose own hash another record already holds in a unique key. It
+/// is made from nothing of the record, so it links to nothing.
+pub fn fresh_hash(d: Dialect, max_len: Option<i64>) -> String {
+    let keep = hash_length(max_len);
+    match d {
+        Dialect::Postgres => {
+            format!("'anon-' || left(encode(sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'hex'), {keep})")
+        }
+        Dialect::Mysql => format!("CONCAT('anon-', LEFT(SHA2(UUID(), 256), {keep}))"),
+        Dialect::Sqlite => format!("'anon-' || substr(lethe_sha256(hex(randomblob(16))), 1, {keep})"),
+    }
+}
+
+/// The anonymization of `rules` on a PostgreSQL table, its values pushed
+/// onto `params` (the lists of values it holds stay empty). A record is
+/// selected for anonymization only while some field is not yet in its
+/// anonymized form, so re-running is harmless.
+pub fn pg_anonymization(
+    table: &str,
+    rules: &[FieldRule],
+    salt: &str,
+    column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
+    params: &mut Params,
+) -> Anonymization<Param> {
+    let sets = rules.iter().map(|r| (r.field.clone(), pg_new_value(table, r, salt, column, params), vec![])).collect();
+    let fresh = rules
+        .iter()
+        .filter(|r| r.strategy == AnonymizeStrategy::Hash)
+        .map(|r| (r.field.clone(), fresh_hash(Dialect::Postgres, column(&r.field).0)))
+        .collect();
+    let done = pg_anonymized(table, rules, column, params);
+    Anonymization { sets, done, done_values: vec![], fresh }
 }
 
 /// A rule's fixed value as its column's type. Text as it is; any other
@@ -189,11 +230,13 @@ pub fn pg_anonymized(
 
 /// An anonymization as SQL with `?` placeholders: each rule's column, its
 /// new value and that value's parameters; the condition "already
-/// anonymized" and its parameters.
+/// anonymized" and its parameters; and each hashed column's
+/// [`fresh_hash`].
 pub struct Anonymization<V> {
     pub sets: Vec<(Identifier, String, Vec<V>)>,
     pub done: String,
     pub done_values: Vec<V>,
+    pub fresh: Vec<(Identifier, String)>,
 }
 
 impl<V: Clone> Anonymization<V> {
@@ -203,10 +246,9 @@ impl<V: Clone> Anonymization<V> {
         (sets.join(", "), self.sets.iter().flat_map(|s| s.2.iter().cloned()).collect())
     }
 
-    /// The rule on column `c` (named as the server's catalog does, case
-    /// ignored as MySQL and SQLite do).
-    pub fn rule_of(&self, c: &str) -> Option<&(Identifier, String, Vec<V>)> {
-        self.sets.iter().find(|s| s.0.as_str().eq_ignore_ascii_case(c))
+    /// The rule on column `c` (named as the server's catalog does).
+    pub fn rule_of(&self, d: Dialect, c: &str) -> Option<&(Identifier, String, Vec<V>)> {
+        self.sets.iter().find(|s| same_column(d, c, &s.0))
     }
 
     /// The queries that find whether the anonymization would give two
@@ -224,31 +266,114 @@ impl<V: Clone> Anonymization<V> {
         values: &[V],
     ) -> Vec<(String, Vec<V>, super::ScrubError)> {
         let mut checks = Vec::new();
-        for key in keys {
-            let risky = key.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+        // A key of one column is checked with the column's own rule.
+        for key in keys.into_iter().filter(|k| k.columns.len() > 1) {
+            let risky = key.risky(rules, |c, f| same_column(d, c, f));
             if risky.is_empty() {
                 continue;
             }
-            let Some(q) = collision_query(d, table, &key, |c| self.rule_of(c).map(|s| s.1.clone()), changed) else {
+            let Some(q) = collision_query(d, table, &key, |c| self.rule_of(d, c).map(|s| s.1.clone()), changed) else {
                 continue;
             };
-            // The changed records are read twice: each time the new values'
-            // parameters in the key's order, then the condition's.
-            let once: Vec<V> = key
-                .columns
-                .iter()
-                .filter_map(|c| self.rule_of(c))
-                .flat_map(|s| s.2.iter().cloned())
-                .chain(values.iter().cloned())
-                .collect();
+            // The changed records are read twice.
+            let once = self.key_values(d, &key, values);
             checks.push((q, [once.clone(), once].concat(), key.refusal(&risky)));
         }
         checks
     }
+
+    /// The parameters of the changed records' rows in a key's query: the
+    /// new values' in the key's order, then those of the condition.
+    fn key_values(&self, d: Dialect, key: &UniqueKey, values: &[V]) -> Vec<V> {
+        key.columns
+            .iter()
+            .filter_map(|c| self.rule_of(d, c))
+            .flat_map(|s| s.2.iter().cloned())
+            .chain(values.iter().cloned())
+            .collect()
+    }
+
+    /// The statement, and its parameters, that anonymizes first the records
+    /// `changed` selects whose hash would give them the values another
+    /// record already holds in a unique key (of `keys`), as when a value is
+    /// anonymized, then used again by a new record, which is anonymized in
+    /// turn. Such a record takes a [`fresh_hash`] in each hashed column of
+    /// the keys it would collide in, and the other rules as usual, so no
+    /// batch is refused by the key; every other value keeps the hash that
+    /// links it. `None` when no key has a hashed column (keys with a fixed
+    /// value, a redaction or a NULL that may collide are
+    /// [`Self::collision_checks`]' to refuse).
+    pub fn reuse_update(
+        &self,
+        d: Dialect,
+        table: &str,
+        keys: &[UniqueKey],
+        rules: &[FieldRule],
+        changed: &str,
+        values: &[V],
+    ) -> Option<(String, Vec<V>)> {
+        // Each key with a hashed column: the hashed columns, the condition
+        // "collides in the key" and its parameters.
+        let mut collisions: Vec<(Vec<&Identifier>, String, Vec<V>)> = Vec::new();
+        for key in keys {
+            if !key.risky(rules, |c, f| same_column(d, c, f)).is_empty() {
+                continue;
+            }
+            let hashed: Vec<&Identifier> = rules
+                .iter()
+                .filter(|r| r.strategy == AnonymizeStrategy::Hash)
+                .filter(|r| key.columns.iter().any(|c| same_column(d, c, &r.field)))
+                .map(|r| &r.field)
+                .collect();
+            if hashed.is_empty() {
+                continue;
+            }
+            let new_value = |c: &str| self.rule_of(d, c).map(|s| s.1.clone());
+            if let Some(condition) = reuse_condition(d, table, key, new_value, changed) {
+                collisions.push((hashed, condition, self.key_values(d, key, values)));
+            }
+        }
+        if collisions.is_empty() {
+            return None;
+        }
+        // Any of `of`'s conditions, with their parameters.
+        let any = |of: Vec<&(Vec<&Identifier>, String, Vec<V>)>| {
+            let text: Vec<&str> = of.iter().map(|k| k.1.as_str()).collect();
+            (format!("({})", text.join(" OR ")), of.iter().flat_map(|k| k.2.iter().cloned()).collect::<Vec<V>>())
+        };
+        let mut set_values = Vec::new();
+        let mut sets = Vec::new();
+        for (c, value, vs) in &self.sets {
+            let of_c: Vec<_> = collisions.iter().filter(|k| k.0.contains(&c)).collect();
+            let fresh = self.fresh.iter().find(|f| &f.0 == c);
+            match fresh {
+                Some((_, fresh)) if !of_c.is_empty() => {
+                    let (collides, cvs) = any(of_c);
+                    sets.push(format!("{} = CASE WHEN {collides} THEN {fresh} ELSE {value} END", quote(d, c)));
+                    set_values.extend(cvs);
+                }
+                _ => sets.push(format!("{} = {value}", quote(d, c))),
+            }
+            set_values.extend(vs.iter().cloned());
+        }
+        let (collides, cvs) = any(collisions.iter().collect());
+        let statement = format!("UPDATE {table} SET {} WHERE {changed} AND {collides}", sets.join(", "));
+        Some((statement, [set_values, values.to_vec(), cvs].concat()))
+    }
 }
 
-/// A unique key of several columns, as the catalog reports it: plain
-/// columns, no condition, no expression.
+/// Whether a column the catalog names is a rule's field: case ignored on
+/// MySQL and SQLite, as they compare names; exact on PostgreSQL, where a
+/// quoted name keeps its case.
+fn same_column(d: Dialect, c: &str, field: &Identifier) -> bool {
+    match d {
+        Dialect::Postgres => c == field.as_str(),
+        _ => c.eq_ignore_ascii_case(field.as_str()),
+    }
+}
+
+/// A unique key, as the catalog reports it: plain columns, no condition,
+/// no expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
     pub name: String,
@@ -258,9 +383,8 @@ pub struct UniqueKey {
 }
 
 impl UniqueKey {
-    /// The keys of several plain columns among catalog rows of (index
-    /// name, column name in key order; none for an expression), grouped
-    /// by index.
+    /// The keys of plain columns among catalog rows of (index name, column
+    /// name in key order; none for an expression), grouped by index.
     pub fn of_columns(rows: Vec<(String, Option<String>)>) -> Vec<UniqueKey> {
         let mut keys: Vec<(UniqueKey, bool)> = Vec::new();
         for (name, column) in rows {
@@ -273,7 +397,7 @@ impl UniqueKey {
                 None => key.1 = false,
             }
         }
-        keys.into_iter().filter(|k| k.1 && k.0.columns.len() > 1).map(|k| k.0).collect()
+        keys.into_iter().filter(|k| k.1).map(|k| k.0).collect()
     }
 
     /// The rules on the key's columns that may give two records the same
@@ -322,35 +446,92 @@ pub fn collision_query(
     new_value: impl Fn(&str) -> Option<String>,
     changed: &str,
 ) -> Option<String> {
-    let cols = quote_names(d, key.columns.iter().map(String::as_str)).ok()?;
-    let same = match d {
-        Dialect::Postgres => "IS NOT DISTINCT FROM",
-        Dialect::Mysql => "<=>",
-        Dialect::Sqlite => "IS",
-    };
-    let equal = if key.nulls_equal { same } else { "=" };
-    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
-        cols.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(sep)
-    };
-    let values = each(
-        &|i, c| format!("{} AS lethe_k{i}, {c} AS lethe_o{i}", new_value(&key.columns[i]).unwrap_or_else(|| c.clone())),
-        ", ",
-    );
-    let changed_rows = format!("(SELECT {values} FROM {table} WHERE {changed}) AS lethe_n");
+    let k = KeyRows::new(d, table, key, new_value, changed)?;
     let filled = if key.nulls_equal {
         String::new()
     } else {
-        format!(" WHERE {}", each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "))
+        format!(" WHERE {}", k.each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "))
     };
     Some(format!(
-        "SELECT 1 FROM {changed_rows}{filled} GROUP BY {} HAVING count(*) > 1 \
-         UNION ALL \
-         SELECT 1 FROM {changed_rows} JOIN {table} AS lethe_u ON {} WHERE NOT ({}) \
-         LIMIT 1",
-        each(&|i, _| format!("lethe_k{i}"), ", "),
-        each(&|i, c| format!("lethe_u.{c} {equal} lethe_n.lethe_k{i}"), " AND "),
-        each(&|i, c| format!("lethe_u.{c} {same} lethe_n.lethe_o{i}"), " AND "),
+        "SELECT 1 FROM {}{filled} GROUP BY {} HAVING count(*) > 1 UNION ALL SELECT 1 FROM {} LIMIT 1",
+        k.changed_rows,
+        k.each(&|i, _| format!("lethe_k{i}"), ", "),
+        k.beside_others(),
     ))
+}
+
+/// A condition selecting the records `changed` selects whose new values in
+/// `key` another record holds now (as [`collision_query`]'s second half
+/// finds them), by their current values in the key. The records found are
+/// gathered first, so MySQL may read the table it updates.
+pub fn reuse_condition(
+    d: Dialect,
+    table: &str,
+    key: &UniqueKey,
+    new_value: impl Fn(&str) -> Option<String>,
+    changed: &str,
+) -> Option<String> {
+    let k = KeyRows::new(d, table, key, new_value, changed)?;
+    Some(format!(
+        "({}) IN (SELECT * FROM (SELECT DISTINCT {} FROM {}) AS lethe_hit)",
+        k.each(&|_, c| c.clone(), ", "),
+        k.each(&|i, _| format!("lethe_n.lethe_o{i}"), ", "),
+        k.beside_others(),
+    ))
+}
+
+/// The records a change selects, with their new (`lethe_k<i>`) and current
+/// (`lethe_o<i>`) values in a key's columns, as the derived table
+/// `lethe_n`.
+struct KeyRows<'a> {
+    d: Dialect,
+    table: &'a str,
+    key: &'a UniqueKey,
+    cols: Vec<String>,
+    changed_rows: String,
+}
+
+impl<'a> KeyRows<'a> {
+    fn new(
+        d: Dialect,
+        table: &'a str,
+        key: &'a UniqueKey,
+        new_value: impl Fn(&str) -> Option<String>,
+        changed: &str,
+    ) -> Option<Self> {
+        let cols = quote_names(d, key.columns.iter().map(String::as_str)).ok()?;
+        let values: Vec<String> = cols
+            .iter()
+            .zip(&key.columns)
+            .enumerate()
+            .map(|(i, (c, name))| format!("{} AS lethe_k{i}, {c} AS lethe_o{i}", new_value(name).unwrap_or(c.clone())))
+            .collect();
+        let changed_rows = format!("(SELECT {} FROM {table} WHERE {changed}) AS lethe_n", values.join(", "));
+        Some(KeyRows { d, table, key, cols, changed_rows })
+    }
+
+    fn each(&self, f: &dyn Fn(usize, &String) -> String, sep: &str) -> String {
+        self.cols.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(sep)
+    }
+
+    /// The changed records joined with every other record (`lethe_u`) that
+    /// holds their new values; a record is told from the others by its
+    /// current values.
+    fn beside_others(&self) -> String {
+        let same = match self.d {
+            Dialect::Postgres => "IS NOT DISTINCT FROM",
+            Dialect::Mysql => "<=>",
+            Dialect::Sqlite => "IS",
+        };
+        let equal = if self.key.nulls_equal { same } else { "=" };
+        format!(
+            "{} JOIN {} AS lethe_u ON {} WHERE NOT ({})",
+            self.changed_rows,
+            self.table,
+            self.each(&|i, c| format!("lethe_u.{c} {equal} lethe_n.lethe_k{i}"), " AND "),
+            self.each(&|i, c| format!("lethe_u.{c} {same} lethe_n.lethe_o{i}"), " AND "),
+        )
+    }
 }
 
 #[cfg(test)]

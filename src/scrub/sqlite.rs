@@ -314,7 +314,7 @@ impl Sqlite {
     /// refusing rules the table cannot take.
     fn anonymize(rules: &[FieldRule], salt: &str, cols: &[Column]) -> Result<Anonymization<Value>, ScrubError> {
         let d = Dialect::Sqlite;
-        let (mut sets, mut done, mut done_values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sets, mut done, mut done_values, mut fresh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in rules {
             let col = cols
                 .iter()
@@ -350,12 +350,17 @@ impl Sqlite {
                 AnonymizeStrategy::Hash => {
                     // Distinct inputs keep distinct outputs, so UNIQUE columns stay valid.
                     let hashed = format!("'anon-' || lethe_sha256(? || {c})");
-                    sets.push((r.field.clone(), hashed, vec![Value::Text(salt.to_string())]));
+                    sets.push((
+                        r.field.clone(),
+                        sql::unless_hashed(d, &c, &hashed),
+                        vec![Value::Text(salt.to_string())],
+                    ));
+                    fresh.push((r.field.clone(), sql::fresh_hash(d, None)));
                     done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
                 }
             }
         }
-        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values })
+        Ok(Anonymization { sets, done: format!("({})", done.join(" AND ")), done_values, fresh })
     }
 
     pub async fn run(
@@ -372,6 +377,7 @@ impl Sqlite {
         let (pred, values) = Self::predicate(sel, &cols, self.unix_time)?;
         let (key_cols, key) = self.row_key(&sel.table, &cols).await?;
         let table = Self::qualified(&sel.table);
+        let mut done_before = done_before;
         let (statement, bound, remaining_cond, remaining_values) = match action {
             Action::Delete => (
                 format!(
@@ -387,7 +393,14 @@ impl Sqlite {
                 let cond = format!("{pred} AND NOT {}", a.done);
                 let mut inner = values.clone();
                 inner.extend(a.done_values.iter().cloned());
-                self.check_unique_keys(&sel.table, rules, &a, &cond, &inner).await?;
+                let keys = self.check_unique_keys(&sel.table, rules, &a, &cond, &inner).await?;
+                if let Some((q, params)) = a.reuse_update(Dialect::Sqlite, &table, &keys, rules, &cond, &inner) {
+                    done_before += self
+                        .with(move |c| {
+                            c.execute(&q, rusqlite::params_from_iter(params)).map_err(|e| classify(e, "fresh hashes"))
+                        })
+                        .await? as i64;
+                }
                 let (sets, set_values) = a.set_list(Dialect::Sqlite);
                 let remaining = inner.clone();
                 (
@@ -420,7 +433,8 @@ impl Sqlite {
 
     /// Refuses an anonymization that would give two records the same
     /// values in a unique key of several columns, before any change.
-    /// `changed` selects the records it changes, with `values`.
+    /// `changed` selects the records it changes, with `values`. Returns
+    /// the table's unique keys.
     async fn check_unique_keys(
         &self,
         table: &Table,
@@ -428,7 +442,7 @@ impl Sqlite {
         a: &Anonymization<Value>,
         changed: &str,
         values: &[Value],
-    ) -> Result<(), ScrubError> {
+    ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
         let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
         let name = table.name.as_str().to_string();
         let rows: Vec<(String, Option<String>)> = self
@@ -448,7 +462,7 @@ impl Sqlite {
             .await?;
         let keys = sql::UniqueKey::of_columns(rows);
         for (q, params, refusal) in
-            a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys, rules, changed, values)
+            a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys.clone(), rules, changed, values)
         {
             let found = self
                 .with(move |c| {
@@ -461,7 +475,7 @@ impl Sqlite {
                 return Err(refusal);
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// For tests and tools: runs SQL text as is.
