@@ -1088,10 +1088,39 @@ fn infinite_times_are_compared_by_the_server_and_read_as_no_instant() {
     });
 }
 
-/// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
+/// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`];
+/// and the same for unique indexes on an expression (`lower(email)`) or
+/// with a condition (nicknames of live members), by the columns they read.
 #[test]
 fn a_hashed_value_used_again_takes_a_fresh_hash() {
     rt().block_on(async {
         common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&PgStore(shared_pg()), "timestamptz").await;
+        let db = connect(shared_pg()).await;
+        db.execute_batch(
+            "CREATE TABLE members_ci (id bigint PRIMARY KEY, email text, nick text, gone_at timestamptz, left_at timestamptz);
+             CREATE UNIQUE INDEX members_ci_email ON members_ci (lower(email));
+             CREATE UNIQUE INDEX members_ci_live_nick ON members_ci (nick) WHERE gone_at IS NULL;
+             INSERT INTO members_ci VALUES (1, 'A@example.com', 'ann', NULL, '2020-01-01');",
+        )
+        .await
+        .unwrap();
+        let rule = |field: &str| FieldRule { field: id(field), strategy: AnonymizeStrategy::Hash, value: None };
+        let action = Action::Anonymize { rules: vec![rule("email"), rule("nick")], salt: "s".into() };
+        let left = Selection {
+            table: table("members_ci"),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        db.execute_batch("INSERT INTO members_ci VALUES (2, 'A@example.com', 'ann', NULL, '2020-01-01');").await.unwrap();
+        let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        let anonymized = "SELECT id FROM members_ci WHERE email LIKE 'anon-%' AND nick LIKE 'anon-%'";
+        assert_eq!(ids(&db, anonymized).await, BTreeSet::from([1, 2]));
+        let shared = "SELECT a.id FROM members_ci a JOIN members_ci b ON a.id <> b.id AND (a.email = b.email OR a.nick = b.nick)";
+        assert_eq!(ids(&db, shared).await, BTreeSet::new());
     });
 }

@@ -776,6 +776,35 @@ impl Postgres {
         Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: r.get(2) }).collect())
     }
 
+    /// The table's unique indexes on an expression or with a condition,
+    /// each as the key of every column it reads (`lower(email)` reads
+    /// `email`). Records that hold the same values in those columns would
+    /// collide in the index (where its condition holds for both, and NULLs
+    /// count as equal), so they serve to find hashes used again, not to
+    /// refuse rules.
+    async fn unique_indexes_on_expressions(&self, table: &str) -> Result<Vec<sql::UniqueKey>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ic.relname::text, array_agg(DISTINCT a.attname::text)
+                   FROM pg_index i
+                   JOIN pg_class ic ON ic.oid = i.indexrelid
+                   JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                                   AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
+                                   AND d.refobjsubid > 0
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = d.refobjsubid
+                  WHERE i.indrelid = to_regclass($1) AND i.indisunique
+                    AND (i.indpred IS NOT NULL OR i.indexprs IS NOT NULL)
+                  GROUP BY ic.relname ORDER BY ic.relname",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "unique keys"))?;
+        // A condition's column is NULL as often as not (`WHERE gone_at IS
+        // NULL`): NULLs count as equal here.
+        Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: true }).collect())
+    }
+
     /// Refuses anonymization rules the table cannot take, before any
     /// change: the columns' own limits, then every unique key of several
     /// columns the rules would leave two records sharing. Returns the
@@ -827,7 +856,8 @@ impl Postgres {
     }
 
     /// Anonymizes, in one statement, the records whose hash another record
-    /// already holds in a unique key, with a fresh one (see
+    /// already holds in a unique key (`keys`, and the unique indexes on
+    /// expressions or with conditions), with a fresh one (see
     /// [`sql::Anonymization::reuse_update`]); returns how many.
     async fn give_fresh_hashes(
         &self,
@@ -838,12 +868,13 @@ impl Postgres {
         keys: &[sql::UniqueKey],
     ) -> Result<i64, ScrubError> {
         let table = Self::qualified(&sel.table);
+        let keys = [keys, &self.unique_indexes_on_expressions(&table).await?].concat();
         let mut p = self.params();
         let pred = sql::pg_predicate(sel, &mut p);
         let column = column_of(cols);
         let a = sql::pg_anonymization(&table, rules, salt, &column, &mut p);
         let changed = format!("{pred} AND NOT {}", a.done);
-        let Some((q, _)) = a.reuse_update(sql::Dialect::Postgres, &table, keys, rules, &changed, &[]) else {
+        let Some((q, _)) = a.reuse_update(sql::Dialect::Postgres, &table, &keys, rules, &changed, &[]) else {
             return Ok(0);
         };
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "fresh hashes"))?;

@@ -349,7 +349,9 @@ impl<V: Clone> Anonymization<V> {
             match fresh {
                 Some((_, fresh)) if !of_c.is_empty() => {
                     let (collides, cvs) = any(of_c);
-                    sets.push(format!("{} = CASE WHEN {collides} THEN {fresh} ELSE {value} END", quote(d, c)));
+                    // A NULL stays NULL: it collides with nothing.
+                    let c = quote(d, c);
+                    sets.push(format!("{c} = CASE WHEN {c} IS NOT NULL AND {collides} THEN {fresh} ELSE {value} END"));
                     set_values.extend(cvs);
                 }
                 _ => sets.push(format!("{} = {value}", quote(d, c))),
@@ -462,8 +464,9 @@ pub fn collision_query(
 
 /// A condition selecting the records `changed` selects whose new values in
 /// `key` another record holds now (as [`collision_query`]'s second half
-/// finds them), by their current values in the key. The records found are
-/// gathered first, so MySQL may read the table it updates.
+/// finds them), by their current values in the key (NULLs equal). The
+/// records found are gathered first, so MySQL may read the table it
+/// updates.
 pub fn reuse_condition(
     d: Dialect,
     table: &str,
@@ -473,10 +476,10 @@ pub fn reuse_condition(
 ) -> Option<String> {
     let k = KeyRows::new(d, table, key, new_value, changed)?;
     Some(format!(
-        "({}) IN (SELECT * FROM (SELECT DISTINCT {} FROM {}) AS lethe_hit)",
-        k.each(&|_, c| c.clone(), ", "),
-        k.each(&|i, _| format!("lethe_n.lethe_o{i}"), ", "),
+        "EXISTS (SELECT 1 FROM (SELECT DISTINCT {} FROM {}) AS lethe_hit WHERE {})",
+        k.each(&|i, _| format!("lethe_n.lethe_o{i} AS lethe_o{i}"), ", "),
         k.beside_others(),
+        k.each(&|i, c| format!("lethe_hit.lethe_o{i} {} {table}.{c}", k.same()), " AND "),
     ))
 }
 
@@ -510,6 +513,15 @@ impl<'a> KeyRows<'a> {
         Some(KeyRows { d, table, key, cols, changed_rows })
     }
 
+    /// The dialect's equality that takes NULLs as equal.
+    fn same(&self) -> &'static str {
+        match self.d {
+            Dialect::Postgres => "IS NOT DISTINCT FROM",
+            Dialect::Mysql => "<=>",
+            Dialect::Sqlite => "IS",
+        }
+    }
+
     fn each(&self, f: &dyn Fn(usize, &String) -> String, sep: &str) -> String {
         self.cols.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(sep)
     }
@@ -518,11 +530,7 @@ impl<'a> KeyRows<'a> {
     /// holds their new values; a record is told from the others by its
     /// current values.
     fn beside_others(&self) -> String {
-        let same = match self.d {
-            Dialect::Postgres => "IS NOT DISTINCT FROM",
-            Dialect::Mysql => "<=>",
-            Dialect::Sqlite => "IS",
-        };
+        let same = self.same();
         let equal = if self.key.nulls_equal { same } else { "=" };
         format!(
             "{} JOIN {} AS lethe_u ON {} WHERE NOT ({})",
