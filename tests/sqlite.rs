@@ -478,3 +478,38 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
         common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&store, "TEXT").await;
     });
 }
+
+/// A trigger that writes something else after the update: the records
+/// never read as anonymized, and SQLite counts them changed all the same,
+/// so each batch would select them again. The first batch notices, the
+/// run stops with the reason, and that batch is undone.
+#[test]
+fn an_anonymization_a_trigger_undoes_stops_with_the_reason() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE profiles (id INTEGER PRIMARY KEY, tier TEXT, nick TEXT, left_at TEXT);
+             INSERT INTO profiles VALUES (1, 'a', 'ann', '2020-01-01'), (2, 'b', 'bob', '2020-01-01'), (3, 'c', 'cy', NULL);
+             CREATE TRIGGER shout AFTER UPDATE OF tier ON profiles
+               BEGIN UPDATE profiles SET tier = upper(NEW.tier) WHERE rowid = NEW.rowid; END;",
+        )
+        .await;
+        let left = Selection {
+            table: table("profiles"),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let rule = |field: &str| FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some("y".into()) };
+        let loud = Action::Anonymize { rules: vec![rule("tier"), rule("nick")], salt: String::new() };
+        config_error(db.run(&left, &loud, &Limits::default(), 0, |_| {}).await, &["2 of 2", "still do not read as anonymized"]);
+        assert_eq!(ids(&db, "SELECT id FROM profiles WHERE tier IN ('a', 'b', 'c') AND nick <> 'y'").await, BTreeSet::from([1, 2, 3]));
+        // A rule the trigger leaves alone runs to the end.
+        let quiet = Action::Anonymize { rules: vec![rule("nick")], salt: String::new() };
+        let out = db.run(&left, &quiet, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id FROM profiles WHERE nick = 'y'").await, BTreeSet::from([1, 2]));
+    });
+}

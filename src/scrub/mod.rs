@@ -328,6 +328,15 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
 
 /// The advice when a statement other than a batch (a count, a plan, a
 /// catalog query) reaches the store's statement timeout.
+/// The refusal when a batch's records still do not read as anonymized
+/// after it: the next batch would select them again, and so on forever.
+pub(crate) fn not_anonymized(unfinished: i64, of: i64) -> ScrubError {
+    ScrubError::Config(format!(
+        "{unfinished} of {of} records just anonymized still do not read as anonymized (a trigger, or the column's \
+         type, changes the values written); stopping instead of rewriting them forever"
+    ))
+}
+
 pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
      limits.statementTimeout; raise it (batches keep to limits.targetBatchMillis whatever it is)";
 

@@ -80,10 +80,7 @@ impl super::BatchSource for Limited<'_> {
             let (n, unfinished): (i64, i64) = (row.get(0), row.get(1));
             if unfinished > 0 {
                 // The next batch would select them again, and so on forever.
-                return Err(ScrubError::Config(format!(
-                    "{unfinished} of {n} records just anonymized still do not read as anonymized (a trigger, or \
-                     the column's type, changes the values written); stopping instead of rewriting them forever"
-                )));
+                return Err(super::not_anonymized(unfinished, n));
             }
             n
         } else {

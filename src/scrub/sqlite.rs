@@ -378,13 +378,14 @@ impl Sqlite {
         let (key_cols, key) = self.row_key(&sel.table, &cols).await?;
         let table = Self::qualified(&sel.table);
         let mut done_before = done_before;
-        let (statement, bound, remaining_cond, remaining_values) = match action {
+        let (batch, remaining_cond, remaining_values) = match action {
             Action::Delete => (
-                format!(
-                    "DELETE FROM {table} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {pred} LIMIT ?) AND {pred}"
-                ),
-                // The selection's values twice: inside and outside; the limit goes between.
-                Bound::Split(values.clone()),
+                Batch::Delete {
+                    statement: format!(
+                        "DELETE FROM {table} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {pred} LIMIT ?) AND {pred}"
+                    ),
+                    cond: values.clone(),
+                },
                 pred.clone(),
                 values,
             ),
@@ -402,18 +403,23 @@ impl Sqlite {
                         .await? as i64;
                 }
                 let (sets, set_values) = a.set_list(Dialect::Sqlite);
-                let remaining = inner.clone();
+                let batch_rows = format!("{key} IN (SELECT * FROM temp.lethe_batch) AND {cond}");
                 (
-                    format!(
-                        "UPDATE {table} SET {sets} WHERE {key} IN (SELECT {key_cols} FROM {table} WHERE {cond} LIMIT ?) AND {cond}"
-                    ),
-                    Bound::Update { sets: set_values, cond: inner },
+                    Batch::Anonymize {
+                        gather: format!(
+                            "CREATE TEMP TABLE lethe_batch AS SELECT {key_cols} FROM {table} WHERE {cond} LIMIT ?"
+                        ),
+                        update: format!("UPDATE {table} SET {sets} WHERE {batch_rows}"),
+                        check: format!("SELECT count(*) FROM {table} WHERE {batch_rows}"),
+                        sets: set_values,
+                        cond: inner.clone(),
+                    },
                     cond,
-                    remaining,
+                    inner,
                 )
             }
         };
-        let mut source = LiteBatches { db: self, statement: Arc::new(statement), bound };
+        let mut source = LiteBatches { db: self, batch: Arc::new(batch) };
         let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
         outcome.remaining = self.count_where(&sel.table, remaining_cond, remaining_values).await?;
         Ok(outcome)
@@ -498,26 +504,46 @@ impl Sqlite {
     }
 }
 
-/// How a batch statement's values are laid out around its `LIMIT ?`.
-#[derive(Clone)]
-enum Bound {
-    /// Selection values, the limit, the selection values again.
-    Split(Vec<Value>),
-    /// SET values, condition values, the limit, condition values again.
-    Update { sets: Vec<Value>, cond: Vec<Value> },
+/// One batch's statements and their values.
+enum Batch {
+    /// `DELETE ... WHERE key IN (SELECT key ... WHERE cond LIMIT ?) AND
+    /// cond`, and the condition's values (bound twice, the limit between).
+    Delete { statement: String, cond: Vec<Value> },
+    /// An anonymization, in one transaction: the keys of the batch's
+    /// records gathered into a temporary table (`gather`: the condition's
+    /// values, then the limit); the update of those records (`update`: the
+    /// SET values, then the condition's); and the count of those that
+    /// still do not read as anonymized (`check`: the condition's).
+    Anonymize { gather: String, update: String, check: String, sets: Vec<Value>, cond: Vec<Value> },
 }
 
-impl Bound {
-    fn with_limit(&self, n: i64) -> Vec<Value> {
-        let (head, cond) = match self {
-            Bound::Split(v) => (Vec::new(), v),
-            Bound::Update { sets, cond } => (sets.clone(), cond),
-        };
-        let mut out = head;
-        out.extend(cond.iter().cloned());
-        out.push(Value::Integer(n));
-        out.extend(cond.iter().cloned());
-        out
+impl Batch {
+    fn run(&self, c: &Connection, size: i64) -> Result<i64, ScrubError> {
+        let err = |e| classify(e, "batch");
+        let with = |head: &[Value], tail: &[Value]| rusqlite::params_from_iter([head, tail].concat());
+        match self {
+            Batch::Delete { statement, cond } => {
+                let values = [cond.as_slice(), &[Value::Integer(size)], cond].concat();
+                c.execute(statement, rusqlite::params_from_iter(values)).map_err(err).map(|n| n as i64)
+            }
+            Batch::Anonymize { gather, update, check, sets, cond } => {
+                // A trigger may write something else after the update (SQLite
+                // counts the records all the same): such records would be
+                // selected again, batch after batch.
+                let tx =
+                    rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+                tx.execute("DROP TABLE IF EXISTS temp.lethe_batch", []).map_err(err)?;
+                tx.execute(gather, with(cond, &[Value::Integer(size)])).map_err(err)?;
+                let n = tx.execute(update, with(sets, cond)).map_err(err)? as i64;
+                let unfinished: i64 = tx.query_row(check, with(cond, &[]), |r| r.get(0)).map_err(err)?;
+                if unfinished > 0 {
+                    return Err(super::not_anonymized(unfinished, n));
+                }
+                tx.execute("DROP TABLE temp.lethe_batch", []).map_err(err)?;
+                tx.commit().map_err(err)?;
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -533,8 +559,7 @@ impl super::Counting for Sqlite {
 
 struct LiteBatches<'a> {
     db: &'a Sqlite,
-    statement: Arc<String>,
-    bound: Bound,
+    batch: Arc<Batch>,
 }
 
 impl super::BatchSource for LiteBatches<'_> {
@@ -543,11 +568,8 @@ impl super::BatchSource for LiteBatches<'_> {
     }
 
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
-        let (q, values) = (self.statement.clone(), self.bound.with_limit(size));
-        let n = self
-            .db
-            .with(move |c| c.execute(&q, rusqlite::params_from_iter(values)).map_err(|e| classify(e, "batch")))
-            .await? as i64;
+        let batch = self.batch.clone();
+        let n = self.db.with(move |c| batch.run(c, size)).await?;
         Ok((n > 0).then_some(n))
     }
 }
