@@ -616,7 +616,11 @@ impl Mysql {
                 if let Some((q, params)) = a.reuse_update(Dialect::Mysql, &table, &keys, rules, &cond, &remaining) {
                     let mut conn = self.conn.lock().await;
                     conn.exec_drop(q, params).await.map_err(|e| classify(e, "fresh hashes"))?;
-                    done_before += conn.affected_rows() as i64;
+                    if conn.affected_rows() > 0 {
+                        // Committed: a run resumed from here counts them still.
+                        done_before += conn.affected_rows() as i64;
+                        on_progress(&Progress { records_done: done_before, ..Progress::default() });
+                    }
                 }
                 let (sets, mut values) = a.set_list(Dialect::Mysql);
                 values.extend(remaining.iter().cloned());

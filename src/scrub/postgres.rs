@@ -946,7 +946,12 @@ impl Postgres {
             }
             Action::Anonymize { rules, salt } => {
                 let (cols, keys) = self.check_anonymization(sel, rules, salt).await?;
-                done_before += self.give_fresh_hashes(sel, rules, salt, &cols, &keys).await?;
+                let fresh = self.give_fresh_hashes(sel, rules, salt, &cols, &keys).await?;
+                if fresh > 0 {
+                    // Committed: a run resumed from here counts them still.
+                    done_before += fresh;
+                    on_progress(&Progress { records_done: done_before, ..Progress::default() });
+                }
                 let column = column_of(&cols);
                 let a = sql::pg_anonymization(&table, rules, salt, &column, &mut params);
                 let (sets, done) = (a.set_list(sql::Dialect::Postgres).0, a.done);

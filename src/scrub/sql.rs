@@ -375,7 +375,8 @@ fn same_column(d: Dialect, c: &str, field: &Identifier) -> bool {
 }
 
 /// A unique key, as the catalog reports it: plain columns, no condition,
-/// no expression.
+/// no expression. (To find hashes used again, PostgreSQL also gives an
+/// index on an expression or with a condition as the columns it reads.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
     pub name: String,
@@ -464,9 +465,9 @@ pub fn collision_query(
 
 /// A condition selecting the records `changed` selects whose new values in
 /// `key` another record holds now (as [`collision_query`]'s second half
-/// finds them), by their current values in the key (NULLs equal). The
-/// records found are gathered first, so MySQL may read the table it
-/// updates.
+/// finds them), by their current values in the key (NULLs equal). Those
+/// records are gathered first (a derived table made `DISTINCT`), so MySQL
+/// may read the table it updates.
 pub fn reuse_condition(
     d: Dialect,
     table: &str,

@@ -369,7 +369,7 @@ impl Sqlite {
         action: &Action,
         limits: &Limits,
         done_before: i64,
-        on_progress: impl FnMut(&Progress),
+        mut on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
         let cols = self.columns(&sel.table).await?;
@@ -396,11 +396,16 @@ impl Sqlite {
                 inner.extend(a.done_values.iter().cloned());
                 let keys = self.check_unique_keys(&sel.table, rules, &a, &cond, &inner).await?;
                 if let Some((q, params)) = a.reuse_update(Dialect::Sqlite, &table, &keys, rules, &cond, &inner) {
-                    done_before += self
+                    let fresh = self
                         .with(move |c| {
                             c.execute(&q, rusqlite::params_from_iter(params)).map_err(|e| classify(e, "fresh hashes"))
                         })
                         .await? as i64;
+                    if fresh > 0 {
+                        // Committed: a run resumed from here counts them still.
+                        done_before += fresh;
+                        on_progress(&Progress { records_done: done_before, ..Progress::default() });
+                    }
                 }
                 let (sets, set_values) = a.set_list(Dialect::Sqlite);
                 let batch_rows = format!("{key} IN (SELECT * FROM temp.lethe_batch) AND {cond}");

@@ -350,8 +350,11 @@ pub async fn a_hashed_value_used_again_takes_a_fresh_hash(store: &impl SqlStore,
         ))
         .await;
     assert_eq!(db.pending(&left, &action).await.unwrap(), 3);
-    let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+    let mut reported = Vec::new();
+    let out = db.run(&left, &action, &Limits::default(), 0, |p| reported.push(p.records_done)).await.unwrap();
     assert_eq!((out.records_done, out.remaining), (3, 0));
+    // 4 first, on its own (a run resumed after it counts it still).
+    assert_eq!((reported.first(), reported.last()), (Some(&1), Some(&3)));
     assert_eq!(store.ids(anonymized).await, BTreeSet::from([1, 2, 4, 5, 6]));
     assert_eq!(store.ids(same_as_first).await, BTreeSet::from([1, 2, 3]), "records done before keep their values");
     assert_eq!(store.ids(shared).await, BTreeSet::new());
