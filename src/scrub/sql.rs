@@ -468,7 +468,7 @@ pub fn collision_query(
 /// finds them), by their current values in the key (NULLs equal). Those
 /// records are gathered first (a derived table made `DISTINCT`), so MySQL
 /// may read the table it updates.
-pub fn reuse_condition(
+fn reuse_condition(
     d: Dialect,
     table: &str,
     key: &UniqueKey,
