@@ -90,8 +90,9 @@ impl super::BatchSource for Limited<'_> {
     }
 }
 
-/// Blocks a verifying count reads per chunk (8 MiB at the default block size).
-const COUNT_CHUNK_BLOCKS: i64 = 1024;
+/// Tables smaller than this (8 MiB at the default block size) are counted
+/// in one statement, whatever the plan.
+const CHUNKED_COUNT_FROM_BLOCKS: i64 = 1024;
 
 /// One connection's share of a block pass: consecutive ranges of the
 /// table's blocks, read in physical order as a single scan would, each range
@@ -100,11 +101,10 @@ const COUNT_CHUNK_BLOCKS: i64 = 1024;
 struct BlockShare<'a> {
     client: &'a Client,
     delete: Statement,
+    /// What the selection matches in a range: the same parameters.
     count: Statement,
     /// The selection's parameters, then the range's two bounds.
     params: Vec<Param>,
-    /// The selection's parameters, then the count's chunk bounds.
-    count_params: Vec<Param>,
     first_block: i64,
     next_block: i64,
     end_block: i64,
@@ -115,50 +115,156 @@ impl BlockShare<'_> {
     /// Sets the range parameters to blocks `[from, to)`; past the share's
     /// end when it is the last.
     fn range(&mut self, from: i64, to: i64) {
-        let (lo, hi) = self.bounds(from, to);
-        let i = self.params.len() - 2;
-        self.params[i] = Param::Text(lo);
-        self.params[i + 1] = Param::Text(hi);
+        set_range(&mut self.params, from, to, self.end_block, self.open_end);
     }
 
-    /// The row ids bounding blocks `[from, to)`, as text.
-    fn bounds(&self, from: i64, to: i64) -> (String, String) {
-        let to = if to >= self.end_block && self.open_end { i64::from(u32::MAX) } else { to };
-        (format!("({from},0)"), format!("({to},0)"))
-    }
-
-    /// What the selection still matches in the share's blocks, read from
-    /// the table rather than an index: right after the pass the index still
-    /// points at every row just deleted, each a visit to the table. One
-    /// statement, one snapshot, reading the share's blocks in chunks from
-    /// the last deleted back to the first: the most recent are still in the
-    /// server's buffers, and reading them first keeps them from being
-    /// evicted by the older ones before they are read.
-    async fn left(&mut self) -> Result<i64, ScrubError> {
-        let (mut lo, mut hi) = (Vec::new(), Vec::new());
-        let mut to = self.end_block;
-        while to > self.first_block || lo.is_empty() {
-            let from = (to - COUNT_CHUNK_BLOCKS).max(self.first_block);
-            let (a, b) = self.bounds(from, to);
-            lo.push(a);
-            hi.push(b);
-            to = from;
+    /// The share's blocks, for the count after the pass.
+    fn counted(&self) -> BlockCount<'_> {
+        BlockCount {
+            client: self.client,
+            stmt: self.count.clone(),
+            params: self.params.clone(),
+            first_block: self.first_block,
+            end_block: self.end_block,
+            open_end: self.open_end,
         }
-        let n = self.count_params.len();
-        self.count_params[n - 2] = Param::Values(lo);
-        self.count_params[n - 1] = Param::Values(hi);
-        let bound = bind(&self.count, &self.count_params, &[])?;
-        self.client
-            .batch_execute(
-                "BEGIN; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off",
-            )
-            .await
-            .map_err(|e| classify(e, "count"))?;
-        let result = self.client.query_one(&self.count, &as_refs(&bound)).await;
-        let end = self.client.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
-        let row = result.map_err(|e| classify(e, "count"))?;
-        end.map_err(|e| classify(e, "count"))?;
-        Ok(row.get(0))
+    }
+}
+
+/// Sets the last two of `params` to the row ids bounding blocks
+/// `[from, to)`, as text; the upper bound past every block when `to`
+/// reaches an open `end`.
+fn set_range(params: &mut [Param], from: i64, to: i64, end: i64, open_end: bool) {
+    let to = if to >= end && open_end { i64::from(u32::MAX) } else { to };
+    let i = params.len() - 2;
+    params[i] = Param::Text(format!("({from},0)"));
+    params[i + 1] = Param::Text(format!("({to},0)"));
+}
+
+/// Whether a statement was cancelled by the session's statement timeout.
+fn timed_out(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::QUERY_CANCELED)
+        && e.as_db_error().is_some_and(|d| d.message().contains("statement timeout"))
+}
+
+/// What a selection matches in a range of a table's blocks, read from the
+/// table rather than an index (right after a pass the index still points
+/// at every row just deleted, each a visit to the table), a statement per
+/// chunk of blocks. The chunks are sized to a fraction of the statement
+/// timeout, so a table of any size is counted without one statement
+/// running out of time, and read from the last block back to the first:
+/// after a pass the most recently deleted blocks are still in the server's
+/// buffers, and reading them first keeps them from being evicted by the
+/// older ones before they are read. Run inside [`CountSnapshot`], every
+/// chunk sees the same snapshot, as one statement would.
+struct BlockCount<'a> {
+    client: &'a Client,
+    /// `count(*)` of the selection between two row ids.
+    stmt: Statement,
+    /// The selection's parameters, then the range's two bounds.
+    params: Vec<Param>,
+    first_block: i64,
+    end_block: i64,
+    /// The range goes on past `end_block`, for rows added past the end.
+    open_end: bool,
+}
+
+impl BlockCount<'_> {
+    async fn count(&mut self, limits: &Limits) -> Result<i64, ScrubError> {
+        let target = limits.target_batch.min(limits.statement_timeout / 4);
+        let sizing = Limits { target_batch: target, min_batch: 1, max_batch: 1 << 20, ..limits.clone() };
+        let client = self.client;
+        let savepoint =
+            |q: &'static str| async move { client.batch_execute(q).await.map_err(|e| classify(e, "count")) };
+        let (mut total, mut size, mut to) = (0i64, 128i64, self.end_block);
+        loop {
+            let from = (to - size).max(self.first_block);
+            set_range(&mut self.params, from, to, self.end_block, self.open_end);
+            let bound = bind(&self.stmt, &self.params, &[])?;
+            savepoint("SAVEPOINT lethe_chunk").await?;
+            let t = std::time::Instant::now();
+            match client.query_one(&self.stmt, &as_refs(&bound)).await {
+                Ok(row) => {
+                    savepoint("RELEASE SAVEPOINT lethe_chunk").await?;
+                    total += row.get::<_, i64>(0);
+                    if from <= self.first_block {
+                        return Ok(total);
+                    }
+                    to = from;
+                    size = super::next_batch_size(&sizing, size, t.elapsed());
+                }
+                // A busier moment than the last chunk's: the same blocks in
+                // halves, in the same snapshot.
+                Err(e) if timed_out(&e) && size > 1 => {
+                    savepoint("ROLLBACK TO SAVEPOINT lethe_chunk").await?;
+                    size /= 2;
+                }
+                Err(e) => return Err(classify(e, "count")),
+            }
+        }
+    }
+}
+
+/// Read-only REPEATABLE READ transactions on one or more connections, all
+/// in the snapshot the first one takes: counts split into many statements
+/// that still read the table as of one moment.
+struct CountSnapshot;
+
+impl CountSnapshot {
+    /// Runs `counts` (one per connection, the first leading) each in its
+    /// own transaction sharing one snapshot, and ends every transaction
+    /// whatever the outcome. The sum.
+    async fn sum(counts: &mut [BlockCount<'_>], limits: &Limits) -> Result<i64, ScrubError> {
+        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL enable_indexscan = off; \
+                     SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off";
+        let mut opened = Vec::new();
+        let mut result = match Self::open(counts, begin, &mut opened).await {
+            Ok(()) => {
+                let sums = futures::future::join_all(counts.iter_mut().map(|c| c.count(limits))).await;
+                sums.into_iter().sum::<Result<i64, ScrubError>>()
+            }
+            Err(e) => Err(e),
+        };
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        for client in opened {
+            let ended = client.batch_execute(end).await.map_err(|e| classify(e, "count"));
+            if result.is_ok() {
+                result = ended.and(result);
+            }
+        }
+        result
+    }
+
+    /// Opens the transactions, the first exporting its snapshot to the others.
+    async fn open<'a>(counts: &[BlockCount<'a>], begin: &str, opened: &mut Vec<&'a Client>) -> Result<(), ScrubError> {
+        let mut snapshot = None;
+        for (i, c) in counts.iter().enumerate() {
+            c.client.batch_execute(begin).await.map_err(|e| classify(e, "count"))?;
+            opened.push(c.client);
+            match &snapshot {
+                None if counts.len() > 1 => {
+                    let id: String = c
+                        .client
+                        .query_one("SELECT pg_export_snapshot()", &[])
+                        .await
+                        .map_err(|e| classify(e, "count"))?
+                        .get(0);
+                    // The server's own identifier, spliced into a statement
+                    // that takes no parameters: hex digits and dashes only.
+                    if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_hexdigit() || ch == '-') {
+                        return Err(ScrubError::Config(format!("unexpected snapshot identifier {id:?}")));
+                    }
+                    snapshot = Some(id);
+                }
+                Some(id) if i > 0 => c
+                    .client
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+                    .await
+                    .map_err(|e| classify(e, "count"))?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -622,8 +728,38 @@ impl Postgres {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Counts what a predicate matches. Where the plan reads the whole
+    /// table, or much of it, and the table is large, the count reads it in
+    /// chunks of blocks within one snapshot ([`BlockCount`]), so it keeps
+    /// within the statement timeout however large the table; otherwise one
+    /// statement, through whatever index fits.
     async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
-        let q = format!("SELECT count(*) FROM {} WHERE {predicate}", Self::qualified(table));
+        let name = Self::qualified(table);
+        let limits = &self.again.1;
+        if let Some(blocks) = self.plain_blocks(&name).await?.filter(|b| *b >= CHUNKED_COUNT_FROM_BLOCKS) {
+            let (share, whole) = self.estimate(&name, predicate, params).await?;
+            if whole || share > limits.block_pass_above {
+                let mut ranged = self.params();
+                ranged.values = params.to_vec();
+                let from = ranged.push(Param::Text(String::new()));
+                let to = ranged.push(Param::Text(String::new()));
+                let q = format!(
+                    "SELECT count(*) FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
+                     AND {predicate}"
+                );
+                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
+                let count = BlockCount {
+                    client: &self.client,
+                    stmt,
+                    params: ranged.values,
+                    first_block: 0,
+                    end_block: blocks,
+                    open_end: true,
+                };
+                return CountSnapshot::sum(&mut [count], limits).await;
+            }
+        }
+        let q = format!("SELECT count(*) FROM {name} WHERE {predicate}");
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
         let bound = bind(&stmt, params, &[])?;
         let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "count"))?;
@@ -926,7 +1062,7 @@ impl Postgres {
         };
         let block_pass = *action == Action::Delete
             && partitioned.is_none()
-            && self.estimated_share(&table, &pred, &params.values).await? > limits.block_pass_above;
+            && self.estimate(&table, &pred, &params.values).await?.0 > limits.block_pass_above;
         let (stmt, mut outcome) = match action {
             Action::Delete => {
                 let outcome = if block_pass {
@@ -1025,16 +1161,6 @@ impl Postgres {
         let from = range.push(Param::Text(String::new()));
         let to = range.push(Param::Text(String::new()));
         let within = format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}");
-        let mut chunks = params.clone();
-        let (lo, hi) = (chunks.push(Param::Values(Vec::new())), chunks.push(Param::Values(Vec::new())));
-        // In the order of the bound arrays; the table aliased so that no
-        // name of the user's can be taken for the chunk's.
-        let count = format!(
-            "SELECT coalesce(sum(lethe_counted.n), 0)::bigint \
-             FROM unnest(CAST({lo} AS text[]), CAST({hi} AS text[])) AS lethe_chunk(lo, hi), \
-             LATERAL (SELECT count(*) AS n FROM {table} AS lethe_t \
-                      WHERE ctid >= CAST(lethe_chunk.lo AS tid) AND ctid < CAST(lethe_chunk.hi AS tid) AND {pred}) AS lethe_counted"
-        );
         let dbs: Vec<&Postgres> = std::iter::once(self).chain(extra.iter()).collect();
         let k = dbs.len() as i64;
         let mut shares = Vec::with_capacity(dbs.len());
@@ -1044,9 +1170,8 @@ impl Postgres {
             shares.push(BlockShare {
                 client: &db.client,
                 delete: prepare(format!("DELETE FROM {table} WHERE {within}")).await?,
-                count: prepare(count.clone()).await?,
+                count: prepare(format!("SELECT count(*) FROM {table} WHERE {within}")).await?,
                 params: range.values.clone(),
-                count_params: chunks.values.clone(),
                 first_block: first,
                 next_block: first,
                 end_block: end,
@@ -1071,7 +1196,10 @@ impl Postgres {
             })
         }))
         .await?;
-        let left: i64 = futures::future::try_join_all(shares.iter_mut().map(BlockShare::left)).await?.into_iter().sum();
+        // One snapshot for every share's count: a row moved from one share's
+        // blocks to another's is seen once, wherever it is.
+        let mut counts: Vec<BlockCount> = shares.iter().map(BlockShare::counted).collect();
+        let left = CountSnapshot::sum(&mut counts, limits).await?;
         let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
         for o in outcomes {
             outcome.records_done += o.records_done;
@@ -1105,8 +1233,25 @@ impl Postgres {
         }
     }
 
-    /// The planner's estimate of the share of the table a predicate selects.
-    async fn estimated_share(&self, table: &str, pred: &str, params: &[Param]) -> Result<f64, ScrubError> {
+    /// The blocks of a plain table (not a partitioned one, whose rows are
+    /// in its partitions' blocks); `None` for anything else.
+    async fn plain_blocks(&self, table: &str) -> Result<Option<i64>, ScrubError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT CASE WHEN relkind IN ('r', 'm') \
+                 THEN (pg_relation_size(oid) / current_setting('block_size')::int)::bigint END \
+                 FROM pg_class WHERE oid = to_regclass($1)",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "size"))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// The planner's view of a predicate: the share of the table it
+    /// selects, and whether its plan reads every block of the table.
+    async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<(f64, bool), ScrubError> {
         let stmt = self
             .client
             .prepare(&format!("EXPLAIN SELECT 1 FROM {table} WHERE {pred}"))
@@ -1116,6 +1261,7 @@ impl Postgres {
         let rows = self.client.query(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "estimate"))?;
         // The top plan line reads "... (cost=a..b rows=N width=w)".
         let line: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
+        let whole = rows.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));
         let rows = line
             .split("rows=")
             .nth(1)
@@ -1128,7 +1274,7 @@ impl Postgres {
             .await
             .map_err(|e| classify(e, "estimate"))?
             .get::<_, f64>(0);
-        Ok(rows / total)
+        Ok((rows / total, whole))
     }
 
     /// For tests and tools: runs SQL text as is.
