@@ -326,8 +326,6 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
     })
 }
 
-/// The advice when a statement other than a batch (a count, a plan, a
-/// catalog query) reaches the store's statement timeout.
 /// The refusal when a batch's records still do not read as anonymized
 /// after it: the next batch would select them again, and so on forever.
 pub(crate) fn not_anonymized(unfinished: i64, of: i64) -> ScrubError {
@@ -337,6 +335,8 @@ pub(crate) fn not_anonymized(unfinished: i64, of: i64) -> ScrubError {
     ))
 }
 
+/// The advice when a statement other than a batch (a count that cannot be
+/// split, a catalog query) reaches the store's statement timeout.
 pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
      limits.statementTimeout; raise it (batches keep to limits.targetBatchMillis whatever it is)";
 

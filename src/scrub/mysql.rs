@@ -53,7 +53,13 @@ pub struct Mysql {
     version: String,
     /// What integer time columns count (the Dataset's `unixTimeUnit`).
     unix_time: Option<UnixTimeUnit>,
+    /// The session's limits, which counts keep to.
+    limits: Limits,
 }
+
+/// Tables estimated to hold fewer records than this are counted in one
+/// statement, whatever the plan.
+const CHUNKED_COUNT_FROM_ROWS: f64 = 100_000.0;
 
 fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
     match e {
@@ -177,7 +183,7 @@ impl Mysql {
             format!("SET SESSION max_execution_time = {}", limits.statement_timeout.as_millis().max(1))
         };
         conn.query_drop(statement_timeout).await.map_err(|e| classify(e, "session setup"))?;
-        Ok(Mysql { conn: tokio::sync::Mutex::new(conn), version, unix_time: None })
+        Ok(Mysql { conn: tokio::sync::Mutex::new(conn), version, unix_time: None, limits: limits.clone() })
     }
 
     /// Reads integer time columns as counts of `unit` since 1970.
@@ -213,6 +219,9 @@ impl Mysql {
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
+        // Unique indexes of one column, found by grouping this table's index
+        // columns: a subquery correlated with `information_schema` would read
+        // the catalog of every table on the server for each row.
         let rows: Vec<ColumnRow> = self
             .conn
             .lock()
@@ -221,13 +230,12 @@ impl Mysql {
                 "SELECT c.COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
                         COALESCE(GENERATION_EXPRESSION, '') <> '', u.COLUMN_NAME IS NOT NULL, u.PREFIX
                    FROM information_schema.COLUMNS c
-                   LEFT JOIN (SELECT s.COLUMN_NAME, MIN(COALESCE(s.SUB_PART, 1 << 30)) AS PREFIX
-                                FROM information_schema.STATISTICS s
-                               WHERE s.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND s.TABLE_NAME = ? AND s.NON_UNIQUE = 0
-                                 AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS o
-                                                  WHERE o.TABLE_SCHEMA = s.TABLE_SCHEMA AND o.TABLE_NAME = s.TABLE_NAME
-                                                    AND o.INDEX_NAME = s.INDEX_NAME AND o.SEQ_IN_INDEX > 1)
-                               GROUP BY s.COLUMN_NAME) u ON u.COLUMN_NAME = c.COLUMN_NAME
+                   LEFT JOIN (SELECT one.COLUMN_NAME, MIN(one.PREFIX) AS PREFIX
+                                FROM (SELECT MIN(s.COLUMN_NAME) AS COLUMN_NAME, MIN(COALESCE(s.SUB_PART, 1 << 30)) AS PREFIX
+                                        FROM information_schema.STATISTICS s
+                                       WHERE s.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND s.TABLE_NAME = ? AND s.NON_UNIQUE = 0
+                                       GROUP BY s.INDEX_NAME HAVING COUNT(*) = 1) one
+                               GROUP BY one.COLUMN_NAME) u ON u.COLUMN_NAME = c.COLUMN_NAME
                   WHERE c.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND c.TABLE_NAME = ?",
                 (&schema, table.name.as_str(), &schema, table.name.as_str()),
             )
@@ -362,8 +370,38 @@ impl Mysql {
         }
     }
 
+    /// Counts what a condition matches. Where the table is large and the
+    /// server would read much of it, the count walks the primary key in
+    /// ranges, one statement each, sized to a fraction of the statement
+    /// timeout, inside one read-only transaction with a consistent
+    /// snapshot: the whole table as of one moment, as one statement would
+    /// read it, whatever its size. Otherwise one statement.
     async fn count_where(&self, table: &Table, cond: &str, values: Vec<Value>) -> Result<i64, ScrubError> {
-        let q = format!("SELECT COUNT(*) FROM {} WHERE {cond}", Self::qualified(table));
+        let name = Self::qualified(table);
+        let q = format!("SELECT COUNT(*) FROM {name} WHERE {cond}");
+        if self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS
+            && let Some(key) = self.walk_key(table, cond, &values, &self.limits).await?
+        {
+            let begin = [
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            ];
+            for q in begin {
+                self.conn.lock().await.query_drop(q).await.map_err(|e| classify(e, "count"))?;
+            }
+            let mut walk =
+                KeyWalk { db: self, table: name, key, statement: q, values, after: None, done: false, count: true };
+            let limits = Limits {
+                target_batch: self.limits.target_batch.min(self.limits.statement_timeout / 4),
+                max_records_per_second: None,
+                min_batch: 1,
+                ..self.limits.clone()
+            };
+            let counted = super::drive(&mut walk, &limits, 0, |_| {}).await;
+            let end = if counted.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let ended = self.conn.lock().await.query_drop(end).await.map_err(|e| classify(e, "count"));
+            return Ok(counted?.records_done).and_then(|n| ended.map(|()| n));
+        }
         let n: Option<i64> = self.conn.lock().await.exec_first(q, values).await.map_err(|e| classify(e, "count"))?;
         Ok(n.unwrap_or(0))
     }
@@ -641,6 +679,7 @@ impl Mysql {
                 values: values.clone(),
                 after: None,
                 done: false,
+                count: false,
             };
             outcome = super::drive(&mut walk, limits, done_before, &mut on_progress).await?;
             outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values.clone()).await?;
@@ -686,20 +725,30 @@ impl Mysql {
         };
         let number = |v: Value| mysql_async::from_value_opt::<Option<i64>>(v).ok().flatten().unwrap_or(0) as f64;
         let rows = number(rows);
-        let total: Option<Value> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
-                (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
-            )
-            .await
-            .map_err(|e| classify(e, "table size"))?;
-        let share = rows / total.map(number).unwrap_or(0.0).max(1.0);
+        drop(conn);
+        let share = rows / self.estimated_rows(table).await?.max(1.0);
         if share <= limits.block_pass_above {
             return Ok(None);
         }
         let quoted = sql::quote_names(Dialect::Mysql, key.iter().map(String::as_str))
             .map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
         Ok(Some(quoted))
+    }
+
+    /// The server's estimate of the records in a table (0 where it has none).
+    async fn estimated_rows(&self, table: &Table) -> Result<f64, ScrubError> {
+        let total: Option<Value> = self
+            .conn
+            .lock()
+            .await
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "table size"))?;
+        let total = total.and_then(|v| mysql_async::from_value_opt::<Option<i64>>(v).ok().flatten());
+        Ok(total.unwrap_or(0) as f64)
     }
 
     /// The primary key's columns in key order (none without a primary key).
@@ -802,6 +851,8 @@ struct KeyWalk<'a> {
     values: Vec<Value>,
     after: Option<Vec<Value>>,
     done: bool,
+    /// The statement is a `COUNT(*)`, its result what the range holds.
+    count: bool,
 }
 
 impl KeyWalk<'_> {
@@ -855,8 +906,16 @@ impl super::BatchSource for KeyWalk<'_> {
             q.push_str(&format!(" AND {to}"));
             values.extend(to_values);
         }
-        conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
-        let n = conn.affected_rows() as i64;
+        let n = if self.count {
+            conn.exec_first::<Option<i64>, _, _>(q, values)
+                .await
+                .map_err(|e| classify(e, "batch"))?
+                .flatten()
+                .unwrap_or(0)
+        } else {
+            conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
+            conn.affected_rows() as i64
+        };
         match upto {
             Some(u) => self.after = Some(u),
             None => self.done = true,

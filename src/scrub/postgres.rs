@@ -94,6 +94,9 @@ impl super::BatchSource for Limited<'_> {
 /// in one statement, whatever the plan.
 const CHUNKED_COUNT_FROM_BLOCKS: i64 = 1024;
 
+/// The most blocks one statement of a count reads.
+const COUNT_CHUNK_BLOCKS: i64 = 1024;
+
 /// One connection's share of a block pass: consecutive ranges of the
 /// table's blocks, read in physical order as a single scan would, each range
 /// its own statement. The last share is open-ended, for rows added past the
@@ -172,7 +175,10 @@ struct BlockCount<'a> {
 impl BlockCount<'_> {
     async fn count(&mut self, limits: &Limits) -> Result<i64, ScrubError> {
         let target = limits.target_batch.min(limits.statement_timeout / 4);
-        let sizing = Limits { target_batch: target, min_batch: 1, max_batch: 1 << 20, ..limits.clone() };
+        // At most 8 MiB (at the default block size) a statement: a larger
+        // range, read forwards, would evict its own last blocks, still in
+        // the buffers after a pass, by its first, before reading them.
+        let sizing = Limits { target_batch: target, min_batch: 1, max_batch: COUNT_CHUNK_BLOCKS, ..limits.clone() };
         let client = self.client;
         let savepoint =
             |q: &'static str| async move { client.batch_execute(q).await.map_err(|e| classify(e, "count")) };
