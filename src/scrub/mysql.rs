@@ -400,7 +400,9 @@ impl Mysql {
             let counted = super::drive(&mut walk, &limits, 0, |_| {}).await;
             let end = if counted.is_ok() { "COMMIT" } else { "ROLLBACK" };
             let ended = self.conn.lock().await.query_drop(end).await.map_err(|e| classify(e, "count"));
-            return Ok(counted?.records_done).and_then(|n| ended.map(|()| n));
+            let n = counted?.records_done;
+            ended?;
+            return Ok(n);
         }
         let n: Option<i64> = self.conn.lock().await.exec_first(q, values).await.map_err(|e| classify(e, "count"))?;
         Ok(n.unwrap_or(0))
