@@ -211,6 +211,36 @@ impl BlockCount<'_> {
     }
 }
 
+/// Opens the transaction of a split count: read-only, one snapshot for
+/// every statement, block ranges read as ranges rather than through an
+/// index.
+const COUNT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Within a split count's transaction: block ranges read as ranges, not
+/// through an index.
+const RANGES_ONLY: &str =
+    "SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off";
+
+/// Within a split count's transaction: the planner's own choice again.
+const ANY_SCAN: &str = "SET LOCAL enable_indexscan TO DEFAULT; SET LOCAL enable_indexonlyscan TO DEFAULT; \
+                        SET LOCAL enable_bitmapscan TO DEFAULT";
+
+/// The (schema, name) of every relation a JSON plan reads.
+fn scanned_relations(plan: &serde_json::Value, out: &mut std::collections::BTreeSet<(String, String)>) {
+    match plan {
+        serde_json::Value::Object(o) => {
+            if let (Some(schema), Some(rel)) =
+                (o.get("Schema").and_then(|v| v.as_str()), o.get("Relation Name").and_then(|v| v.as_str()))
+            {
+                out.insert((schema.to_string(), rel.to_string()));
+            }
+            o.values().for_each(|v| scanned_relations(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| scanned_relations(v, out)),
+        _ => {}
+    }
+}
+
 /// Read-only REPEATABLE READ transactions on one or more connections, all
 /// in the snapshot the first one takes: counts split into many statements
 /// that still read the table as of one moment.
@@ -221,10 +251,9 @@ impl CountSnapshot {
     /// own transaction sharing one snapshot, and ends every transaction
     /// whatever the outcome. The sum.
     async fn sum(counts: &mut [BlockCount<'_>], limits: &Limits) -> Result<i64, ScrubError> {
-        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL enable_indexscan = off; \
-                     SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off";
         let mut opened = Vec::new();
-        let mut result = match Self::open(counts, begin, &mut opened).await {
+        let begin = format!("{COUNT_BEGIN}; {RANGES_ONLY}");
+        let mut result = match Self::open(counts, &begin, &mut opened).await {
             Ok(()) => {
                 let sums = futures::future::join_all(counts.iter_mut().map(|c| c.count(limits))).await;
                 sums.into_iter().sum::<Result<i64, ScrubError>>()
@@ -737,39 +766,153 @@ impl Postgres {
     /// Counts what a predicate matches. Where the plan reads the whole
     /// table, or much of it, and the table is large, the count reads it in
     /// chunks of blocks within one snapshot ([`BlockCount`]), so it keeps
-    /// within the statement timeout however large the table; otherwise one
-    /// statement, through whatever index fits.
+    /// within the statement timeout however large the table; a partitioned
+    /// table, partition by partition (those its plan reads), each the same
+    /// way, all in one snapshot. Otherwise one statement, through whatever
+    /// index fits.
     async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
         let name = Self::qualified(table);
-        let limits = &self.again.1;
-        if let Some(blocks) = self.plain_blocks(&name).await?.filter(|b| *b >= CHUNKED_COUNT_FROM_BLOCKS) {
-            let (share, whole) = self.estimate(&name, predicate, params).await?;
-            if whole || share > limits.block_pass_above {
-                let mut ranged = self.params();
-                ranged.values = params.to_vec();
-                let from = ranged.push(Param::Text(String::new()));
-                let to = ranged.push(Param::Text(String::new()));
-                let q = format!(
-                    "SELECT count(*) FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
-                     AND {predicate}"
-                );
-                let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
-                let count = BlockCount {
-                    client: &self.client,
-                    stmt,
-                    params: ranged.values,
-                    first_block: 0,
-                    end_block: blocks,
-                    open_end: true,
-                };
-                return CountSnapshot::sum(&mut [count], limits).await;
+        if let Some(leaves) = self.scanned_leaves(&name, predicate, params).await? {
+            if leaves.iter().map(|l| l.1).sum::<i64>() >= CHUNKED_COUNT_FROM_BLOCKS {
+                return self.count_leaves(&leaves, predicate, params).await;
             }
+        } else if let Some(mut count) = self.block_count(&name, predicate, params).await? {
+            return CountSnapshot::sum(std::slice::from_mut(&mut count), &self.again.1).await;
         }
+        self.count_one(&name, predicate, params).await
+    }
+
+    /// Counts what a predicate matches in one statement.
+    async fn count_one(&self, name: &str, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
         let q = format!("SELECT count(*) FROM {name} WHERE {predicate}");
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
         let bound = bind(&stmt, params, &[])?;
         let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "count"))?;
         Ok(row.get(0))
+    }
+
+    /// The count of a plain table in chunks of blocks, where it is large and
+    /// its plan reads all of it or much of it; `None` otherwise.
+    async fn block_count(
+        &self,
+        name: &str,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<Option<BlockCount<'_>>, ScrubError> {
+        let Some(blocks) = self.plain_blocks(name).await?.filter(|b| *b >= CHUNKED_COUNT_FROM_BLOCKS) else {
+            return Ok(None);
+        };
+        let (share, whole) = self.estimate(name, predicate, params).await?;
+        if !whole && share <= self.again.1.block_pass_above {
+            return Ok(None);
+        }
+        let mut ranged = self.params();
+        ranged.values = params.to_vec();
+        let from = ranged.push(Param::Text(String::new()));
+        let to = ranged.push(Param::Text(String::new()));
+        let q = format!(
+            "SELECT count(*) FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
+             AND {predicate}"
+        );
+        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
+        Ok(Some(BlockCount {
+            client: &self.client,
+            stmt,
+            params: ranged.values,
+            first_block: 0,
+            end_block: blocks,
+            open_end: true,
+        }))
+    }
+
+    /// The partitions a predicate's plan on a partitioned table reads (after
+    /// pruning), as `regclass` names with their blocks; `None` for a table
+    /// that is not partitioned, or where a partition the plan reads is not
+    /// a plain table (a foreign table, say).
+    async fn scanned_leaves(
+        &self,
+        name: &str,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<Option<Vec<(String, i64)>>, ScrubError> {
+        let kind: Option<String> = self
+            .client
+            .query_opt("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", &[&name])
+            .await
+            .map_err(|e| classify(e, "partitions"))?
+            .map(|r| r.get(0));
+        if kind.as_deref() != Some("p") {
+            return Ok(None);
+        }
+        let stmt = self
+            .client
+            .prepare(&format!("EXPLAIN (FORMAT JSON, VERBOSE) SELECT 1 FROM {name} WHERE {predicate}"))
+            .await
+            .map_err(|e| classify(e, "partitions"))?;
+        let bound = bind(&stmt, params, &[])?;
+        let plan: serde_json::Value =
+            self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partitions"))?.get(0);
+        let mut read = std::collections::BTreeSet::new();
+        scanned_relations(&plan, &mut read);
+        let rows = self
+            .client
+            .query(
+                "SELECT c.oid::regclass::text, n.nspname::text, c.relname::text, c.relkind::text, \
+                        (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint \
+                   FROM pg_partition_tree(to_regclass($1)) t JOIN pg_class c ON c.oid = t.relid \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf ORDER BY 1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| classify(e, "partitions"))?;
+        let mut leaves = Vec::new();
+        for r in rows {
+            let (leaf, schema, rel, kind, blocks): (String, String, String, String, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            if !read.contains(&(schema, rel)) {
+                continue;
+            }
+            // Names come from the catalog, already quoted by regclass; still,
+            // only plain shapes are used.
+            if kind != "r" || !partition_name_ok(&leaf) {
+                return Ok(None);
+            }
+            leaves.push((leaf, blocks));
+        }
+        Ok(Some(leaves))
+    }
+
+    /// Counts what a predicate matches in each of a partitioned table's
+    /// partitions, each as a plain table would be, all in one snapshot.
+    async fn count_leaves(
+        &self,
+        leaves: &[(String, i64)],
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<i64, ScrubError> {
+        // Planned before the snapshot, with every kind of scan allowed.
+        let mut ways = Vec::new();
+        for (leaf, _) in leaves {
+            ways.push((leaf, self.block_count(leaf, predicate, params).await?));
+        }
+        self.client.batch_execute(COUNT_BEGIN).await.map_err(|e| classify(e, "count"))?;
+        let mut result = Ok(0);
+        for (leaf, way) in &mut ways {
+            let scans = if way.is_some() { RANGES_ONLY } else { ANY_SCAN };
+            let n = match (self.client.batch_execute(scans).await.map_err(|e| classify(e, "count")), way) {
+                (Ok(()), Some(count)) => count.count(&self.again.1).await,
+                (Ok(()), None) => self.count_one(leaf, predicate, params).await,
+                (Err(e), _) => Err(e),
+            };
+            result = result.and_then(|total| n.map(|n| total + n));
+            if result.is_err() {
+                break;
+            }
+        }
+        let ended = self.client.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+        let total = result?;
+        ended.map_err(|e| classify(e, "count"))?;
+        Ok(total)
     }
 
     /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
