@@ -844,14 +844,8 @@ impl Postgres {
         if kind.as_deref() != Some("p") {
             return Ok(None);
         }
-        let stmt = self
-            .client
-            .prepare(&format!("EXPLAIN (FORMAT JSON, VERBOSE) SELECT 1 FROM {name} WHERE {predicate}"))
-            .await
-            .map_err(|e| classify(e, "partitions"))?;
-        let bound = bind(&stmt, params, &[])?;
-        let plan: serde_json::Value =
-            self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "partitions"))?.get(0);
+        let plan = self.explain("(FORMAT JSON, VERBOSE)", name, predicate, params).await?;
+        let plan: serde_json::Value = plan.first().map(|r| r.get(0)).unwrap_or_default();
         let mut read = std::collections::BTreeSet::new();
         scanned_relations(&plan, &mut read);
         let rows = self
@@ -1382,6 +1376,20 @@ impl Postgres {
         }
     }
 
+    /// The plan of reading what a predicate matches, with EXPLAIN's options `how`.
+    async fn explain(
+        &self,
+        how: &str,
+        table: &str,
+        pred: &str,
+        params: &[Param],
+    ) -> Result<Vec<tokio_postgres::Row>, ScrubError> {
+        let q = format!("EXPLAIN {how} SELECT 1 FROM {table} WHERE {pred}");
+        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "plan"))?;
+        let bound = bind(&stmt, params, &[])?;
+        self.client.query(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "plan"))
+    }
+
     /// The blocks of a plain table (not a partitioned one, whose rows are
     /// in its partitions' blocks); `None` for anything else.
     async fn plain_blocks(&self, table: &str) -> Result<Option<i64>, ScrubError> {
@@ -1401,13 +1409,7 @@ impl Postgres {
     /// The planner's view of a predicate: the share of the table it
     /// selects, and whether its plan reads every block of the table.
     async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<(f64, bool), ScrubError> {
-        let stmt = self
-            .client
-            .prepare(&format!("EXPLAIN SELECT 1 FROM {table} WHERE {pred}"))
-            .await
-            .map_err(|e| classify(e, "estimate"))?;
-        let bound = bind(&stmt, params, &[])?;
-        let rows = self.client.query(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "estimate"))?;
+        let rows = self.explain("", table, pred, params).await?;
         // The top plan line reads "... (cost=a..b rows=N width=w)".
         let line: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
         let whole = rows.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));
