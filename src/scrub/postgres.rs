@@ -772,12 +772,20 @@ impl Postgres {
     /// index fits.
     async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
         let name = Self::qualified(table);
-        if let Some(leaves) = self.scanned_leaves(&name, predicate, params).await? {
-            if leaves.iter().map(|l| l.1).sum::<i64>() >= CHUNKED_COUNT_FROM_BLOCKS {
-                return self.count_leaves(&leaves, predicate, params).await;
+        match self.relation(&name).await? {
+            Some((kind, _)) if kind == "p" => {
+                if let Some(leaves) = self.scanned_leaves(&name, predicate, params).await?
+                    && leaves.iter().map(|l| l.1).sum::<i64>() >= CHUNKED_COUNT_FROM_BLOCKS
+                {
+                    return self.count_leaves(&leaves, predicate, params).await;
+                }
             }
-        } else if let Some(mut count) = self.block_count(&name, predicate, params).await? {
-            return CountSnapshot::sum(std::slice::from_mut(&mut count), &self.again.1).await;
+            Some((kind, blocks)) if kind == "r" || kind == "m" => {
+                if let Some(mut count) = self.block_count(&name, blocks, predicate, params).await? {
+                    return CountSnapshot::sum(std::slice::from_mut(&mut count), &self.again.1).await;
+                }
+            }
+            _ => {}
         }
         self.count_one(&name, predicate, params).await
     }
@@ -796,12 +804,13 @@ impl Postgres {
     async fn block_count(
         &self,
         name: &str,
+        blocks: i64,
         predicate: &str,
         params: &[Param],
     ) -> Result<Option<BlockCount<'_>>, ScrubError> {
-        let Some(blocks) = self.plain_blocks(name).await?.filter(|b| *b >= CHUNKED_COUNT_FROM_BLOCKS) else {
+        if blocks < CHUNKED_COUNT_FROM_BLOCKS {
             return Ok(None);
-        };
+        }
         let (share, whole) = self.estimate(name, predicate, params).await?;
         if !whole && share <= self.again.1.block_pass_above {
             return Ok(None);
@@ -826,24 +835,14 @@ impl Postgres {
     }
 
     /// The partitions a predicate's plan on a partitioned table reads (after
-    /// pruning), as `regclass` names with their blocks; `None` for a table
-    /// that is not partitioned, or where a partition the plan reads is not
-    /// a plain table (a foreign table, say).
+    /// pruning), as `regclass` names with their blocks; `None` where a
+    /// partition the plan reads is not a plain table (a foreign table, say).
     async fn scanned_leaves(
         &self,
         name: &str,
         predicate: &str,
         params: &[Param],
     ) -> Result<Option<Vec<(String, i64)>>, ScrubError> {
-        let kind: Option<String> = self
-            .client
-            .query_opt("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", &[&name])
-            .await
-            .map_err(|e| classify(e, "partitions"))?
-            .map(|r| r.get(0));
-        if kind.as_deref() != Some("p") {
-            return Ok(None);
-        }
         let plan = self.explain("(FORMAT JSON, VERBOSE)", name, predicate, params).await?;
         let plan: serde_json::Value = plan.first().map(|r| r.get(0)).unwrap_or_default();
         let mut read = std::collections::BTreeSet::new();
@@ -886,8 +885,8 @@ impl Postgres {
     ) -> Result<i64, ScrubError> {
         // Planned before the snapshot, with every kind of scan allowed.
         let mut ways = Vec::new();
-        for (leaf, _) in leaves {
-            ways.push((leaf, self.block_count(leaf, predicate, params).await?));
+        for (leaf, blocks) in leaves {
+            ways.push((leaf, self.block_count(leaf, *blocks, predicate, params).await?));
         }
         self.client.batch_execute(COUNT_BEGIN).await.map_err(|e| classify(e, "count"))?;
         let mut result = Ok(0);
@@ -1390,20 +1389,19 @@ impl Postgres {
         self.client.query(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "plan"))
     }
 
-    /// The blocks of a plain table (not a partitioned one, whose rows are
-    /// in its partitions' blocks); `None` for anything else.
-    async fn plain_blocks(&self, table: &str) -> Result<Option<i64>, ScrubError> {
+    /// A relation's kind (`pg_class.relkind`) and its blocks (none of its
+    /// own for a partitioned table, whose rows are in its partitions).
+    async fn relation(&self, table: &str) -> Result<Option<(String, i64)>, ScrubError> {
         let row = self
             .client
             .query_opt(
-                "SELECT CASE WHEN relkind IN ('r', 'm') \
-                 THEN (pg_relation_size(oid) / current_setting('block_size')::int)::bigint END \
+                "SELECT relkind::text, (pg_relation_size(oid) / current_setting('block_size')::int)::bigint \
                  FROM pg_class WHERE oid = to_regclass($1)",
                 &[&table],
             )
             .await
             .map_err(|e| classify(e, "size"))?;
-        Ok(row.and_then(|r| r.get(0)))
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// The planner's view of a predicate: the share of the table it
