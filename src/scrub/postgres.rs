@@ -769,7 +769,9 @@ impl Postgres {
     /// within the statement timeout however large the table; a partitioned
     /// table, partition by partition (those its plan reads), each the same
     /// way, all in one snapshot. Otherwise one statement, through whatever
-    /// index fits.
+    /// index fits; on a large table, in chunks after all where that
+    /// statement runs out of time (a selective count can still read much
+    /// of a huge table).
     async fn count_where(&self, table: &super::Table, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
         let name = Self::qualified(table);
         match self.relation(&name).await? {
@@ -780,10 +782,17 @@ impl Postgres {
                     return self.count_leaves(&leaves, predicate, params).await;
                 }
             }
-            Some((kind, blocks)) if kind == "r" || kind == "m" => {
-                if let Some(mut count) = self.block_count(&name, blocks, predicate, params).await? {
-                    return CountSnapshot::sum(std::slice::from_mut(&mut count), &self.again.1).await;
-                }
+            Some((kind, blocks)) if (kind == "r" || kind == "m") && blocks >= CHUNKED_COUNT_FROM_BLOCKS => {
+                let mut count = match self.block_count(&name, blocks, predicate, params).await? {
+                    Some(count) => count,
+                    // Through an index, in one statement; should even that
+                    // run out of time, in chunks of blocks after all.
+                    None => match self.count_statement(&name, predicate, params).await? {
+                        Err(e) if timed_out(&e) => self.chunks(&name, blocks, predicate, params).await?,
+                        counted => return counted.map_err(|e| classify(e, "count")),
+                    },
+                };
+                return CountSnapshot::sum(std::slice::from_mut(&mut count), &self.again.1).await;
             }
             _ => {}
         }
@@ -792,11 +801,22 @@ impl Postgres {
 
     /// Counts what a predicate matches in one statement.
     async fn count_one(&self, name: &str, predicate: &str, params: &[Param]) -> Result<i64, ScrubError> {
+        self.count_statement(name, predicate, params).await?.map_err(|e| classify(e, "count"))
+    }
+
+    /// [`Self::count_one`], with the server's own error where the count
+    /// itself fails, for the callers that count in chunks when it runs out
+    /// of time.
+    async fn count_statement(
+        &self,
+        name: &str,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<Result<i64, tokio_postgres::Error>, ScrubError> {
         let q = format!("SELECT count(*) FROM {name} WHERE {predicate}");
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
         let bound = bind(&stmt, params, &[])?;
-        let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "count"))?;
-        Ok(row.get(0))
+        Ok(self.client.query_one(&stmt, &as_refs(&bound)).await.map(|row| row.get(0)))
     }
 
     /// The count of a plain table in chunks of blocks, where it is large and
@@ -815,6 +835,17 @@ impl Postgres {
         if !whole && share <= self.again.1.block_pass_above {
             return Ok(None);
         }
+        self.chunks(name, blocks, predicate, params).await.map(Some)
+    }
+
+    /// The count of a plain table of `blocks` blocks in chunks of blocks.
+    async fn chunks(
+        &self,
+        name: &str,
+        blocks: i64,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<BlockCount<'_>, ScrubError> {
         let mut ranged = self.params();
         ranged.values = params.to_vec();
         let from = ranged.push(Param::Text(String::new()));
@@ -824,14 +855,14 @@ impl Postgres {
              AND {predicate}"
         );
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
-        Ok(Some(BlockCount {
+        Ok(BlockCount {
             client: &self.client,
             stmt,
             params: ranged.values,
             first_block: 0,
             end_block: blocks,
             open_end: true,
-        }))
+        })
     }
 
     /// The partitions a predicate's plan on a partitioned table reads (after
@@ -885,18 +916,13 @@ impl Postgres {
     ) -> Result<i64, ScrubError> {
         // Planned before the snapshot, with every kind of scan allowed.
         let mut ways = Vec::new();
-        for (leaf, blocks) in leaves {
-            ways.push((leaf, self.block_count(leaf, *blocks, predicate, params).await?));
+        for leaf in leaves {
+            ways.push((leaf, self.block_count(&leaf.0, leaf.1, predicate, params).await?));
         }
         self.client.batch_execute(COUNT_BEGIN).await.map_err(|e| classify(e, "count"))?;
         let mut result = Ok(0);
-        for (leaf, way) in &mut ways {
-            let scans = if way.is_some() { RANGES_ONLY } else { ANY_SCAN };
-            let n = match (self.client.batch_execute(scans).await.map_err(|e| classify(e, "count")), way) {
-                (Ok(()), Some(count)) => count.count(&self.again.1).await,
-                (Ok(()), None) => self.count_one(leaf, predicate, params).await,
-                (Err(e), _) => Err(e),
-            };
+        for ((leaf, blocks), way) in &mut ways {
+            let n = self.count_leaf(leaf, *blocks, way.as_mut(), predicate, params).await;
             result = result.and_then(|total| n.map(|n| total + n));
             if result.is_err() {
                 break;
@@ -906,6 +932,42 @@ impl Postgres {
         let total = result?;
         ended.map_err(|e| classify(e, "count"))?;
         Ok(total)
+    }
+
+    /// One partition's share of [`Self::count_leaves`], inside its
+    /// transaction: in chunks of blocks where planned so (`way`), else in
+    /// one statement, and in chunks after all where that statement runs out
+    /// of time on a partition large enough.
+    async fn count_leaf(
+        &self,
+        leaf: &str,
+        blocks: i64,
+        way: Option<&mut BlockCount<'_>>,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<i64, ScrubError> {
+        let run = |q: &'static str| async move { self.client.batch_execute(q).await.map_err(|e| classify(e, "count")) };
+        if let Some(count) = way {
+            run(RANGES_ONLY).await?;
+            return count.count(&self.again.1).await;
+        }
+        run(ANY_SCAN).await?;
+        if blocks < CHUNKED_COUNT_FROM_BLOCKS {
+            return self.count_one(leaf, predicate, params).await;
+        }
+        run("SAVEPOINT lethe_leaf").await?;
+        match self.count_statement(leaf, predicate, params).await? {
+            Err(e) if timed_out(&e) => {
+                run("ROLLBACK TO SAVEPOINT lethe_leaf").await?;
+                run(RANGES_ONLY).await?;
+                self.chunks(leaf, blocks, predicate, params).await?.count(&self.again.1).await
+            }
+            counted => {
+                let n = counted.map_err(|e| classify(e, "count"))?;
+                run("RELEASE SAVEPOINT lethe_leaf").await?;
+                Ok(n)
+            }
+        }
     }
 
     /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
