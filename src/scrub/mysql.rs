@@ -379,33 +379,55 @@ impl Mysql {
     async fn count_where(&self, table: &Table, cond: &str, values: Vec<Value>) -> Result<i64, ScrubError> {
         let name = Self::qualified(table);
         let q = format!("SELECT COUNT(*) FROM {name} WHERE {cond}");
-        if self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS
-            && let Some(key) = self.walk_key(table, cond, &values, &self.limits).await?
-        {
-            let begin = [
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-                "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-            ];
-            for q in begin {
-                self.conn.lock().await.query_drop(q).await.map_err(|e| classify(e, "count"))?;
-            }
-            let mut walk =
-                KeyWalk { db: self, table: name, key, statement: q, values, after: None, done: false, count: true };
-            let limits = Limits {
-                target_batch: self.limits.target_batch.min(self.limits.statement_timeout / 4),
-                max_records_per_second: None,
-                min_batch: 1,
-                ..self.limits.clone()
-            };
-            let counted = super::drive(&mut walk, &limits, 0, |_| {}).await;
-            let end = if counted.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            let ended = self.conn.lock().await.query_drop(end).await.map_err(|e| classify(e, "count"));
-            let n = counted?.records_done;
-            ended?;
-            return Ok(n);
+        let large = self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS;
+        if large && let Some(key) = self.walk_key(table, cond, &values, &self.limits).await? {
+            return self.walk_count(name, key, q, values).await;
         }
-        let n: Option<i64> = self.conn.lock().await.exec_first(q, values).await.map_err(|e| classify(e, "count"))?;
-        Ok(n.unwrap_or(0))
+        let counted: Result<Option<i64>, _> = self.conn.lock().await.exec_first(&q, values.clone()).await;
+        match counted {
+            // Through an index, and still too long for one statement: along
+            // the primary key after all, where there is one.
+            Err(mysql_async::Error::Server(e)) if large && matches!(e.code, 1969 | 3024) => {
+                let Some(key) = self.quoted_key(table).await? else {
+                    return Err(classify(mysql_async::Error::Server(e), "count"));
+                };
+                self.walk_count(name, key, q, values).await
+            }
+            counted => Ok(counted.map_err(|e| classify(e, "count"))?.unwrap_or(0)),
+        }
+    }
+
+    /// Counts what `q` (`SELECT COUNT(*) ... WHERE`) matches in ranges of
+    /// the primary key (`key`, quoted), each a statement sized to a quarter
+    /// of the statement timeout, all in one read-only snapshot.
+    async fn walk_count(
+        &self,
+        name: String,
+        key: Vec<String>,
+        q: String,
+        values: Vec<Value>,
+    ) -> Result<i64, ScrubError> {
+        let begin = [
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        ];
+        for q in begin {
+            self.conn.lock().await.query_drop(q).await.map_err(|e| classify(e, "count"))?;
+        }
+        let mut walk =
+            KeyWalk { db: self, table: name, key, statement: q, values, after: None, done: false, count: true };
+        let limits = Limits {
+            target_batch: self.limits.target_batch.min(self.limits.statement_timeout / 4),
+            max_records_per_second: None,
+            min_batch: 1,
+            ..self.limits.clone()
+        };
+        let counted = super::drive(&mut walk, &limits, 0, |_| {}).await;
+        let end = if counted.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.conn.lock().await.query_drop(end).await.map_err(|e| classify(e, "count"));
+        let n = counted?.records_done;
+        ended?;
+        Ok(n)
     }
 
     /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
@@ -712,10 +734,9 @@ impl Mysql {
         limits: &Limits,
     ) -> Result<Option<Vec<String>>, ScrubError> {
         let name = Self::qualified(table);
-        let key = self.primary_key(table).await?;
-        if key.is_empty() {
+        let Some(key) = self.quoted_key(table).await? else {
             return Ok(None);
-        }
+        };
         let mut conn = self.conn.lock().await;
         let plan: Vec<mysql_async::Row> = conn
             .exec(format!("EXPLAIN SELECT * FROM {name} WHERE {cond}"), values.to_vec())
@@ -729,11 +750,17 @@ impl Mysql {
         let rows = number(rows);
         drop(conn);
         let share = rows / self.estimated_rows(table).await?.max(1.0);
-        if share <= limits.block_pass_above {
+        Ok((share > limits.block_pass_above).then_some(key))
+    }
+
+    /// The table's primary key, quoted; `None` where it has none.
+    async fn quoted_key(&self, table: &Table) -> Result<Option<Vec<String>>, ScrubError> {
+        let key = self.primary_key(table).await?;
+        if key.is_empty() {
             return Ok(None);
         }
         let quoted = sql::quote_names(Dialect::Mysql, key.iter().map(String::as_str))
-            .map_err(|e| ScrubError::Config(format!("primary key of {name}: {e}")))?;
+            .map_err(|e| ScrubError::Config(format!("primary key of {}: {e}", Self::qualified(table))))?;
         Ok(Some(quoted))
     }
 
