@@ -371,8 +371,8 @@ impl Mysql {
     }
 
     /// Counts what a condition matches. Where the table is large and the
-    /// server would read much of it, the count walks the primary key in
-    /// ranges, one statement each, sized to a fraction of the statement
+    /// server would read much of it, the count walks the primary key (or a
+    /// unique key of NOT NULL columns) in ranges, one statement each, sized to a fraction of the statement
     /// timeout, inside one read-only transaction with a consistent
     /// snapshot: the whole table as of one moment, as one statement would
     /// read it, whatever its size. Otherwise one statement.
@@ -386,7 +386,7 @@ impl Mysql {
         let counted: Result<Option<i64>, _> = self.conn.lock().await.exec_first(&q, values.clone()).await;
         match counted {
             // Through an index, and still too long for one statement: along
-            // the primary key after all, where there is one.
+            // the key after all, where there is one.
             Err(mysql_async::Error::Server(e)) if large && matches!(e.code, 1969 | 3024) => {
                 let Some(key) = self.quoted_key(table).await? else {
                     return Err(classify(mysql_async::Error::Server(e), "count"));
@@ -693,7 +693,7 @@ impl Mysql {
         let walk_key = self.walk_key(&sel.table, &remaining_cond, &remaining_values, limits).await?;
         let walked = walk_key.is_some();
         if let Some(key) = walk_key {
-            // One pass along the primary key; then the count says whether rows
+            // One pass along the key; then the count says whether rows
             // were added or moved behind it meanwhile.
             let mut walk = KeyWalk {
                 db: self,
@@ -720,7 +720,7 @@ impl Mysql {
         Ok(outcome)
     }
 
-    /// The primary key to walk in consecutive ranges, when the server
+    /// The key to walk in consecutive ranges ([`Self::walk_columns`]), when the server
     /// estimates that the selection is more than `block_pass_above` of the
     /// table, or can find it only by reading the whole table. `... LIMIT n`
     /// batches would then read again, from the start, every row (or index
@@ -753,14 +753,14 @@ impl Mysql {
         Ok((share > limits.block_pass_above).then_some(key))
     }
 
-    /// The table's primary key, quoted; `None` where it has none.
+    /// The key to walk ([`Self::walk_columns`]), quoted; `None` where there is none.
     async fn quoted_key(&self, table: &Table) -> Result<Option<Vec<String>>, ScrubError> {
-        let key = self.primary_key(table).await?;
+        let key = self.walk_columns(table).await?;
         if key.is_empty() {
             return Ok(None);
         }
         let quoted = sql::quote_names(Dialect::Mysql, key.iter().map(String::as_str))
-            .map_err(|e| ScrubError::Config(format!("primary key of {}: {e}", Self::qualified(table))))?;
+            .map_err(|e| ScrubError::Config(format!("key of {}: {e}", Self::qualified(table))))?;
         Ok(Some(quoted))
     }
 
@@ -780,19 +780,38 @@ impl Mysql {
         Ok(total.unwrap_or(0) as f64)
     }
 
-    /// The primary key's columns in key order (none without a primary key).
-    async fn primary_key(&self, table: &Table) -> Result<Vec<String>, ScrubError> {
-        self.conn
+    /// The columns of the key to walk, in key order: the primary key, or
+    /// where there is none a unique key of NOT NULL columns, whole (no
+    /// prefix, no expression), which orders the records as totally (none
+    /// without either).
+    async fn walk_columns(&self, table: &Table) -> Result<Vec<String>, ScrubError> {
+        let rows: Vec<(String, Option<String>, bool)> = self
+            .conn
             .lock()
             .await
             .exec(
-                "SELECT COLUMN_NAME FROM information_schema.STATISTICS
-                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY'
-                  ORDER BY SEQ_IN_INDEX",
+                "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE <> 'YES' AND SUB_PART IS NULL
+                   FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
+                  ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
                 (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
             )
             .await
-            .map_err(|e| classify(e, "primary key"))
+            .map_err(|e| classify(e, "primary key"))?
+            .into_iter()
+            .map(|r: mysql_async::Row| {
+                let index: Option<String> = r.get_opt(0).and_then(Result::ok);
+                let column: Option<String> = r.get_opt(1).and_then(Result::ok).flatten();
+                let whole: Option<i64> = r.get_opt(2).and_then(Result::ok).flatten();
+                (index.unwrap_or_default(), column, whole == Some(1))
+            })
+            .collect();
+        // Rows of one index are adjacent, in key order.
+        Ok(rows
+            .chunk_by(|a, b| a.0 == b.0)
+            .find(|parts| parts.iter().all(|p| p.2 && p.1.is_some()))
+            .map(|parts| parts.iter().filter_map(|p| p.1.clone()).collect())
+            .unwrap_or_default())
     }
 
     /// Records the selection still leaves for the action to do.
@@ -867,7 +886,7 @@ impl super::Counting for Mysql {
     }
 }
 
-/// Consecutive ranges of the primary key, each one statement: the
+/// Consecutive ranges of the walked key, each one statement: the
 /// selection's statement narrowed to keys after `after` and up to `upto`,
 /// where `upto` lies `size` rows on (found through the key's own index).
 /// A key of several columns is compared column by column, spelled out, as
