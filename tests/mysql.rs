@@ -584,6 +584,15 @@ fn counts_of_a_large_table_keep_within_the_statement_timeout() {
         let kept = ids(&reader, "SELECT COUNT(*) FROM big_events WHERE at >= '2026-01-01' OR user_id = 3").await;
         let total = ids(&reader, "SELECT COUNT(*) FROM big_events").await;
         assert_eq!((kept, total), (BTreeSet::from([1_000_000 - selected]), BTreeSet::from([1_000_000 - selected])));
+        // The oldest record left past the cutoff (the held subject's), with
+        // no index on the time column: one statement runs out of time; read
+        // along the walked key.
+        let single = admin.query_i64("SELECT CAST(UNIX_TIMESTAMP(MIN(at)) AS SIGNED) FROM big_events WHERE at < '2026-01-01'").await;
+        assert!(single.as_ref().is_err_and(|e| e.to_string().contains("max_statement_time")), "{single:?}");
+        let past = Selection { held: vec![], ..sel.clone() };
+        let oldest = (1..=1_000_000i64).filter(|i| i % 2 == 1 && i % 45 == 3).map(|i| i % 300 + 1).max().unwrap();
+        let oldest = cutoff() - Duration::from_secs(3600 * oldest as u64);
+        assert_eq!(db.extreme(&past, &id("at"), false).await.unwrap(), Some(oldest));
     });
 }
 

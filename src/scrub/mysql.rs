@@ -381,32 +381,49 @@ impl Mysql {
         let q = format!("SELECT COUNT(*) FROM {name} WHERE {cond}");
         let large = self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS;
         if large && let Some(key) = self.walk_key(table, cond, &values, &self.limits).await? {
-            return self.walk_count(name, key, q, values).await;
+            return Ok(self.walk_read(name, key, q, values, Walking::Count).await?.0);
         }
         let counted: Result<Option<i64>, _> = self.conn.lock().await.exec_first(&q, values.clone()).await;
         match counted {
-            // Through an index, and still too long for one statement: along
-            // the key after all, where there is one.
-            Err(mysql_async::Error::Server(e)) if large && matches!(e.code, 1969 | 3024) => {
-                let Some(key) = self.quoted_key(table).await? else {
-                    return Err(classify(mysql_async::Error::Server(e), "count"));
-                };
-                self.walk_count(name, key, q, values).await
-            }
-            counted => Ok(counted.map_err(|e| classify(e, "count"))?.unwrap_or(0)),
+            Ok(n) => Ok(n.unwrap_or(0)),
+            // Through an index, and still too long for one statement.
+            Err(e) => Ok(self.walk_after(table, e, q, values, Walking::Count, "count").await?.0),
         }
     }
 
-    /// Counts what `q` (`SELECT COUNT(*) ... WHERE`) matches in ranges of
-    /// the primary key (`key`, quoted), each a statement sized to a quarter
-    /// of the statement timeout, all in one read-only snapshot.
-    async fn walk_count(
+    /// Where one statement `q` failed with `e`: if it ran out of time on a
+    /// large table with a key to walk, `q` again along that key
+    /// ([`Self::walk_read`]); else the error, as `what`.
+    async fn walk_after(
+        &self,
+        table: &Table,
+        e: mysql_async::Error,
+        q: String,
+        values: Vec<Value>,
+        walking: Walking,
+        what: &str,
+    ) -> Result<(i64, Option<i64>), ScrubError> {
+        if matches!(&e, mysql_async::Error::Server(s) if matches!(s.code, 1969 | 3024))
+            && self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS
+            && let Some(key) = self.quoted_key(table).await?
+        {
+            return self.walk_read(Self::qualified(table), key, q, values, walking).await;
+        }
+        Err(classify(e, what))
+    }
+
+    /// Runs `q` (`SELECT COUNT(*) ... WHERE`, or as `walking` says) in
+    /// ranges of the walked key (`key`, quoted), each a statement sized to
+    /// a quarter of the statement timeout, all in one read-only snapshot.
+    /// The count, or with [`Walking::Extreme`] the value found.
+    async fn walk_read(
         &self,
         name: String,
         key: Vec<String>,
         q: String,
         values: Vec<Value>,
-    ) -> Result<i64, ScrubError> {
+        walking: Walking,
+    ) -> Result<(i64, Option<i64>), ScrubError> {
         let begin = [
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
@@ -414,8 +431,17 @@ impl Mysql {
         for q in begin {
             self.conn.lock().await.query_drop(q).await.map_err(|e| classify(e, "count"))?;
         }
-        let mut walk =
-            KeyWalk { db: self, table: name, key, statement: q, values, after: None, done: false, count: true };
+        let mut walk = KeyWalk {
+            db: self,
+            table: name,
+            key,
+            statement: q,
+            values,
+            after: None,
+            done: false,
+            walking,
+            found: None,
+        };
         let limits = Limits {
             target_batch: self.limits.target_batch.min(self.limits.statement_timeout / 4),
             max_records_per_second: None,
@@ -427,10 +453,12 @@ impl Mysql {
         let ended = self.conn.lock().await.query_drop(end).await.map_err(|e| classify(e, "count"));
         let n = counted?.records_done;
         ended?;
-        Ok(n)
+        Ok((n, walk.found))
     }
 
-    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    /// The earliest (or, with `newest`, latest) value of `column` among the
+    /// records a selection matches: one statement, or along the walked key
+    /// where that runs out of time on a large table.
     pub async fn extreme(
         &self,
         sel: &Selection,
@@ -448,14 +476,16 @@ impl Mysql {
         } else {
             format!("UNIX_TIMESTAMP({agg}({c}))")
         };
-        let q = format!(
-            "SELECT CAST({value} AS SIGNED) FROM {} WHERE {}",
-            Self::qualified(&sel.table),
-            Self::where_clause(&b)
-        );
-        let n: Option<Option<i64>> =
-            self.conn.lock().await.exec_first(q, b.values).await.map_err(|e| classify(e, "oldest"))?;
-        match n.flatten() {
+        let name = Self::qualified(&sel.table);
+        let q = format!("SELECT CAST({value} AS SIGNED) FROM {name} WHERE {}", Self::where_clause(&b));
+        let found: Result<Option<Option<i64>>, _> = self.conn.lock().await.exec_first(&q, b.values.clone()).await;
+        let n = match found {
+            Ok(n) => n.flatten(),
+            // Too long for one statement: no index on the column, or one
+            // still holding an entry for each record a pass just deleted.
+            Err(e) => self.walk_after(&sel.table, e, q, b.values, Walking::Extreme { newest }, "oldest").await?.1,
+        };
+        match n {
             Some(n) if integer => Ok(super::unix_unit(column, self.unix_time)?.instant(n)),
             other => Ok(other.and_then(|s| chrono::DateTime::from_timestamp(s, 0))),
         }
@@ -703,7 +733,8 @@ impl Mysql {
                 values: values.clone(),
                 after: None,
                 done: false,
-                count: false,
+                walking: Walking::Change,
+                found: None,
             };
             outcome = super::drive(&mut walk, limits, done_before, &mut on_progress).await?;
             outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values.clone()).await?;
@@ -899,8 +930,20 @@ struct KeyWalk<'a> {
     values: Vec<Value>,
     after: Option<Vec<Value>>,
     done: bool,
-    /// The statement is a `COUNT(*)`, its result what the range holds.
-    count: bool,
+    walking: Walking,
+    /// The earliest or latest value so far, with [`Walking::Extreme`].
+    found: Option<i64>,
+}
+
+/// What each range of a [`KeyWalk`] runs.
+#[derive(Clone, Copy)]
+enum Walking {
+    /// The selection's `DELETE` or `UPDATE`: the records it changes.
+    Change,
+    /// A `COUNT(*)`: what the range holds.
+    Count,
+    /// A `MIN` (or, `newest`, `MAX`) as a number, kept in `found`.
+    Extreme { newest: bool },
 }
 
 impl KeyWalk<'_> {
@@ -954,15 +997,25 @@ impl super::BatchSource for KeyWalk<'_> {
             q.push_str(&format!(" AND {to}"));
             values.extend(to_values);
         }
-        let n = if self.count {
-            conn.exec_first::<Option<i64>, _, _>(q, values)
-                .await
-                .map_err(|e| classify(e, "batch"))?
-                .flatten()
-                .unwrap_or(0)
-        } else {
-            conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
-            conn.affected_rows() as i64
+        let n = match self.walking {
+            Walking::Change => {
+                conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
+                conn.affected_rows() as i64
+            }
+            Walking::Count | Walking::Extreme { .. } => {
+                let v = conn.exec_first::<Option<i64>, _, _>(q, values).await.map_err(|e| classify(e, "batch"))?;
+                let v = v.flatten();
+                match self.walking {
+                    Walking::Extreme { newest } => {
+                        self.found = match (self.found, v) {
+                            (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
+                            (a, b) => a.or(b),
+                        };
+                        0
+                    }
+                    _ => v.unwrap_or(0),
+                }
+            }
         };
         match upto {
             Some(u) => self.after = Some(u),

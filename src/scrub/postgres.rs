@@ -174,6 +174,17 @@ struct BlockCount<'a> {
 
 impl BlockCount<'_> {
     async fn count(&mut self, limits: &Limits) -> Result<i64, ScrubError> {
+        self.fold(limits, 0, |total, row| Ok(total + row.get::<_, i64>(0))).await
+    }
+
+    /// Runs the statement on every chunk, last first, folding each
+    /// chunk's row into `acc` with `add`.
+    async fn fold<T>(
+        &mut self,
+        limits: &Limits,
+        mut acc: T,
+        mut add: impl FnMut(T, &tokio_postgres::Row) -> Result<T, ScrubError>,
+    ) -> Result<T, ScrubError> {
         let target = limits.target_batch.min(limits.statement_timeout / 4);
         // At most 8 MiB (at the default block size) a statement: a larger
         // range, read forwards, would evict its own last blocks, still in
@@ -182,7 +193,7 @@ impl BlockCount<'_> {
         let client = self.client;
         let savepoint =
             |q: &'static str| async move { client.batch_execute(q).await.map_err(|e| classify(e, "count")) };
-        let (mut total, mut size, mut to) = (0i64, 128i64, self.end_block);
+        let (mut size, mut to) = (128i64, self.end_block);
         loop {
             let from = (to - size).max(self.first_block);
             set_range(&mut self.params, from, to, self.end_block, self.open_end);
@@ -192,9 +203,9 @@ impl BlockCount<'_> {
             match client.query_one(&self.stmt, &as_refs(&bound)).await {
                 Ok(row) => {
                     savepoint("RELEASE SAVEPOINT lethe_chunk").await?;
-                    total += row.get::<_, i64>(0);
+                    acc = add(acc, &row)?;
                     if from <= self.first_block {
-                        return Ok(total);
+                        return Ok(acc);
                     }
                     to = from;
                     size = super::next_batch_size(&sizing, size, t.elapsed());
@@ -846,12 +857,24 @@ impl Postgres {
         predicate: &str,
         params: &[Param],
     ) -> Result<BlockCount<'_>, ScrubError> {
+        self.chunked("count(*)", name, blocks, predicate, params).await
+    }
+
+    /// `SELECT <what>` of a plain table of `blocks` blocks, chunk by chunk.
+    async fn chunked(
+        &self,
+        what: &str,
+        name: &str,
+        blocks: i64,
+        predicate: &str,
+        params: &[Param],
+    ) -> Result<BlockCount<'_>, ScrubError> {
         let mut ranged = self.params();
         ranged.values = params.to_vec();
         let from = ranged.push(Param::Text(String::new()));
         let to = ranged.push(Param::Text(String::new()));
         let q = format!(
-            "SELECT count(*) FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
+            "SELECT {what} FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
              AND {predicate}"
         );
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
@@ -970,7 +993,12 @@ impl Postgres {
         }
     }
 
-    /// The earliest (or, with `newest`, latest) value of `column` among the records a selection matches.
+    /// The earliest (or, with `newest`, latest) value of `column` among the
+    /// records a selection matches. One statement, through the column's
+    /// index where there is one; on a large plain table, in chunks of
+    /// blocks where that runs out of time: right after a pass has deleted
+    /// many records, an index still holds an entry for each, and the
+    /// statement visits every one before it finds a record still there.
     pub async fn extreme(
         &self,
         sel: &Selection,
@@ -980,34 +1008,62 @@ impl Postgres {
         let agg = if newest { "max" } else { "min" };
         let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
-        let q = format!(
-            "SELECT {agg}({}) FROM {} WHERE {pred}",
-            sql::quote(Dialect::Postgres, column),
-            Self::qualified(&sel.table)
-        );
-        let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "oldest"))?;
-        let bound = bind(&stmt, &params.values, &[])?;
-        let row = self.client.query_one(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "oldest"))?;
+        let what = format!("{agg}({})", sql::quote(Dialect::Postgres, column));
+        let name = Self::qualified(&sel.table);
+        let stmt = self
+            .client
+            .prepare(&format!("SELECT {what} FROM {name} WHERE {pred}"))
+            .await
+            .map_err(|e| classify(e, "oldest"))?;
         let ty = stmt.columns()[0].type_().clone();
-        let count = |n: Option<i64>| -> Result<_, ScrubError> {
-            Ok(match n {
-                Some(n) => super::unix_unit(column, self.unix_time)?.instant(n),
-                None => None,
+        let unit = self.unix_time;
+        let instant = move |row: &tokio_postgres::Row| -> Result<_, ScrubError> {
+            let count = |n: Option<i64>| -> Result<_, ScrubError> {
+                Ok(match n {
+                    Some(n) => super::unix_unit(column, unit)?.instant(n),
+                    None => None,
+                })
+            };
+            // `infinity`, which a time type can hold, is no instant: none.
+            Ok(match ty {
+                Type::TIMESTAMPTZ => row.try_get(0).ok().flatten(),
+                Type::TIMESTAMP => {
+                    row.try_get::<_, Option<chrono::NaiveDateTime>>(0).ok().flatten().map(|t| t.and_utc())
+                }
+                Type::DATE => row
+                    .try_get::<_, Option<chrono::NaiveDate>>(0)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
+                Type::INT4 => count(row.get::<_, Option<i32>>(0).map(i64::from))?,
+                Type::INT8 => count(row.get(0))?,
+                ref other => return Err(ScrubError::Config(format!("time column {column} has type {other}"))),
             })
         };
-        // `infinity`, which a time type can hold, is no instant: none.
-        Ok(match ty {
-            Type::TIMESTAMPTZ => row.try_get(0).ok().flatten(),
-            Type::TIMESTAMP => row.try_get::<_, Option<chrono::NaiveDateTime>>(0).ok().flatten().map(|t| t.and_utc()),
-            Type::DATE => row
-                .try_get::<_, Option<chrono::NaiveDate>>(0)
-                .ok()
-                .flatten()
-                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
-            Type::INT4 => count(row.get::<_, Option<i32>>(0).map(i64::from))?,
-            Type::INT8 => count(row.get(0))?,
-            other => return Err(ScrubError::Config(format!("time column {column} has type {other}"))),
-        })
+        let bound = bind(&stmt, &params.values, &[])?;
+        let err = match self.client.query_one(&stmt, &as_refs(&bound)).await {
+            Ok(row) => return instant(&row),
+            Err(e) => e,
+        };
+        let blocks = match self.relation(&name).await? {
+            Some((kind, blocks)) if (kind == "r" || kind == "m") && blocks >= CHUNKED_COUNT_FROM_BLOCKS => blocks,
+            _ => 0,
+        };
+        if !timed_out(&err) || blocks == 0 {
+            return Err(classify(err, "oldest"));
+        }
+        let mut chunks = self.chunked(&what, &name, blocks, &pred, &params.values).await?;
+        let pick = |a: Option<chrono::DateTime<chrono::Utc>>, b| match (a, b) {
+            (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
+            (a, b) => a.or(b),
+        };
+        let begin = format!("{COUNT_BEGIN}; {RANGES_ONLY}");
+        self.client.batch_execute(&begin).await.map_err(|e| classify(e, "oldest"))?;
+        let found = chunks.fold(&self.again.1, None, |acc, row| Ok(pick(acc, instant(row)?))).await;
+        let ended = self.client.batch_execute(if found.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+        let found = found?;
+        ended.map_err(|e| classify(e, "oldest"))?;
+        Ok(found)
     }
 
     /// Records a selection would change now.
