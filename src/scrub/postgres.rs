@@ -1173,13 +1173,18 @@ impl Postgres {
     /// each as the key of every column it reads (`lower(email)` reads
     /// `email`). Records that hold the same values in those columns would
     /// collide in the index (where its condition holds for both, and NULLs
-    /// count as equal), so they serve to find hashes used again, not to
-    /// refuse rules.
-    async fn unique_indexes_on_expressions(&self, table: &str) -> Result<Vec<sql::UniqueKey>, ScrubError> {
+    /// count as equal), so they serve to find hashes used again. With each,
+    /// whether it has a condition, and whether it counts NULLs as equal
+    /// itself (`NULLS NOT DISTINCT`).
+    async fn unique_indexes_on_expressions(
+        &self,
+        table: &str,
+    ) -> Result<Vec<(sql::UniqueKey, bool, bool)>, ScrubError> {
         let rows = self
             .client
             .query(
-                "SELECT ic.relname::text, array_agg(DISTINCT a.attname::text)
+                "SELECT ic.relname::text, array_agg(DISTINCT a.attname::text), bool_or(i.indpred IS NOT NULL),
+                        bool_or(COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false))
                    FROM pg_index i
                    JOIN pg_class ic ON ic.oid = i.indexrelid
                    JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
@@ -1195,7 +1200,10 @@ impl Postgres {
             .map_err(|e| classify(e, "unique keys"))?;
         // A condition's column is NULL as often as not (`WHERE gone_at IS
         // NULL`): NULLs count as equal here.
-        Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: true }).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: true }, r.get(2), r.get(3)))
+            .collect())
     }
 
     /// Refuses anonymization rules the table cannot take, before any
@@ -1213,8 +1221,21 @@ impl Postgres {
         let column = column_of(&cols);
         let table = Self::qualified(&sel.table);
         let keys = self.unique_keys(&table).await?;
+        // An index on an expression (`lower(email)`), without a condition,
+        // is checked as a key of the columns it reads: records left with the
+        // same values there would collide in it. (Values only the expression
+        // makes equal, as `lower` does those differing in case, are not
+        // found; nor is an index with a condition checked ahead, which
+        // covers only the records the condition holds for.)
+        let on_expressions: Vec<sql::UniqueKey> = self
+            .unique_indexes_on_expressions(&table)
+            .await?
+            .into_iter()
+            .filter(|(_, condition, _)| !condition)
+            .map(|(key, _, nulls_equal)| sql::UniqueKey { nulls_equal, ..key })
+            .collect();
         // A key of one column is checked with the column's own rule.
-        for key in keys.iter().filter(|k| k.columns.len() > 1) {
+        for key in keys.iter().filter(|k| k.columns.len() > 1).chain(&on_expressions) {
             let risky = key.risky(rules, |c, f| c == f.as_str());
             if risky.is_empty() {
                 continue;
@@ -1261,7 +1282,8 @@ impl Postgres {
         keys: &[sql::UniqueKey],
     ) -> Result<i64, ScrubError> {
         let table = Self::qualified(&sel.table);
-        let keys = [keys, &self.unique_indexes_on_expressions(&table).await?].concat();
+        let on_expressions = self.unique_indexes_on_expressions(&table).await?;
+        let keys = [keys, &on_expressions.into_iter().map(|k| k.0).collect::<Vec<_>>()].concat();
         let mut p = self.params();
         let pred = sql::pg_predicate(sel, &mut p);
         let column = column_of(cols);
