@@ -372,10 +372,11 @@ impl Mysql {
 
     /// Counts what a condition matches. Where the table is large and the
     /// server would read much of it, the count walks the primary key (or a
-    /// unique key of NOT NULL columns) in ranges, one statement each, sized to a fraction of the statement
-    /// timeout, inside one read-only transaction with a consistent
-    /// snapshot: the whole table as of one moment, as one statement would
-    /// read it, whatever its size. Otherwise one statement.
+    /// unique key of NOT NULL columns) in ranges, one statement each, sized
+    /// to a fraction of the statement timeout, inside one read-only
+    /// transaction with a consistent snapshot: the whole table as of one
+    /// moment, as one statement would read it, whatever its size. Otherwise
+    /// one statement, walked after all where that runs out of time.
     async fn count_where(&self, table: &Table, cond: &str, values: Vec<Value>) -> Result<i64, ScrubError> {
         let name = Self::qualified(table);
         let q = format!("SELECT COUNT(*) FROM {name} WHERE {cond}");
@@ -751,12 +752,12 @@ impl Mysql {
         Ok(outcome)
     }
 
-    /// The key to walk in consecutive ranges ([`Self::walk_columns`]), when the server
-    /// estimates that the selection is more than `block_pass_above` of the
-    /// table, or can find it only by reading the whole table. `... LIMIT n`
-    /// batches would then read again, from the start, every row (or index
-    /// entry, until purged) the earlier batches passed over. Returns the
-    /// key's columns, quoted, in key order.
+    /// The key to walk in consecutive ranges ([`Self::walk_columns`]), when
+    /// the server estimates that the selection is more than
+    /// `block_pass_above` of the table, or can find it only by reading the
+    /// whole table. `... LIMIT n` batches would then read again, from the
+    /// start, every row (or index entry, until purged) the earlier batches
+    /// passed over. Returns the key's columns, quoted, in key order.
     async fn walk_key(
         &self,
         table: &Table,

@@ -1045,13 +1045,13 @@ impl Postgres {
             Ok(row) => return instant(&row),
             Err(e) => e,
         };
-        let blocks = match self.relation(&name).await? {
-            Some((kind, blocks)) if (kind == "r" || kind == "m") && blocks >= CHUNKED_COUNT_FROM_BLOCKS => blocks,
-            _ => 0,
-        };
-        if !timed_out(&err) || blocks == 0 {
+        if !timed_out(&err) {
             return Err(classify(err, "oldest"));
         }
+        let blocks = match self.relation(&name).await? {
+            Some((kind, blocks)) if (kind == "r" || kind == "m") && blocks >= CHUNKED_COUNT_FROM_BLOCKS => blocks,
+            _ => return Err(classify(err, "oldest")),
+        };
         let mut chunks = self.chunked(&what, &name, blocks, &pred, &params.values).await?;
         let pick = |a: Option<chrono::DateTime<chrono::Utc>>, b| match (a, b) {
             (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
