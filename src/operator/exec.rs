@@ -181,7 +181,14 @@ struct Writer<'a> {
     secrets: Vec<String>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// A writer of the run's status as it stands, keeping `secrets` out of
+    /// every message.
+    fn new(client: &'a Client, run: &'a ScrubRun, secrets: Vec<String>) -> Self {
+        let st = run.status.clone().unwrap_or_default();
+        Writer { client, run, shown: run.status.clone(), st, secrets }
+    }
+
     async fn flush(&mut self) -> Result<()> {
         // kstatus: in progress until the run ends.
         match self.st.phase {
@@ -302,7 +309,7 @@ pub async fn execute(
     // knows never leave it, whatever the message.
     let mut secrets: Vec<String> = inputs.identifiers.iter().flat_map(|m| m.values().cloned()).collect();
     secrets.extend(inputs.held.values().flat_map(|m| m.values().flatten().cloned()));
-    let mut w = Writer { client, run, shown: run.status.clone(), st: run.status.clone().unwrap_or_default(), secrets };
+    let mut w = Writer::new(client, run, secrets);
     w.st.observed_generation = run.metadata.generation;
     w.st.executor = Some(executor.to_string());
     match execute_with(&mut w, run, targets, inputs, digest_salt, observer).await {
@@ -767,13 +774,7 @@ impl From<String> for Error {
 
 /// Marks a run failed without executing it (something it needs is missing).
 pub async fn fail(client: &Client, run: &ScrubRun, reason: &str, message: String) -> Result<()> {
-    let mut w = Writer {
-        client,
-        run,
-        shown: run.status.clone(),
-        st: run.status.clone().unwrap_or_default(),
-        secrets: Vec::new(),
-    };
+    let mut w = Writer::new(client, run, Vec::new());
     w.st.observed_generation = run.metadata.generation;
     w.fail(reason, message).await.map(|_| ())
 }

@@ -326,6 +326,14 @@ pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, 
     })
 }
 
+/// The earlier (or, with `newest`, later) of two values, either absent.
+pub(crate) fn extreme_of<T: Ord>(a: Option<T>, b: Option<T>, newest: bool) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The refusal when a batch's records still do not read as anonymized
 /// after it: the next batch would select them again, and so on forever.
 pub(crate) fn not_anonymized(unfinished: i64, of: i64) -> ScrubError {

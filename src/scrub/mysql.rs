@@ -817,33 +817,22 @@ impl Mysql {
     /// prefix, no expression), which orders the records as totally (none
     /// without either).
     async fn walk_columns(&self, table: &Table) -> Result<Vec<String>, ScrubError> {
-        let rows: Vec<(String, Option<String>, bool)> = self
+        // A column that may be NULL, or only a prefix of it, reads as one
+        // without a name, which leaves its key out, as an expression does.
+        let rows: Vec<(String, Option<String>)> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE <> 'YES' AND SUB_PART IS NULL
+                "SELECT INDEX_NAME, IF(NULLABLE <> 'YES' AND SUB_PART IS NULL, COLUMN_NAME, NULL)
                    FROM information_schema.STATISTICS
                   WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
                   ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
                 (table.schema.as_ref().map(|s| s.as_str()), table.name.as_str()),
             )
             .await
-            .map_err(|e| classify(e, "primary key"))?
-            .into_iter()
-            .map(|r: mysql_async::Row| {
-                let index: Option<String> = r.get_opt(0).and_then(Result::ok);
-                let column: Option<String> = r.get_opt(1).and_then(Result::ok).flatten();
-                let whole: Option<i64> = r.get_opt(2).and_then(Result::ok).flatten();
-                (index.unwrap_or_default(), column, whole == Some(1))
-            })
-            .collect();
-        // Rows of one index are adjacent, in key order.
-        Ok(rows
-            .chunk_by(|a, b| a.0 == b.0)
-            .find(|parts| parts.iter().all(|p| p.2 && p.1.is_some()))
-            .map(|parts| parts.iter().filter_map(|p| p.1.clone()).collect())
-            .unwrap_or_default())
+            .map_err(|e| classify(e, "primary key"))?;
+        Ok(sql::UniqueKey::of_columns(rows).into_iter().next().map(|k| k.columns).unwrap_or_default())
     }
 
     /// Records the selection still leaves for the action to do.
@@ -1008,10 +997,7 @@ impl super::BatchSource for KeyWalk<'_> {
                 let v = v.flatten();
                 match self.walking {
                     Walking::Extreme { newest } => {
-                        self.found = match (self.found, v) {
-                            (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
-                            (a, b) => a.or(b),
-                        };
+                        self.found = super::extreme_of(self.found, v, newest);
                         0
                     }
                     _ => v.unwrap_or(0),

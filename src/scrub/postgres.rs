@@ -1053,13 +1053,10 @@ impl Postgres {
             _ => return Err(classify(err, "oldest")),
         };
         let mut chunks = self.chunked(&what, &name, blocks, &pred, &params.values).await?;
-        let pick = |a: Option<chrono::DateTime<chrono::Utc>>, b| match (a, b) {
-            (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
-            (a, b) => a.or(b),
-        };
         let begin = format!("{COUNT_BEGIN}; {RANGES_ONLY}");
         self.client.batch_execute(&begin).await.map_err(|e| classify(e, "oldest"))?;
-        let found = chunks.fold(&self.again.1, None, |acc, row| Ok(pick(acc, instant(row)?))).await;
+        let found =
+            chunks.fold(&self.again.1, None, |acc, row| Ok(super::extreme_of(acc, instant(row)?, newest))).await;
         let ended = self.client.batch_execute(if found.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
         let found = found?;
         ended.map_err(|e| classify(e, "oldest"))?;
