@@ -679,7 +679,10 @@ async fn execute_with(
                 .clone()
                 .or_else(|| (outcome.remaining > 0).then(|| "records still match; the next run continues".to_string())),
             verified_at: at,
-            oldest_remaining: past_window(&db, &sel, run).await?,
+            oldest_remaining: match outcome.oldest_past_cutoff {
+                Some(read) => read,
+                None => past_window(&db, &sel, run).await?,
+            },
             newest_kept: None,
             locked: locked.clone(),
         },

@@ -113,15 +113,6 @@ impl super::Counts {
     }
 }
 
-/// The earlier (or, with `newest`, later) of a running extreme and a time.
-pub fn extreme_of(best: Option<DateTime<Utc>>, t: DateTime<Utc>, newest: bool) -> DateTime<Utc> {
-    match best {
-        None => t,
-        Some(b) if newest => b.max(t),
-        Some(b) => b.min(t),
-    }
-}
-
 /// Where one record stands in a selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -219,6 +219,11 @@ pub struct Outcome {
     pub locked: Vec<Locked>,
     /// Redis keys without a TTL given the Dataset's `keys.maxTtl`.
     pub expiries_set: i64,
+    /// The oldest record left past the selection's cutoff, whatever kept
+    /// it (a hold, minimum retention), where the run's own last count read
+    /// it: `Some(None)` when none is left. `None` where the run did not;
+    /// [`driver::Driver::extreme`] reads it then.
+    pub oldest_past_cutoff: Option<Option<DateTime<Utc>>>,
 }
 
 /// Objects under an S3 Object Lock: deletable from `until`, or, under a

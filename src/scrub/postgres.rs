@@ -104,8 +104,10 @@ const COUNT_CHUNK_BLOCKS: i64 = 1024;
 struct BlockShare<'a> {
     client: &'a Client,
     delete: Statement,
-    /// What the selection matches in a range: the same parameters.
+    /// What the selection matches in a range (with `count_params`), and
+    /// the oldest record past the cutoff there where the selection has one.
     count: Statement,
+    count_params: Vec<Param>,
     /// The selection's parameters, then the range's two bounds.
     params: Vec<Param>,
     first_block: i64,
@@ -121,15 +123,18 @@ impl BlockShare<'_> {
         set_range(&mut self.params, from, to, self.end_block, self.open_end);
     }
 
-    /// The share's blocks, for the count after the pass.
-    fn counted(&self) -> BlockCount<'_> {
+    /// The share's blocks, for the count after the pass; with `oldest`,
+    /// the oldest record past the cutoff too.
+    fn counted(&self, oldest: Option<TimeReader>) -> BlockCount<'_> {
         BlockCount {
             client: self.client,
             stmt: self.count.clone(),
-            params: self.params.clone(),
+            params: self.count_params.clone(),
             first_block: self.first_block,
             end_block: self.end_block,
             open_end: self.open_end,
+            oldest,
+            oldest_found: None,
         }
     }
 }
@@ -170,11 +175,26 @@ struct BlockCount<'a> {
     end_block: i64,
     /// The range goes on past `end_block`, for rows added past the end.
     open_end: bool,
+    /// Where the statement also reads the earliest value of a time column
+    /// (its second column): how, and what [`Self::count`] found.
+    oldest: Option<TimeReader>,
+    oldest_found: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl BlockCount<'_> {
     async fn count(&mut self, limits: &Limits) -> Result<i64, ScrubError> {
-        self.fold(limits, 0, |total, row| Ok(total + row.get::<_, i64>(0))).await
+        let oldest = self.oldest.clone();
+        let (total, found) = self
+            .fold(limits, (0, None), |(total, found), row| {
+                let found = match &oldest {
+                    Some(time) => super::extreme_of(found, time.read(row)?, false),
+                    None => found,
+                };
+                Ok((total + row.get::<_, i64>(0), found))
+            })
+            .await?;
+        self.oldest_found = found;
+        Ok(total)
     }
 
     /// Runs the statement on every chunk, last first, folding each
@@ -249,6 +269,42 @@ fn scanned_relations(plan: &serde_json::Value, out: &mut std::collections::BTree
         }
         serde_json::Value::Array(a) => a.iter().for_each(|v| scanned_relations(v, out)),
         _ => {}
+    }
+}
+
+/// Reads one column of a statement's rows, of a time column's type, as
+/// instants.
+#[derive(Clone)]
+struct TimeReader {
+    column: Identifier,
+    ty: Type,
+    at: usize,
+    /// What an integer time column counts.
+    unit: Option<UnixTimeUnit>,
+}
+
+impl TimeReader {
+    fn read(&self, row: &tokio_postgres::Row) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let at = self.at;
+        let count = |n: Option<i64>| -> Result<_, ScrubError> {
+            Ok(match n {
+                Some(n) => super::unix_unit(&self.column, self.unit)?.instant(n),
+                None => None,
+            })
+        };
+        // `infinity`, which a time type can hold, is no instant: none.
+        Ok(match self.ty {
+            Type::TIMESTAMPTZ => row.try_get(at).ok().flatten(),
+            Type::TIMESTAMP => row.try_get::<_, Option<chrono::NaiveDateTime>>(at).ok().flatten().map(|t| t.and_utc()),
+            Type::DATE => row
+                .try_get::<_, Option<chrono::NaiveDate>>(at)
+                .ok()
+                .flatten()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
+            Type::INT4 => count(row.get::<_, Option<i32>>(at).map(i64::from))?,
+            Type::INT8 => count(row.get(at))?,
+            ref other => return Err(ScrubError::Config(format!("time column {} has type {other}", self.column))),
+        })
     }
 }
 
@@ -885,6 +941,8 @@ impl Postgres {
             first_block: 0,
             end_block: blocks,
             open_end: true,
+            oldest: None,
+            oldest_found: None,
         })
     }
 
@@ -1015,31 +1073,8 @@ impl Postgres {
             .prepare(&format!("SELECT {what} FROM {name} WHERE {pred}"))
             .await
             .map_err(|e| classify(e, "oldest"))?;
-        let ty = stmt.columns()[0].type_().clone();
-        let unit = self.unix_time;
-        let instant = move |row: &tokio_postgres::Row| -> Result<_, ScrubError> {
-            let count = |n: Option<i64>| -> Result<_, ScrubError> {
-                Ok(match n {
-                    Some(n) => super::unix_unit(column, unit)?.instant(n),
-                    None => None,
-                })
-            };
-            // `infinity`, which a time type can hold, is no instant: none.
-            Ok(match ty {
-                Type::TIMESTAMPTZ => row.try_get(0).ok().flatten(),
-                Type::TIMESTAMP => {
-                    row.try_get::<_, Option<chrono::NaiveDateTime>>(0).ok().flatten().map(|t| t.and_utc())
-                }
-                Type::DATE => row
-                    .try_get::<_, Option<chrono::NaiveDate>>(0)
-                    .ok()
-                    .flatten()
-                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
-                Type::INT4 => count(row.get::<_, Option<i32>>(0).map(i64::from))?,
-                Type::INT8 => count(row.get(0))?,
-                ref other => return Err(ScrubError::Config(format!("time column {column} has type {other}"))),
-            })
-        };
+        let time = self.time_reader(column, &stmt, 0);
+        let instant = |row: &tokio_postgres::Row| time.read(row);
         let bound = bind(&stmt, &params.values, &[])?;
         let err = match self.client.query_one(&stmt, &as_refs(&bound)).await {
             Ok(row) => return instant(&row),
@@ -1061,6 +1096,11 @@ impl Postgres {
         let found = found?;
         ended.map_err(|e| classify(e, "oldest"))?;
         Ok(found)
+    }
+
+    /// Reads column `at` of `stmt`'s rows, values of time column `column`.
+    fn time_reader(&self, column: &Identifier, stmt: &Statement, at: usize) -> TimeReader {
+        TimeReader { column: column.clone(), ty: stmt.columns()[at].type_().clone(), at, unit: self.unix_time }
     }
 
     /// Records a selection would change now.
@@ -1346,12 +1386,13 @@ impl Postgres {
             Action::Delete => {
                 let outcome = if block_pass {
                     let (outcome, left) =
-                        self.block_pass(&table, &pred, &params, limits, done_before, &mut on_progress).await?;
+                        self.block_pass(&table, sel, &pred, &params, limits, done_before, &mut on_progress).await?;
                     if left == 0 {
                         // The pass's own last count is the verification.
                         return Ok(Outcome { partitions, ..outcome });
                     }
-                    outcome
+                    // What it found is older than the batches to come.
+                    Outcome { oldest_past_cutoff: None, ..outcome }
                 } else {
                     Outcome { records_done: done_before, ..Outcome::default() }
                 };
@@ -1404,10 +1445,16 @@ impl Postgres {
     /// Deletes what a selection matches in one pass over the table's blocks,
     /// split between up to `limits.connections` connections, each taking a
     /// contiguous share. Returns the outcome and what the selection still
-    /// matches after the pass, counted once every share is done.
+    /// matches after the pass, counted once every share is done. The same
+    /// count reads the oldest record left past the cutoff, whatever kept
+    /// it, into the outcome: a read of its own would go through the time
+    /// column's index, which still holds an entry for every record the pass
+    /// deleted, each visited before the first one left.
+    #[allow(clippy::too_many_arguments)]
     async fn block_pass(
         &self,
         table: &str,
+        sel: &Selection,
         pred: &str,
         params: &Params,
         limits: &Limits,
@@ -1439,7 +1486,28 @@ impl Postgres {
         let mut range = params.clone();
         let from = range.push(Param::Text(String::new()));
         let to = range.push(Param::Text(String::new()));
-        let within = format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid AND {pred}");
+        let rows =
+            |from: &str, to: &str| format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid");
+        let within = format!("{} AND {pred}", rows(&from, &to));
+        // The count after the pass, and the oldest record past the cutoff.
+        let mut tally = self.params();
+        let tally_sql = match &sel.older_than {
+            Some((col, _)) => {
+                let past =
+                    sql::pg_predicate(&Selection { keep_newer_than: None, held: vec![], ..sel.clone() }, &mut tally);
+                let pred = sql::pg_predicate(sel, &mut tally);
+                let (from, to) = (tally.push(Param::Text(String::new())), tally.push(Param::Text(String::new())));
+                format!(
+                    "SELECT count(*) FILTER (WHERE {pred}), min({}) FROM {table} WHERE {} AND {past}",
+                    sql::quote(Dialect::Postgres, col),
+                    rows(&from, &to)
+                )
+            }
+            None => {
+                tally.values = range.values.clone();
+                format!("SELECT count(*) FROM {table} WHERE {within}")
+            }
+        };
         let dbs: Vec<&Postgres> = std::iter::once(self).chain(extra.iter()).collect();
         let k = dbs.len() as i64;
         let mut shares = Vec::with_capacity(dbs.len());
@@ -1449,7 +1517,8 @@ impl Postgres {
             shares.push(BlockShare {
                 client: &db.client,
                 delete: prepare(format!("DELETE FROM {table} WHERE {within}")).await?,
-                count: prepare(format!("SELECT count(*) FROM {table} WHERE {within}")).await?,
+                count: prepare(tally_sql.clone()).await?,
+                count_params: tally.values.clone(),
                 params: range.values.clone(),
                 first_block: first,
                 next_block: first,
@@ -1477,9 +1546,12 @@ impl Postgres {
         .await?;
         // One snapshot for every share's count: a row moved from one share's
         // blocks to another's is seen once, wherever it is.
-        let mut counts: Vec<BlockCount> = shares.iter().map(BlockShare::counted).collect();
+        let oldest = sel.older_than.as_ref().map(|(col, _)| self.time_reader(col, &shares[0].count, 1));
+        let mut counts: Vec<BlockCount> = shares.iter().map(|s| s.counted(oldest.clone())).collect();
         let left = CountSnapshot::sum(&mut counts, limits).await?;
-        let mut outcome = Outcome { records_done: done_before, ..Outcome::default() };
+        let oldest_past_cutoff =
+            oldest.map(|_| counts.iter().fold(None, |acc, c| super::extreme_of(acc, c.oldest_found, false)));
+        let mut outcome = Outcome { records_done: done_before, oldest_past_cutoff, ..Outcome::default() };
         for o in outcomes {
             outcome.records_done += o.records_done;
             outcome.batches += o.batches;

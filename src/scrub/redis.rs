@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 
-use super::keys::{Class, classify, extreme_of, fields, glob_escape, glob_match, matches, parse_time};
+use super::keys::{Class, classify, fields, glob_escape, glob_match, matches, parse_time};
 use super::{Action, Counts, Limits, Outcome, Progress, ScrubError, Selection};
 use crate::api::{Identifier, KeyLocation};
 
@@ -395,7 +395,7 @@ impl RedisDriver {
             }
             let vals: Vec<Option<String>> = p.query_async(&mut con).await.map_err(unavailable)?;
             for t in vals.iter().flatten().filter_map(|v| parse_time(v)) {
-                best = Some(extreme_of(best, t, newest));
+                best = super::extreme_of(best, Some(t), newest);
             }
         }
         Ok(best)

@@ -30,7 +30,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier, Object
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::keys::{Class, KEY_FIELD, classify, extreme_of, fields, glob_escape, parse_time};
+use super::keys::{Class, KEY_FIELD, classify, fields, glob_escape, parse_time};
 use super::{Action, Counts, Limits, Locked, Outcome, Progress, ScrubError, Selection};
 use crate::api::{FILE_TIME, Identifier, ObjectLocation};
 
@@ -675,7 +675,7 @@ impl S3Driver {
                     continue;
                 }
                 if let Some(t) = vals.get(i).cloned().flatten().as_deref().and_then(parse_time) {
-                    best = Some(extreme_of(best, t, newest));
+                    best = super::extreme_of(best, Some(t), newest);
                 }
             }
         }
