@@ -86,6 +86,10 @@ proptest! {
             assert_eq!(ids(&db, "SELECT id FROM events").await, expected, "exact survivors");
             assert_eq!(out.records_done, planned.selected);
             assert_eq!(out.remaining, 0);
+            // The closing count also read the oldest record left past the
+            // cutoff (held or under minimum retention).
+            let oldest = data.iter().filter(|(u, c, iss)| !selected(*u, *c, *iss, &held, with_minimum)).filter_map(|r| r.1).filter(|d| *d < 0).min();
+            assert_eq!(out.oldest_past_cutoff, Some(oldest.map(|d| cutoff() + chrono::Duration::hours(d * 12))));
         });
     }
 
@@ -600,6 +604,8 @@ fn counts_of_a_large_table_keep_within_the_statement_timeout() {
         let oldest = (1..=1_000_000i64).filter(|i| i % 2 == 1 && i % 45 == 3).map(|i| i % 300 + 1).max().unwrap();
         let oldest = cutoff() - Duration::from_secs(3600 * oldest as u64);
         assert_eq!(patiently(async || db.extreme(&past, &id("at"), false).await).await.unwrap(), Some(oldest));
+        // The run's closing count, along the same key, read it too.
+        assert_eq!(out.oldest_past_cutoff, Some(Some(oldest)));
     });
 }
 

@@ -466,19 +466,11 @@ impl Mysql {
         column: &Identifier,
         newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
-        let agg = if newest { "max" } else { "min" };
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
-        let integer = cols.iter().any(|x| x.name.eq_ignore_ascii_case(column.as_str()) && x.is_integer());
-        let c = sql::quote(Dialect::Mysql, column);
-        // Seconds since 1970, or the column's own count of its unit.
-        let value = if integer {
-            format!("LEAST({agg}({c}), 9000000000000000000)")
-        } else {
-            format!("UNIX_TIMESTAMP({agg}({c}))")
-        };
+        let time = TimeValue::of(column, &cols, newest);
         let name = Self::qualified(&sel.table);
-        let q = format!("SELECT CAST({value} AS SIGNED) FROM {name} WHERE {}", Self::where_clause(&b));
+        let q = format!("SELECT {} FROM {name} WHERE {}", time.sql, Self::where_clause(&b));
         let found: Result<Option<Option<i64>>, _> = self.conn.lock().await.exec_first(&q, b.values.clone()).await;
         let n = match found {
             Ok(n) => n.flatten(),
@@ -486,10 +478,46 @@ impl Mysql {
             // still holding an entry for each record a pass just deleted.
             Err(e) => self.walk_after(&sel.table, e, q, b.values, Walking::Extreme { newest }, "oldest").await?.1,
         };
-        match n {
-            Some(n) if integer => Ok(super::unix_unit(column, self.unix_time)?.instant(n)),
-            other => Ok(other.and_then(|s| chrono::DateTime::from_timestamp(s, 0))),
-        }
+        time.instant(n, self.unix_time)
+    }
+
+    /// The count closing a delete run (`cond`, `values`: what the selection
+    /// still matches) that also reads the oldest record left past the
+    /// selection's cutoff, held or under minimum retention: one statement,
+    /// or along the walked key as [`Self::count_where`] would count. Right
+    /// after a run, a read of that record of its own would go through the
+    /// time column's index, whose entries for the records just deleted
+    /// stay until the server purges them, each visited first.
+    async fn count_with_oldest(
+        &self,
+        sel: &Selection,
+        cols: &[Column],
+        cond: &str,
+        values: &[Value],
+    ) -> Result<(i64, Option<Option<chrono::DateTime<chrono::Utc>>>), ScrubError> {
+        let Some((column, _)) = &sel.older_than else {
+            return Ok((self.count_where(&sel.table, cond, values.to_vec()).await?, None));
+        };
+        let past =
+            Self::predicate(&Selection { keep_newer_than: None, held: vec![], ..sel.clone() }, cols, self.unix_time)?;
+        let past_cond = Self::where_clause(&past);
+        let time = TimeValue::of(column, cols, false);
+        let name = Self::qualified(&sel.table);
+        let q = format!("SELECT COUNT(CASE WHEN {cond} THEN 1 END), {} FROM {name} WHERE {past_cond}", time.sql);
+        let mut all = values.to_vec();
+        all.extend(past.values.iter().cloned());
+        let large = self.estimated_rows(&sel.table).await? >= CHUNKED_COUNT_FROM_ROWS;
+        let (n, found) =
+            if large && let Some(key) = self.walk_key(&sel.table, &past_cond, &past.values, &self.limits).await? {
+                self.walk_read(name, key, q, all, Walking::CountWithOldest).await?
+            } else {
+                let row: Result<Option<mysql_async::Row>, _> = self.conn.lock().await.exec_first(&q, all.clone()).await;
+                match row {
+                    Ok(row) => row.map(count_and_number).unwrap_or((0, None)),
+                    Err(e) => self.walk_after(&sel.table, e, q, all, Walking::CountWithOldest, "count").await?,
+                }
+            };
+        Ok((n, Some(time.instant(found, self.unix_time)?)))
     }
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
@@ -738,7 +766,8 @@ impl Mysql {
                 found: None,
             };
             outcome = super::drive(&mut walk, limits, done_before, &mut on_progress).await?;
-            outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values.clone()).await?;
+            (outcome.remaining, outcome.oldest_past_cutoff) =
+                self.count_left(sel, action, &cols, &remaining_cond, &remaining_values).await?;
         }
         if !walked || outcome.remaining > 0 {
             let mut source = MyBatches { db: self, statement, values };
@@ -746,10 +775,28 @@ impl Mysql {
             outcome.records_done = more.records_done;
             outcome.batches += more.batches;
             outcome.batch_durations.extend(more.batch_durations);
-            outcome.remaining = self.count_where(&sel.table, &remaining_cond, remaining_values).await?;
+            (outcome.remaining, outcome.oldest_past_cutoff) =
+                self.count_left(sel, action, &cols, &remaining_cond, &remaining_values).await?;
         }
         outcome.partitions = partitions;
         Ok(outcome)
+    }
+
+    /// What a run leaves for its action to do (`cond`, `values`), counted
+    /// after it; after a delete, with the oldest record left past the
+    /// cutoff ([`Self::count_with_oldest`]).
+    async fn count_left(
+        &self,
+        sel: &Selection,
+        action: &Action,
+        cols: &[Column],
+        cond: &str,
+        values: &[Value],
+    ) -> Result<(i64, Option<Option<chrono::DateTime<chrono::Utc>>>), ScrubError> {
+        match action {
+            Action::Delete => self.count_with_oldest(sel, cols, cond, values).await,
+            Action::Anonymize { .. } => Ok((self.count_where(&sel.table, cond, values.to_vec()).await?, None)),
+        }
     }
 
     /// The key to walk in consecutive ranges ([`Self::walk_columns`]), when
@@ -934,6 +981,49 @@ enum Walking {
     Count,
     /// A `MIN` (or, `newest`, `MAX`) as a number, kept in `found`.
     Extreme { newest: bool },
+    /// A count, then a `MIN` as a number, kept in `found`.
+    CountWithOldest,
+}
+
+/// A record's count and a number, the first two columns of `row`; none
+/// where a column is NULL or not an integer.
+fn count_and_number(row: mysql_async::Row) -> (i64, Option<i64>) {
+    let number = |i: usize| row.get_opt::<Option<i64>, _>(i).and_then(Result::ok).flatten();
+    (number(0).unwrap_or(0), number(1))
+}
+
+/// The earliest (or latest) value of a time column as a number a statement
+/// reads: seconds since 1970, or the column's own count of its unit.
+struct TimeValue {
+    sql: String,
+    integer: bool,
+    column: Identifier,
+}
+
+impl TimeValue {
+    fn of(column: &Identifier, cols: &[Column], newest: bool) -> TimeValue {
+        let agg = if newest { "max" } else { "min" };
+        let integer = cols.iter().any(|x| x.name.eq_ignore_ascii_case(column.as_str()) && x.is_integer());
+        let c = sql::quote(Dialect::Mysql, column);
+        let value = if integer {
+            format!("LEAST({agg}({c}), 9000000000000000000)")
+        } else {
+            format!("UNIX_TIMESTAMP({agg}({c}))")
+        };
+        TimeValue { sql: format!("CAST({value} AS SIGNED)"), integer, column: column.clone() }
+    }
+
+    /// The instant a number read stands for.
+    fn instant(
+        &self,
+        n: Option<i64>,
+        unit: Option<UnixTimeUnit>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        match n {
+            Some(n) if self.integer => Ok(super::unix_unit(&self.column, unit)?.instant(n)),
+            other => Ok(other.and_then(|s| chrono::DateTime::from_timestamp(s, 0))),
+        }
+    }
 }
 
 impl KeyWalk<'_> {
@@ -991,6 +1081,13 @@ impl super::BatchSource for KeyWalk<'_> {
             Walking::Change => {
                 conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
                 conn.affected_rows() as i64
+            }
+            Walking::CountWithOldest => {
+                let row: Option<mysql_async::Row> =
+                    conn.exec_first(q, values).await.map_err(|e| classify(e, "batch"))?;
+                let (n, v) = row.map(count_and_number).unwrap_or((0, None));
+                self.found = super::extreme_of(self.found, v, false);
+                n
             }
             Walking::Count | Walking::Extreme { .. } => {
                 let v = conn.exec_first::<Option<i64>, _, _>(q, values).await.map_err(|e| classify(e, "batch"))?;
