@@ -653,6 +653,52 @@ fn counts_of_a_large_table_keep_within_the_statement_timeout() {
     });
 }
 
+/// A table never analyzed has no row count in its statistics: its share a
+/// selection takes is the planner's estimate of both, so one subject's
+/// records are found through the identifier's index, not by reading every
+/// block of the table.
+#[test]
+fn a_subject_in_a_table_never_analyzed_is_found_through_its_index() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE fresh (id bigint PRIMARY KEY, user_id int NOT NULL, at timestamptz NOT NULL)
+               WITH (autovacuum_enabled = false);
+             CREATE INDEX fresh_user ON fresh (user_id);
+             INSERT INTO fresh SELECT g, g % 1000, timestamptz '2025-01-01' + g * interval '1 minute'
+               FROM generate_series(1, 200000) g;",
+        )
+        .await
+        .unwrap();
+        let never: f32 =
+            db.client().query_one("SELECT reltuples FROM pg_class WHERE relname = 'fresh'", &[]).await.unwrap().get(0);
+        assert!(never < 1.0, "the table must not have been analyzed: {never}");
+        let sel = Selection {
+            table: table("fresh"),
+            older_than: None,
+            subject: vec![(id("user_id"), vec!["7".into()])],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        // The first batch says the way: `initial_batch` records through the
+        // index, or the subject's records in the first 128 blocks (about 19).
+        let limits = Limits { initial_batch: 7, ..Limits::default() };
+        let mut first = None;
+        let out = db
+            .run(&sel, &Action::Delete, &limits, 0, |p| {
+                first.get_or_insert(p.last_batch_size);
+            })
+            .await
+            .unwrap();
+        assert_eq!(first, Some(7), "batches found through the index");
+        assert_eq!((out.records_done, out.remaining), (200, 0));
+        let left = ids(&db, "SELECT count(*) FROM fresh WHERE user_id = 7").await;
+        let total = ids(&db, "SELECT count(*) FROM fresh").await;
+        assert_eq!((left, total), (BTreeSet::from([0]), BTreeSet::from([199_800])));
+    });
+}
+
 /// A read that is not split (a count of a table under 8 MiB, in one
 /// statement) and runs past the statement timeout fails with the advice to
 /// raise it, not as a busy store to retry: it would time out again on

@@ -308,6 +308,12 @@ impl TimeReader {
     }
 }
 
+/// The rows a plan's top line estimates: "... (cost=a..b rows=N width=w)".
+fn planned_rows(plan: &[tokio_postgres::Row]) -> f64 {
+    let line: String = plan.first().map(|r| r.get(0)).unwrap_or_default();
+    line.split("rows=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+}
+
 /// Read-only REPEATABLE READ transactions on one or more connections, all
 /// in the snapshot the first one takes: counts split into many statements
 /// that still read the table as of one moment.
@@ -1616,23 +1622,13 @@ impl Postgres {
     /// The planner's view of a predicate: the share of the table it
     /// selects, and whether its plan reads every block of the table.
     async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<(f64, bool), ScrubError> {
-        let rows = self.explain("", table, pred, params).await?;
-        // The top plan line reads "... (cost=a..b rows=N width=w)".
-        let line: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
-        let whole = rows.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));
-        let rows = line
-            .split("rows=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let total = self
-            .client
-            .query_one("SELECT greatest(reltuples, 1)::float8 FROM pg_class WHERE oid = to_regclass($1)", &[&table])
-            .await
-            .map_err(|e| classify(e, "estimate"))?
-            .get::<_, f64>(0);
-        Ok((rows / total, whole))
+        let plan = self.explain("", table, pred, params).await?;
+        let whole = plan.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));
+        // The whole table as the same planner sees it: from its statistics
+        // scaled to its size now, or from its size alone where it has never
+        // been analyzed (`reltuples` still -1, no count to divide by).
+        let total = planned_rows(&self.explain("", table, "true", &[]).await?);
+        Ok((planned_rows(&plan) / total.max(1.0), whole))
     }
 
     /// For tests and tools: runs SQL text as is.
