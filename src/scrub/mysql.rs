@@ -513,7 +513,7 @@ impl Mysql {
             } else {
                 let row: Result<Option<mysql_async::Row>, _> = self.conn.lock().await.exec_first(&q, all.clone()).await;
                 match row {
-                    Ok(row) => row.map(count_and_number).unwrap_or((0, None)),
+                    Ok(row) => count_and_number(row)?,
                     Err(e) => self.walk_after(&sel.table, e, q, all, Walking::CountWithOldest, "count").await?,
                 }
             };
@@ -985,11 +985,14 @@ enum Walking {
     CountWithOldest,
 }
 
-/// A record's count and a number, the first two columns of `row`; none
-/// where a column is NULL or not an integer.
-fn count_and_number(row: mysql_async::Row) -> (i64, Option<i64>) {
-    let number = |i: usize| row.get_opt::<Option<i64>, _>(i).and_then(Result::ok).flatten();
-    (number(0).unwrap_or(0), number(1))
+/// A count and a number, the first two columns of `row` (the number none
+/// where NULL); a count that does not read as one is an error, never 0.
+fn count_and_number(row: Option<mysql_async::Row>) -> Result<(i64, Option<i64>), ScrubError> {
+    let Some(row) = row else { return Ok((0, None)) };
+    let number = |i: usize| row.get_opt::<Option<i64>, _>(i).and_then(Result::ok);
+    let count =
+        number(0).flatten().ok_or_else(|| ScrubError::Unavailable("count: the server returned no count".into()))?;
+    Ok((count, number(1).flatten()))
 }
 
 /// The earliest (or latest) value of a time column as a number a statement
@@ -1085,7 +1088,7 @@ impl super::BatchSource for KeyWalk<'_> {
             Walking::CountWithOldest => {
                 let row: Option<mysql_async::Row> =
                     conn.exec_first(q, values).await.map_err(|e| classify(e, "batch"))?;
-                let (n, v) = row.map(count_and_number).unwrap_or((0, None));
+                let (n, v) = count_and_number(row)?;
                 self.found = super::extreme_of(self.found, v, false);
                 n
             }
