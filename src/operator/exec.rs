@@ -688,7 +688,7 @@ async fn execute_with(
         },
         RunPurpose::Erasure => {
             // What the action left undone, plus what minimum retention and holds kept.
-            let everything = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
+            let everything = sel.with_kept();
             let kept = db.count(&everything).await? - db.count(&sel).await?;
             let remaining = outcome.remaining + kept;
             let reason = if remaining == 0 {
@@ -765,8 +765,7 @@ async fn past_window(db: &Driver, sel: &Selection, run: &ScrubRun) -> Result<Opt
     if run.spec.purpose != RunPurpose::Retention {
         return Ok(None);
     }
-    let all = Selection { keep_newer_than: None, held: vec![], ..sel.clone() };
-    Ok(db.extreme(&all, col, false).await?)
+    Ok(db.extreme(&sel.with_kept(), col, false).await?)
 }
 
 impl From<String> for Error {

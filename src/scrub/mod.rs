@@ -104,6 +104,12 @@ pub fn delete_only(action: &Action, store: &str) -> Result<(), ScrubError> {
 }
 
 impl Selection {
+    /// The same selection with what keeps records from it set aside (holds,
+    /// minimum retention): every record past its cutoff, of its subject.
+    pub fn with_kept(&self) -> Selection {
+        Selection { keep_newer_than: None, held: vec![], ..self.clone() }
+    }
+
     /// A selection with no condition at all would select every record;
     /// refuse it so no bug upstream can turn into a table wipe.
     pub fn check(&self) -> Result<(), ScrubError> {

@@ -378,17 +378,31 @@ impl Mysql {
     /// moment, as one statement would read it, whatever its size. Otherwise
     /// one statement, walked after all where that runs out of time.
     async fn count_where(&self, table: &Table, cond: &str, values: Vec<Value>) -> Result<i64, ScrubError> {
-        let name = Self::qualified(table);
-        let q = format!("SELECT COUNT(*) FROM {name} WHERE {cond}");
+        let q = format!("SELECT COUNT(*) FROM {} WHERE {cond}", Self::qualified(table));
+        Ok(self.count_read(table, q, values.clone(), cond, &values).await?.0)
+    }
+
+    /// Runs `q`, a count (and, as a second column, perhaps a `MIN` as a
+    /// number) of the records `cond` matches, as [`Self::count_where`] says:
+    /// along the walked key, or one statement, walked after all where that
+    /// runs out of time.
+    async fn count_read(
+        &self,
+        table: &Table,
+        q: String,
+        values: Vec<Value>,
+        cond: &str,
+        cond_values: &[Value],
+    ) -> Result<(i64, Option<i64>), ScrubError> {
         let large = self.estimated_rows(table).await? >= CHUNKED_COUNT_FROM_ROWS;
-        if large && let Some(key) = self.walk_key(table, cond, &values, &self.limits).await? {
-            return Ok(self.walk_read(name, key, q, values, Walking::Count).await?.0);
+        if large && let Some(key) = self.walk_key(table, cond, cond_values, &self.limits).await? {
+            return self.walk_read(Self::qualified(table), key, q, values, Walking::Count).await;
         }
-        let counted: Result<Option<i64>, _> = self.conn.lock().await.exec_first(&q, values.clone()).await;
+        let counted: Result<Option<mysql_async::Row>, _> = self.conn.lock().await.exec_first(&q, values.clone()).await;
         match counted {
-            Ok(n) => Ok(n.unwrap_or(0)),
+            Ok(row) => count_and_number(row),
             // Through an index, and still too long for one statement.
-            Err(e) => Ok(self.walk_after(table, e, q, values, Walking::Count, "count").await?.0),
+            Err(e) => self.walk_after(table, e, q, values, Walking::Count, "count").await,
         }
     }
 
@@ -416,7 +430,7 @@ impl Mysql {
     /// Runs `q` (`SELECT COUNT(*) ... WHERE`, or as `walking` says) in
     /// ranges of the walked key (`key`, quoted), each a statement sized to
     /// a quarter of the statement timeout, all in one read-only snapshot.
-    /// The count, or with [`Walking::Extreme`] the value found.
+    /// The count (none with [`Walking::Extreme`]) and the value the walk kept.
     async fn walk_read(
         &self,
         name: String,
@@ -498,25 +512,14 @@ impl Mysql {
         let Some((column, _)) = &sel.older_than else {
             return Ok((self.count_where(&sel.table, cond, values.to_vec()).await?, None));
         };
-        let past =
-            Self::predicate(&Selection { keep_newer_than: None, held: vec![], ..sel.clone() }, cols, self.unix_time)?;
+        let past = Self::predicate(&sel.with_kept(), cols, self.unix_time)?;
         let past_cond = Self::where_clause(&past);
         let time = TimeValue::of(column, cols, false);
         let name = Self::qualified(&sel.table);
         let q = format!("SELECT COUNT(CASE WHEN {cond} THEN 1 END), {} FROM {name} WHERE {past_cond}", time.sql);
         let mut all = values.to_vec();
         all.extend(past.values.iter().cloned());
-        let large = self.estimated_rows(&sel.table).await? >= CHUNKED_COUNT_FROM_ROWS;
-        let (n, found) =
-            if large && let Some(key) = self.walk_key(&sel.table, &past_cond, &past.values, &self.limits).await? {
-                self.walk_read(name, key, q, all, Walking::CountWithOldest).await?
-            } else {
-                let row: Result<Option<mysql_async::Row>, _> = self.conn.lock().await.exec_first(&q, all.clone()).await;
-                match row {
-                    Ok(row) => count_and_number(row)?,
-                    Err(e) => self.walk_after(&sel.table, e, q, all, Walking::CountWithOldest, "count").await?,
-                }
-            };
+        let (n, found) = self.count_read(&sel.table, q, all, &past_cond, &past.values).await?;
         Ok((n, Some(time.instant(found, self.unix_time)?)))
     }
 
@@ -977,12 +980,11 @@ struct KeyWalk<'a> {
 enum Walking {
     /// The selection's `DELETE` or `UPDATE`: the records it changes.
     Change,
-    /// A `COUNT(*)`: what the range holds.
+    /// A count: what the range holds; and where the statement reads a
+    /// second column, a `MIN` as a number, kept in `found`.
     Count,
     /// A `MIN` (or, `newest`, `MAX`) as a number, kept in `found`.
     Extreme { newest: bool },
-    /// A count, then a `MIN` as a number, kept in `found`.
-    CountWithOldest,
 }
 
 /// A count and a number, the first two columns of `row` (the number none
@@ -1085,23 +1087,17 @@ impl super::BatchSource for KeyWalk<'_> {
                 conn.exec_drop(q, values).await.map_err(|e| classify(e, "batch"))?;
                 conn.affected_rows() as i64
             }
-            Walking::CountWithOldest => {
+            Walking::Count => {
                 let row: Option<mysql_async::Row> =
                     conn.exec_first(q, values).await.map_err(|e| classify(e, "batch"))?;
                 let (n, v) = count_and_number(row)?;
                 self.found = super::extreme_of(self.found, v, false);
                 n
             }
-            Walking::Count | Walking::Extreme { .. } => {
+            Walking::Extreme { newest } => {
                 let v = conn.exec_first::<Option<i64>, _, _>(q, values).await.map_err(|e| classify(e, "batch"))?;
-                let v = v.flatten();
-                match self.walking {
-                    Walking::Extreme { newest } => {
-                        self.found = super::extreme_of(self.found, v, newest);
-                        0
-                    }
-                    _ => v.unwrap_or(0),
-                }
+                self.found = super::extreme_of(self.found, v.flatten(), newest);
+                0
             }
         };
         match upto {

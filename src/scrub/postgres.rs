@@ -149,6 +149,12 @@ fn set_range(params: &mut [Param], from: i64, to: i64, end: i64, open_end: bool)
     params[i + 1] = Param::Text(format!("({to},0)"));
 }
 
+/// The rows of the blocks between two row ids, the parameters `from` and
+/// `to` (bound as text, see [`set_range`]).
+fn block_range(from: &str, to: &str) -> String {
+    format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid")
+}
+
 /// Whether a statement was cancelled by the session's statement timeout.
 fn timed_out(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::QUERY_CANCELED)
@@ -935,10 +941,7 @@ impl Postgres {
         ranged.values = params.to_vec();
         let from = ranged.push(Param::Text(String::new()));
         let to = ranged.push(Param::Text(String::new()));
-        let q = format!(
-            "SELECT {what} FROM {name} WHERE ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid \
-             AND {predicate}"
-        );
+        let q = format!("SELECT {what} FROM {name} WHERE {} AND {predicate}", block_range(&from, &to));
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "count"))?;
         Ok(BlockCount {
             client: &self.client,
@@ -1492,21 +1495,18 @@ impl Postgres {
         let mut range = params.clone();
         let from = range.push(Param::Text(String::new()));
         let to = range.push(Param::Text(String::new()));
-        let rows =
-            |from: &str, to: &str| format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid");
-        let within = format!("{} AND {pred}", rows(&from, &to));
+        let within = format!("{} AND {pred}", block_range(&from, &to));
         // The count after the pass, and the oldest record past the cutoff.
         let mut tally = self.params();
         let tally_sql = match &sel.older_than {
             Some((col, _)) => {
-                let past =
-                    sql::pg_predicate(&Selection { keep_newer_than: None, held: vec![], ..sel.clone() }, &mut tally);
+                let past = sql::pg_predicate(&sel.with_kept(), &mut tally);
                 let pred = sql::pg_predicate(sel, &mut tally);
                 let (from, to) = (tally.push(Param::Text(String::new())), tally.push(Param::Text(String::new())));
                 format!(
                     "SELECT count(*) FILTER (WHERE {pred}), min({}) FROM {table} WHERE {} AND {past}",
                     sql::quote(Dialect::Postgres, col),
-                    rows(&from, &to)
+                    block_range(&from, &to)
                 )
             }
             None => {
