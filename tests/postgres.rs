@@ -699,6 +699,65 @@ fn a_subject_in_a_table_never_analyzed_is_found_through_its_index() {
     });
 }
 
+/// A pass run again after one that was stopped finds the first blocks
+/// already emptied. Ranges of them take little time, so the ranges grow;
+/// the first range that deletes anything still covers no more than a first
+/// range would: it starts at the first block holding a selected record and
+/// spans 128 blocks, however far the empty ranges grew.
+#[test]
+fn a_pass_after_emptied_blocks_starts_where_the_records_are_and_deletes_a_bounded_range() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE resumed (id bigint PRIMARY KEY, user_id int NOT NULL, at timestamptz NOT NULL)
+               WITH (autovacuum_enabled = false);
+             INSERT INTO resumed SELECT g, g % 1000,
+                 timestamptz '2026-01-01' + (CASE WHEN g % 2 = 0 THEN -1 ELSE 1 END) * (g % 500 + 1) * interval '1 hour'
+               FROM generate_series(1, 400000) g;
+             ANALYZE resumed;
+             DELETE FROM resumed WHERE ctid < '(2000,0)' AND at < '2026-01-01';",
+        )
+        .await
+        .unwrap();
+        let count = |sql: &'static str| {
+            let db = &db;
+            async move { ids(db, sql).await.into_iter().next().unwrap() }
+        };
+        let blocks = count("SELECT (pg_relation_size('resumed') / 8192)::bigint").await;
+        assert!(blocks > 2400, "{blocks} blocks");
+        assert_eq!(count("SELECT count(*) FROM resumed WHERE ctid < '(2000,0)' AND at < '2026-01-01'").await, 0);
+        let first_range =
+            count("SELECT count(*) FROM resumed WHERE ctid >= '(2000,0)' AND ctid < '(2128,0)' AND at < '2026-01-01'")
+                .await;
+        let first_block =
+            count("SELECT count(*) FROM resumed WHERE ctid >= '(2000,0)' AND ctid < '(2001,0)' AND at < '2026-01-01'")
+                .await;
+        assert!(first_block > 0, "block 2000 holds selected records");
+        let (expired, kept) = (
+            count("SELECT count(*) FROM resumed WHERE at < '2026-01-01'").await,
+            count("SELECT count(*) FROM resumed WHERE at >= '2026-01-01'").await,
+        );
+        let sel = Selection {
+            table: table("resumed"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        // A target no batch reaches: every empty range doubles the next.
+        let limits = Limits { target_batch: Duration::from_secs(60), block_pass_above: 0.05, ..Limits::default() };
+        let mut batches = Vec::new();
+        let out = db.run(&sel, &Action::Delete, &limits, 0, |p| batches.push(p.last_batch_size)).await.unwrap();
+        let first = batches.iter().position(|n| *n > 0).expect("a batch deleted records");
+        assert!(first >= 2, "empty ranges came first: {batches:?}");
+        assert_eq!(batches[first], first_range, "blocks 2000 to 2127 only: {batches:?}");
+        assert_eq!((out.records_done, out.remaining), (expired, 0));
+        assert_eq!(count("SELECT count(*) FROM resumed WHERE at < '2026-01-01'").await, 0);
+        assert_eq!(count("SELECT count(*) FROM resumed WHERE at >= '2026-01-01'").await, kept);
+    });
+}
+
 /// A read that is not split (a count of a table under 8 MiB, in one
 /// statement) and runs past the statement timeout fails with the advice to
 /// raise it, not as a busy store to retry: it would time out again on

@@ -482,6 +482,11 @@ pub(crate) trait BatchSource {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64);
     /// Changes one batch; `None` once the selection is exhausted.
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError>;
+    /// The size the last batch took, where the source chose another than
+    /// the one `asked`: the next is sized from it.
+    fn used(&self, asked: i64) -> i64 {
+        asked
+    }
 }
 
 /// The batch loop shared by the drivers: adaptive sizing, smaller retries
@@ -513,6 +518,7 @@ pub(crate) async fn drive<B: BatchSource>(
             Err(e) => return Err(e),
         };
         retries = 0;
+        size = source.used(size);
         let took = t.elapsed();
         outcome.batch_durations.push(took);
         progress.records_done += n;

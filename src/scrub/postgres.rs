@@ -104,6 +104,19 @@ const COUNT_CHUNK_BLOCKS: i64 = 1024;
 struct BlockShare<'a> {
     client: &'a Client,
     delete: Statement,
+    /// The first block of a range holding a record the selection matches.
+    first_selected: Statement,
+    /// Records the planner expects a block to hold for the selection.
+    density: f64,
+    target: std::time::Duration,
+    /// The most blocks the next delete may cover: what the last range that
+    /// deleted anything says fits in the target time, were the next blocks
+    /// as full of selected records as the planner expects.
+    most_blocks: i64,
+    /// Whether the last range held nothing to delete.
+    after_empty: bool,
+    /// The blocks the last batch covered.
+    used: i64,
     /// What the selection matches in a range (with `count_params`), and
     /// the oldest record past the cutoff there where the selection has one.
     count: Statement,
@@ -153,6 +166,16 @@ fn set_range(params: &mut [Param], from: i64, to: i64, end: i64, open_end: bool)
 /// `to` (bound as text, see [`set_range`]).
 fn block_range(from: &str, to: &str) -> String {
     format!("ctid >= CAST({from} AS text)::tid AND ctid < CAST({to} AS text)::tid")
+}
+
+/// What the planner expects a predicate to match.
+struct Estimate {
+    /// Its share of the table's records.
+    share: f64,
+    /// Its records.
+    rows: f64,
+    /// Whether its plan reads the whole table.
+    whole: bool,
 }
 
 /// Whether a statement was cancelled by the session's statement timeout.
@@ -382,21 +405,72 @@ impl CountSnapshot {
     }
 }
 
+/// The blocks of a block pass's first range.
+const BLOCK_RANGE_INITIAL: i64 = 128;
+
+/// The most blocks a range may cover after one of `blocks` blocks deleted
+/// `records` records in `took`: what fits in the `target` time at the cost
+/// per record seen there, were every block as full of selected records as
+/// seen there or as the planner expects (`density`), whichever is more.
+fn range_bound(target: std::time::Duration, took: std::time::Duration, records: i64, blocks: i64, density: f64) -> i64 {
+    let per_record = took.as_secs_f64().max(1e-6) / records.max(1) as f64;
+    let density = density.max(records as f64 / blocks.max(1) as f64);
+    ((target.as_secs_f64() / per_record / density) as i64).clamp(8, 1 << 20)
+}
+
 impl super::BatchSource for BlockShare<'_> {
     fn sizes(&self, _: &Limits) -> (i64, i64, i64) {
-        (128, 8, 1 << 20)
+        (BLOCK_RANGE_INITIAL, 8, 1 << 20)
     }
 
+    /// Deletes in the next range. Ranges that held nothing (blocks a
+    /// pass that was stopped already emptied, say) take little time, so the
+    /// range grows fast over them; a range that large would then delete far
+    /// more than a batch should wherever the selected records begin again.
+    /// So past its bound a range is first searched for the first block
+    /// holding a selected record, and the delete starts there and covers no
+    /// more than the bound.
     async fn batch(&mut self, size: i64) -> Result<Option<i64>, ScrubError> {
         if self.next_block >= self.end_block {
             return Ok(None);
         }
-        let to = (self.next_block + size).min(self.end_block);
-        self.range(self.next_block, to);
+        let mut from = self.next_block;
+        let mut size = if self.after_empty { size } else { size.min(self.most_blocks) };
+        if size > self.most_blocks {
+            let to = (from + size).min(self.end_block);
+            self.range(from, to);
+            let bound = bind(&self.first_selected, &self.params, &[])?;
+            let row = self
+                .client
+                .query_one(&self.first_selected, &as_refs(&bound))
+                .await
+                .map_err(|e| classify(e, "batch"))?;
+            match row.get::<_, Option<i64>>(0) {
+                None => {
+                    self.next_block = to;
+                    self.used = size;
+                    return Ok(Some(0));
+                }
+                // Past the share's end only in the open-ended last share.
+                Some(first) => (from, size) = (first.max(from), self.most_blocks),
+            }
+        }
+        let to = (from + size).min(self.end_block).max(from);
+        self.range(from, to);
         let bound = bind(&self.delete, &self.params, &[])?;
+        let t = std::time::Instant::now();
         let n = self.client.execute(&self.delete, &as_refs(&bound)).await.map_err(|e| classify(e, "batch"))? as i64;
         self.next_block = to;
+        self.used = size;
+        self.after_empty = n == 0;
+        if n > 0 {
+            self.most_blocks = range_bound(self.target, t.elapsed(), n, size, self.density);
+        }
         Ok(Some(n))
+    }
+
+    fn used(&self, asked: i64) -> i64 {
+        if self.used > 0 { self.used } else { asked }
     }
 }
 
@@ -910,8 +984,8 @@ impl Postgres {
         if blocks < CHUNKED_COUNT_FROM_BLOCKS {
             return Ok(None);
         }
-        let (share, whole) = self.estimate(name, predicate, params).await?;
-        if !whole && share <= self.again.1.block_pass_above {
+        let e = self.estimate(name, predicate, params).await?;
+        if !e.whole && e.share <= self.again.1.block_pass_above {
             return Ok(None);
         }
         self.chunks(name, blocks, predicate, params).await.map(Some)
@@ -1388,14 +1462,17 @@ impl Postgres {
                 )
             }
         };
-        let block_pass = *action == Action::Delete
-            && partitioned.is_none()
-            && self.estimate(&table, &pred, &params.values).await?.0 > limits.block_pass_above;
+        let estimate = match (action, &partitioned) {
+            (Action::Delete, None) => Some(self.estimate(&table, &pred, &params.values).await?),
+            _ => None,
+        };
+        let block_pass = estimate.as_ref().filter(|e| e.share > limits.block_pass_above);
         let (stmt, mut outcome) = match action {
             Action::Delete => {
-                let outcome = if block_pass {
-                    let (outcome, left) =
-                        self.block_pass(&table, sel, &pred, &params, limits, done_before, &mut on_progress).await?;
+                let outcome = if let Some(e) = block_pass {
+                    let (outcome, left) = self
+                        .block_pass(&table, sel, &pred, &params, e.rows, limits, done_before, &mut on_progress)
+                        .await?;
                     if left == 0 {
                         // The pass's own last count is the verification.
                         return Ok(Outcome { partitions, ..outcome });
@@ -1458,7 +1535,8 @@ impl Postgres {
     /// count reads the oldest record left past the cutoff, whatever kept
     /// it, into the outcome: a read of its own would go through the time
     /// column's index, which still holds an entry for every record the pass
-    /// deleted, each visited before the first one left.
+    /// deleted, each visited before the first one left. `expected` is what
+    /// the planner expects the selection to match.
     #[allow(clippy::too_many_arguments)]
     async fn block_pass(
         &self,
@@ -1466,6 +1544,7 @@ impl Postgres {
         sel: &Selection,
         pred: &str,
         params: &Params,
+        expected: f64,
         limits: &Limits,
         done_before: i64,
         on_progress: &mut impl FnMut(&Progress),
@@ -1517,12 +1596,24 @@ impl Postgres {
         let dbs: Vec<&Postgres> = std::iter::once(self).chain(extra.iter()).collect();
         let k = dbs.len() as i64;
         let mut shares = Vec::with_capacity(dbs.len());
+        // Records a block holds for the selection, on average as far as the
+        // planner knows: what bounds a range after ranges that held none.
+        let density = expected / blocks.max(1) as f64;
         for (i, db) in dbs.iter().enumerate() {
             let prepare = |q: String| async move { db.client.prepare(&q).await.map_err(|e| classify(e, "prepare")) };
             let (first, end) = (blocks * i as i64 / k, blocks * (i as i64 + 1) / k);
             shares.push(BlockShare {
                 client: &db.client,
                 delete: prepare(format!("DELETE FROM {table} WHERE {within}")).await?,
+                first_selected: prepare(format!(
+                    "SELECT min((ctid::text::point)[0])::bigint FROM {table} WHERE {within}"
+                ))
+                .await?,
+                density,
+                target: limits.target_batch,
+                most_blocks: BLOCK_RANGE_INITIAL,
+                after_empty: false,
+                used: 0,
                 count: prepare(tally_sql.clone()).await?,
                 count_params: tally.values.clone(),
                 params: range.values.clone(),
@@ -1621,14 +1712,15 @@ impl Postgres {
 
     /// The planner's view of a predicate: the share of the table it
     /// selects, and whether its plan reads every block of the table.
-    async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<(f64, bool), ScrubError> {
+    async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<Estimate, ScrubError> {
         let plan = self.explain("", table, pred, params).await?;
         let whole = plan.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));
         // The whole table as the same planner sees it: from its statistics
         // scaled to its size now, or from its size alone where it has never
         // been analyzed (`reltuples` still -1, no count to divide by).
         let total = planned_rows(&self.explain("", table, "true", &[]).await?);
-        Ok((planned_rows(&plan) / total.max(1.0), whole))
+        let rows = planned_rows(&plan);
+        Ok(Estimate { share: rows / total.max(1.0), rows, whole })
     }
 
     /// For tests and tools: runs SQL text as is.
@@ -1638,5 +1730,26 @@ impl Postgres {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_range_is_bounded_by_the_denser_of_what_it_saw_and_what_the_planner_expects() {
+        let (target, ms) = (Duration::from_millis(200), Duration::from_millis);
+        // As dense as expected: the range that takes the target time.
+        assert_eq!(range_bound(target, ms(100), 5_000, 100, 50.0), 200);
+        // Denser than expected: the same.
+        assert_eq!(range_bound(target, ms(100), 5_000, 100, 10.0), 200);
+        // A tenth as dense as expected: a tenth of that, in case the next
+        // blocks are as full as the planner says.
+        assert_eq!(range_bound(target, ms(100), 500, 100, 50.0), 20);
+        // Never below 8 blocks nor above 2^20.
+        assert_eq!(range_bound(target, ms(10_000), 1, 100, 50.0), 8);
+        assert_eq!(range_bound(target, ms(1), 1_000_000, 1_000_000, 0.0), 1 << 20);
     }
 }
