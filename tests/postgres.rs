@@ -758,6 +758,63 @@ fn a_pass_after_emptied_blocks_starts_where_the_records_are_and_deletes_a_bounde
     });
 }
 
+/// A trigger that inserts a copy of every record deleted gives the
+/// selection a new record for each one deleted: the run would never end.
+/// It stops instead, once it has deleted more than twice what the table
+/// held, with the reason, and nothing newer than the cutoff is touched. So
+/// too a block pass, and an anonymization whose trigger inserts what it
+/// changes as it was.
+#[test]
+fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE echo (id bigint PRIMARY KEY, user_id int NOT NULL, email text, at timestamptz NOT NULL);
+             CREATE INDEX ON echo (at);
+             INSERT INTO echo SELECT g, g % 100, 'u' || g || '@example.com',
+                 timestamptz '2026-01-01' + (CASE WHEN g % 2 = 0 THEN -1 ELSE 1 END) * (g % 500 + 1) * interval '1 hour'
+               FROM generate_series(1, 5000) g;
+             ANALYZE echo;
+             CREATE SEQUENCE echo_ids START 1000000;
+             CREATE FUNCTION echo_again() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO echo VALUES (nextval('echo_ids'), OLD.user_id, OLD.email, OLD.at); RETURN NULL; END $$;
+             CREATE TRIGGER echo_delete AFTER DELETE ON echo FOR EACH ROW EXECUTE FUNCTION echo_again();
+             CREATE TRIGGER echo_update AFTER UPDATE OF email ON echo FOR EACH ROW
+               WHEN (OLD.email IS NOT NULL) EXECUTE FUNCTION echo_again();",
+        )
+        .await
+        .unwrap();
+        let newer = "SELECT count(*) FROM echo WHERE at >= '2026-01-01'";
+        let kept = ids(&db, newer).await;
+        let sel = Selection {
+            table: table("echo"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let anonymize = Action::Anonymize {
+            rules: vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Null, value: None }],
+            salt: String::new(),
+        };
+        for (action, block_pass_above) in
+            [(Action::Delete, f64::INFINITY), (Action::Delete, 0.05), (anonymize, f64::INFINITY)]
+        {
+            let limits = Limits { block_pass_above, ..Limits::default() };
+            let mut done = 0;
+            let err = db.run(&sel, &action, &limits, 0, |p| done = p.records_done).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err, ScrubError::Config(_)) && text.contains("trigger") && text.contains("twice"),
+                "{action:?}, block pass above {block_pass_above}: {text}"
+            );
+            assert!(done > 10_000, "stopped past twice the table's 5,000 records: {done}");
+            assert_eq!(ids(&db, newer).await, kept, "nothing newer than the cutoff touched");
+        }
+    });
+}
+
 /// A read that is not split (a count of a table under 8 MiB, in one
 /// statement) and runs past the statement timeout fails with the advice to
 /// raise it, not as a busy store to retry: it would time out again on

@@ -513,3 +513,36 @@ fn an_anonymization_a_trigger_undoes_stops_with_the_reason() {
         assert_eq!(ids(&db, "SELECT id FROM profiles WHERE nick = 'y'").await, BTreeSet::from([1, 2]));
     });
 }
+
+/// A trigger that inserts a copy of every record deleted would keep a run
+/// going forever; it stops once it has deleted more than twice what the
+/// table held, with the reason, and nothing newer than the cutoff goes.
+#[test]
+fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE echo (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 2000)
+             INSERT INTO echo SELECT n, CASE WHEN n % 2 = 0 THEN '2020-01-01' ELSE '2030-01-01' END FROM g;
+             CREATE TRIGGER echo_again AFTER DELETE ON echo BEGIN INSERT INTO echo (at) VALUES (OLD.at); END;",
+        )
+        .await;
+        let newer = "SELECT id FROM echo WHERE at >= '2030-01-01'";
+        let kept = ids(&db, newer).await;
+        assert_eq!(kept.len(), 1000);
+        let sel = Selection {
+            table: table("echo"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let mut done = 0;
+        let err = db.run(&sel, &Action::Delete, &Limits::default(), 0, |p| done = p.records_done).await;
+        config_error(err, &["more than twice what the table held", "trigger"]);
+        assert!(done > 4_000, "stopped past twice the table's 2,000 records: {done}");
+        assert_eq!(ids(&db, newer).await, kept, "nothing newer than the cutoff deleted");
+    });
+}

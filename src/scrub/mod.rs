@@ -354,6 +354,20 @@ pub(crate) fn not_anonymized(unfinished: i64, of: i64) -> ScrubError {
     ))
 }
 
+/// The most records a run changes in a table the planner expects to hold
+/// `records`: twice as many, and some more for a table small or growing.
+pub(crate) fn most_records(records: f64) -> i64 {
+    (2.0 * records.max(0.0)).min(1e15) as i64 + 10_000
+}
+
+fn endless(changed: i64, most: i64) -> ScrubError {
+    ScrubError::Config(format!(
+        "the run has changed {changed} records, more than twice what the table held when it began ({most} at \
+         most): the table gains records the selection matches as fast as they go (a trigger or rule inserting what \
+         is deleted or changed?); stopping instead of running forever"
+    ))
+}
+
 /// The advice when a statement other than a batch (a count that cannot be
 /// split, a catalog query) reaches the store's statement timeout.
 pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
@@ -487,6 +501,12 @@ pub(crate) trait BatchSource {
     fn used(&self, asked: i64) -> i64 {
         asked
     }
+    /// The most records the run may change. A run changing more is
+    /// changing records its table gains as fast as it changes them (a
+    /// trigger inserting what is deleted, say), and would never end.
+    fn most_records(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The batch loop shared by the drivers: adaptive sizing, smaller retries
@@ -527,6 +547,11 @@ pub(crate) async fn drive<B: BatchSource>(
         progress.last_batch = took;
         progress.elapsed = start.elapsed();
         on_progress(&progress);
+        if let Some(most) = source.most_records()
+            && progress.records_done - done_before > most
+        {
+            return Err(endless(progress.records_done - done_before, most));
+        }
         if let Some(rps) = limits.max_records_per_second {
             let min = Duration::from_secs_f64((progress.records_done - done_before) as f64 / rps as f64);
             if let Some(wait) = min.checked_sub(start.elapsed()) {

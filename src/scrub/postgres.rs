@@ -56,6 +56,7 @@ struct Limited<'a> {
     /// The statement is an anonymization returning (records changed,
     /// records that still do not read as anonymized afterwards).
     rechecked: bool,
+    most_records: i64,
 }
 
 impl super::Counting for Postgres {
@@ -88,6 +89,10 @@ impl super::BatchSource for Limited<'_> {
         };
         Ok((n > 0).then_some(n))
     }
+
+    fn most_records(&self) -> Option<i64> {
+        Some(self.most_records)
+    }
 }
 
 /// Tables smaller than this (8 MiB at the default block size) are counted
@@ -117,6 +122,7 @@ struct BlockShare<'a> {
     after_empty: bool,
     /// The blocks the last batch covered.
     used: i64,
+    most_records: i64,
     /// What the selection matches in a range (with `count_params`), and
     /// the oldest record past the cutoff there where the selection has one.
     count: Statement,
@@ -174,6 +180,8 @@ struct Estimate {
     share: f64,
     /// Its records.
     rows: f64,
+    /// The table's records.
+    total: f64,
     /// Whether its plan reads the whole table.
     whole: bool,
 }
@@ -471,6 +479,10 @@ impl super::BatchSource for BlockShare<'_> {
 
     fn used(&self, asked: i64) -> i64 {
         if self.used > 0 { self.used } else { asked }
+    }
+
+    fn most_records(&self) -> Option<i64> {
+        Some(self.most_records)
     }
 }
 
@@ -1467,12 +1479,15 @@ impl Postgres {
             _ => None,
         };
         let block_pass = estimate.as_ref().filter(|e| e.share > limits.block_pass_above);
+        let most_records = super::most_records(match &estimate {
+            Some(e) => e.total,
+            None => self.planned_total(&table).await?,
+        });
         let (stmt, mut outcome) = match action {
             Action::Delete => {
                 let outcome = if let Some(e) = block_pass {
-                    let (outcome, left) = self
-                        .block_pass(&table, sel, &pred, &params, e.rows, limits, done_before, &mut on_progress)
-                        .await?;
+                    let (outcome, left) =
+                        self.block_pass(&table, sel, &pred, &params, e, limits, done_before, &mut on_progress).await?;
                     if left == 0 {
                         // The pass's own last count is the verification.
                         return Ok(Outcome { partitions, ..outcome });
@@ -1514,7 +1529,7 @@ impl Postgres {
         // Rows found by the selection: the whole run, or what a block pass
         // could not see (rows moved or added while it ran).
         let rechecked = matches!(action, Action::Anonymize { .. });
-        let mut source = Limited { client: &self.client, stmt, params: params.values, rechecked };
+        let mut source = Limited { client: &self.client, stmt, params: params.values, rechecked, most_records };
         let before = outcome.batches;
         let more = super::drive(&mut source, limits, outcome.records_done, |p| {
             on_progress(&Progress { batches: p.batches + before, ..p.clone() })
@@ -1536,7 +1551,7 @@ impl Postgres {
     /// it, into the outcome: a read of its own would go through the time
     /// column's index, which still holds an entry for every record the pass
     /// deleted, each visited before the first one left. `expected` is what
-    /// the planner expects the selection to match.
+    /// the planner expects of the selection and the table.
     #[allow(clippy::too_many_arguments)]
     async fn block_pass(
         &self,
@@ -1544,7 +1559,7 @@ impl Postgres {
         sel: &Selection,
         pred: &str,
         params: &Params,
-        expected: f64,
+        expected: &Estimate,
         limits: &Limits,
         done_before: i64,
         on_progress: &mut impl FnMut(&Progress),
@@ -1598,7 +1613,7 @@ impl Postgres {
         let mut shares = Vec::with_capacity(dbs.len());
         // Records a block holds for the selection, on average as far as the
         // planner knows: what bounds a range after ranges that held none.
-        let density = expected / blocks.max(1) as f64;
+        let density = expected.rows / blocks.max(1) as f64;
         for (i, db) in dbs.iter().enumerate() {
             let prepare = |q: String| async move { db.client.prepare(&q).await.map_err(|e| classify(e, "prepare")) };
             let (first, end) = (blocks * i as i64 / k, blocks * (i as i64 + 1) / k);
@@ -1614,6 +1629,7 @@ impl Postgres {
                 most_blocks: BLOCK_RANGE_INITIAL,
                 after_empty: false,
                 used: 0,
+                most_records: super::most_records(expected.total),
                 count: prepare(tally_sql.clone()).await?,
                 count_params: tally.values.clone(),
                 params: range.values.clone(),
@@ -1718,9 +1734,14 @@ impl Postgres {
         // The whole table as the same planner sees it: from its statistics
         // scaled to its size now, or from its size alone where it has never
         // been analyzed (`reltuples` still -1, no count to divide by).
-        let total = planned_rows(&self.explain("", table, "true", &[]).await?);
+        let total = self.planned_total(table).await?;
         let rows = planned_rows(&plan);
-        Ok(Estimate { share: rows / total.max(1.0), rows, whole })
+        Ok(Estimate { share: rows / total.max(1.0), rows, total, whole })
+    }
+
+    /// The records the planner expects a table to hold.
+    async fn planned_total(&self, table: &str) -> Result<f64, ScrubError> {
+        Ok(planned_rows(&self.explain("", table, "true", &[]).await?))
     }
 
     /// For tests and tools: runs SQL text as is.

@@ -424,7 +424,9 @@ impl Sqlite {
                 )
             }
         };
-        let mut source = LiteBatches { db: self, batch: Arc::new(batch) };
+        let held = super::Counting::total(self, &sel.table).await?;
+        let mut source =
+            LiteBatches { db: self, batch: Arc::new(batch), most_records: super::most_records(held as f64) };
         let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
         outcome.remaining = self.count_where(&sel.table, remaining_cond, remaining_values).await?;
         Ok(outcome)
@@ -565,6 +567,7 @@ impl super::Counting for Sqlite {
 struct LiteBatches<'a> {
     db: &'a Sqlite,
     batch: Arc<Batch>,
+    most_records: i64,
 }
 
 impl super::BatchSource for LiteBatches<'_> {
@@ -576,5 +579,9 @@ impl super::BatchSource for LiteBatches<'_> {
         let batch = self.batch.clone();
         let n = self.db.with(move |c| batch.run(c, size)).await?;
         Ok((n > 0).then_some(n))
+    }
+
+    fn most_records(&self) -> Option<i64> {
+        Some(self.most_records)
     }
 }
