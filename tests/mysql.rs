@@ -939,3 +939,31 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
         common::scrub::a_hashed_value_used_again_takes_a_fresh_hash(&MariaStore(shared()), "datetime").await;
     });
 }
+
+/// A trigger that inserts into the table it fires on is refused by the
+/// server when it fires, so a run cannot go on forever deleting what the
+/// trigger puts back: its first batch fails with the server's reason, and
+/// nothing is deleted.
+#[test]
+fn a_trigger_that_inserts_what_is_deleted_fails_the_batch() {
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch(
+            "DROP TABLE IF EXISTS echo;
+             CREATE TABLE echo (id int AUTO_INCREMENT PRIMARY KEY, at datetime NOT NULL);
+             INSERT INTO echo (at) SELECT IF(seq % 2 = 0, '2020-01-01', '2030-01-01') FROM seq_1_to_2000;
+             CREATE TRIGGER echo_again AFTER DELETE ON echo FOR EACH ROW INSERT INTO echo (at) VALUES (OLD.at);",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("echo"),
+            older_than: Some((id("at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        config_error(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["'echo'", "trigger"]);
+        assert_eq!(ids(&db, "SELECT count(*) FROM echo").await, BTreeSet::from([2000]), "nothing deleted");
+    });
+}
