@@ -8,8 +8,8 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::mariadb::MariaDb;
 use common::scrub::{
-    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, patiently, rt, selected, table,
-    unix_cutoff,
+    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, older_than, patiently, rt, selected,
+    table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -956,13 +956,7 @@ fn a_trigger_that_inserts_what_is_deleted_fails_the_batch() {
         )
         .await
         .unwrap();
-        let sel = Selection {
-            table: table("echo"),
-            older_than: Some((id("at"), cutoff())),
-            subject: vec![],
-            keep_newer_than: None,
-            held: vec![],
-        };
+        let sel = older_than("echo", "at");
         config_error(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["'echo'", "trigger"]);
         assert_eq!(ids(&db, "SELECT count(*) FROM echo").await, BTreeSet::from([2000]), "nothing deleted");
     });

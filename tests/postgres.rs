@@ -10,8 +10,8 @@ use std::{collections::BTreeSet, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use common::pg::PgServer;
 use common::scrub::{
-    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, patiently, rt, selected, table,
-    unix_cutoff,
+    SqlStore, config_error, contact_anonymization, cutoff, expiry_selection, id, older_than, patiently, rt, selected,
+    table, unix_cutoff,
 };
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
@@ -738,13 +738,7 @@ fn a_pass_after_emptied_blocks_starts_where_the_records_are_and_deletes_a_bounde
             count("SELECT count(*) FROM resumed WHERE at < '2026-01-01'").await,
             count("SELECT count(*) FROM resumed WHERE at >= '2026-01-01'").await,
         );
-        let sel = Selection {
-            table: table("resumed"),
-            older_than: Some((id("at"), cutoff())),
-            subject: vec![],
-            keep_newer_than: None,
-            held: vec![],
-        };
+        let sel = older_than("resumed", "at");
         // A target no batch reaches: every empty range doubles the next.
         let limits = Limits { target_batch: Duration::from_secs(60), block_pass_above: 0.05, ..Limits::default() };
         let mut batches = Vec::new();
@@ -787,13 +781,7 @@ fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
         .unwrap();
         let newer = "SELECT count(*) FROM echo WHERE at >= '2026-01-01'";
         let kept = ids(&db, newer).await;
-        let sel = Selection {
-            table: table("echo"),
-            older_than: Some((id("at"), cutoff())),
-            subject: vec![],
-            keep_newer_than: None,
-            held: vec![],
-        };
+        let sel = older_than("echo", "at");
         let anonymize = Action::Anonymize {
             rules: vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Null, value: None }],
             salt: String::new(),

@@ -6,7 +6,7 @@ mod common;
 use std::{collections::BTreeSet, time::Duration};
 
 use common::scrub::{
-    config_error, contact_anonymization, cutoff, expiry_selection, id, rt, selected, table, unix_time_kept,
+    config_error, contact_anonymization, cutoff, expiry_selection, id, older_than, rt, selected, table, unix_time_kept,
     unix_time_selection, unix_time_values,
 };
 use lethe::{
@@ -532,13 +532,7 @@ fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
         let newer = "SELECT id FROM echo WHERE at >= '2030-01-01'";
         let kept = ids(&db, newer).await;
         assert_eq!(kept.len(), 1000);
-        let sel = Selection {
-            table: table("echo"),
-            older_than: Some((id("at"), cutoff())),
-            subject: vec![],
-            keep_newer_than: None,
-            held: vec![],
-        };
+        let sel = older_than("echo", "at");
         let mut done = 0;
         let err = db.run(&sel, &Action::Delete, &Limits::default(), 0, |p| done = p.records_done).await;
         config_error(err, &["more than twice what the table held", "trigger"]);

@@ -76,6 +76,17 @@ pub fn expiry_selection(
     }
 }
 
+/// Every record of table `name` whose `column` is before the cutoff.
+pub fn older_than(name: &str, column: &str) -> lethe::scrub::Selection {
+    lethe::scrub::Selection {
+        table: table(name),
+        older_than: Some((id(column), cutoff())),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+    }
+}
+
 /// The cutoff of the Unix-time tests: half a millisecond after `cutoff()`,
 /// so a stored count of `cutoff()` is before it and one unit more is not.
 pub fn unix_cutoff() -> DateTime<Utc> {
