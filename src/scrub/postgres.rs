@@ -1726,8 +1726,8 @@ impl Postgres {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// The planner's view of a predicate: the share of the table it
-    /// selects, and whether its plan reads every block of the table.
+    /// The planner's view of a predicate: what it selects, of how many
+    /// records, and whether its plan reads every block of the table.
     async fn estimate(&self, table: &str, pred: &str, params: &[Param]) -> Result<Estimate, ScrubError> {
         let plan = self.explain("", table, pred, params).await?;
         let whole = plan.iter().any(|r| r.get::<_, String>(0).contains("Seq Scan on"));

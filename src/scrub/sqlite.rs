@@ -424,9 +424,9 @@ impl Sqlite {
                 )
             }
         };
-        let held = super::Counting::total(self, &sel.table).await?;
+        let records = super::Counting::total(self, &sel.table).await?;
         let mut source =
-            LiteBatches { db: self, batch: Arc::new(batch), most_records: super::most_records(held as f64) };
+            LiteBatches { db: self, batch: Arc::new(batch), most_records: super::most_records(records as f64) };
         let mut outcome = super::drive(&mut source, limits, done_before, on_progress).await?;
         outcome.remaining = self.count_where(&sel.table, remaining_cond, remaining_values).await?;
         Ok(outcome)
