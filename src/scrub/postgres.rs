@@ -120,7 +120,8 @@ struct BlockShare<'a> {
     most_blocks: i64,
     /// Whether the last range held nothing to delete.
     after_empty: bool,
-    /// The blocks the last batch covered.
+    /// The blocks the last batch covered (set by every batch before the
+    /// loop asks for it).
     used: i64,
     most_records: i64,
     /// What the selection matches in a range (with `count_params`), and
@@ -477,8 +478,8 @@ impl super::BatchSource for BlockShare<'_> {
         Ok(Some(n))
     }
 
-    fn used(&self, asked: i64) -> i64 {
-        if self.used > 0 { self.used } else { asked }
+    fn used(&self, _: i64) -> i64 {
+        self.used
     }
 
     fn most_records(&self) -> Option<i64> {
