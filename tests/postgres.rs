@@ -1458,3 +1458,49 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
         assert_eq!(ids(&db, shared).await, BTreeSet::new());
     });
 }
+
+/// A unique index with a condition is not checked ahead: a `fixed` value
+/// it would refuse stops the run at the batch the server refuses, naming
+/// the index and not the value, that batch unchanged; where the condition
+/// holds for one changed record only, the same rule runs.
+#[test]
+fn a_fixed_value_a_unique_index_with_a_condition_refuses_stops_at_that_batch_unchanged() {
+    rt().block_on(async {
+        let db = connect(shared_pg()).await;
+        db.execute_batch(
+            "CREATE TABLE members_live (id bigint PRIMARY KEY, nick text, gone_at timestamptz, left_at timestamptz);
+             CREATE UNIQUE INDEX members_live_nick ON members_live (nick) WHERE gone_at IS NULL;
+             INSERT INTO members_live VALUES (1, 'ann', NULL, '2020-01-01'), (2, 'bob', NULL, '2020-01-01'),
+                                             (3, 'cy', '2020-02-01', '2020-01-01'), (4, 'di', NULL, '2030-01-01');",
+        )
+        .await
+        .unwrap();
+        let left = Selection {
+            table: table("members_live"),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let rules =
+            vec![FieldRule { field: id("nick"), strategy: AnonymizeStrategy::Fixed, value: Some("gone".into()) }];
+        let action = Action::Anonymize { rules, salt: String::new() };
+        let nicks = "SELECT id FROM members_live WHERE nick IN ('ann', 'bob', 'cy', 'di')";
+        let r = db.run(&left, &action, &Limits::default(), 0, |_| {}).await;
+        let Err(ScrubError::Config(message)) = &r else { panic!("refused by the server: {r:?}") };
+        assert!(message.contains("members_live_nick") && message.contains("23505"), "{message}");
+        assert!(!message.contains("gone") && !message.contains("ann") && !message.contains("bob"), "{message}");
+        assert_eq!(ids(&db, nicks).await, BTreeSet::from([1, 2, 3, 4]), "that batch unchanged");
+        // Batches of one record: the first changes, the second is refused.
+        let one = Limits { initial_batch: 1, min_batch: 1, max_batch: 1, ..Limits::default() };
+        config_error(db.run(&left, &action, &one, 0, |_| {}).await, &["members_live_nick"]);
+        assert_eq!(ids(&db, nicks).await.len(), 3, "one record changed, the refused batch unchanged");
+        assert!(ids(&db, nicks).await.contains(&4), "the newer record untouched");
+        // Where the condition leaves all but one changed record out.
+        db.execute_batch("UPDATE members_live SET gone_at = '2020-02-01' WHERE id IN (1, 2)").await.unwrap();
+        let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.remaining, 0);
+        assert_eq!(ids(&db, "SELECT id FROM members_live WHERE nick = 'gone'").await, BTreeSet::from([1, 2, 3]));
+        assert_eq!(ids(&db, nicks).await, BTreeSet::from([4]));
+    });
+}

@@ -159,7 +159,8 @@ apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n
             .unwrap();
         let wait = least_wait + seed % 600;
         std::thread::sleep(Duration::from_millis(wait));
-        if child.try_wait().unwrap().is_none() {
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
             child.kill().unwrap();
             kills += 1;
         }
@@ -170,7 +171,8 @@ apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: logs}}\nspec:\n
             "nothing newer than the cutoff deleted"
         );
         let now = q("SELECT count(*) FROM logs");
-        println!("killed after {wait} ms: {} records deleted", left - now);
+        let end = if killed { "killed" } else { "ended on its own" };
+        println!("{end} after {wait} ms: {} records deleted", left - now);
         // A run killed before its first batch committed: on a busy machine
         // starting up takes longer, so the next runs live longer.
         if now == left {
