@@ -378,7 +378,9 @@ fn every_dashboard_query_parses_and_names_exported_metrics() {
 /// Installs the rendered chart into the emulator, which runs the chart's
 /// Deployment as a local process and enforces RBAC: the operator, holding
 /// only the chart's roles, scrubs a Dataset through a Job running under the
-/// chart's `lethe-scrub` ServiceAccount, and nothing either asks is denied.
+/// chart's `lethe-scrub` ServiceAccount, honours a LegalHold named by
+/// Secret and erases a requested subject through a Job of its own, and
+/// nothing either asks is denied.
 #[test]
 fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     let c = Cluster::start_with(false);
@@ -431,7 +433,7 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     )
     .unwrap();
     let manifest = format!(
-        "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: app}}\nspec: {{type: sqlite, sqlite: {{path: {}}}}}\n---\napiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: sessions}}\nspec:\n  storeRef: {{name: app}}\n  categories: [usage]\n  table: {{name: sessions}}\n  timestamps: {{created: started_at}}\n  retention: {{keepFor: 270d}}\n",
+        "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: app}}\nspec: {{type: sqlite, sqlite: {{path: {}}}}}\n---\napiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: sessions}}\nspec:\n  storeRef: {{name: app}}\n  categories: [usage]\n  table: {{name: sessions}}\n  timestamps: {{created: started_at}}\n  subjectFields: {{user_id: user_id}}\n  retention: {{keepFor: 270d}}\n",
         db.display()
     );
     c.apply_text(&manifest, &["-n", "shop"]);
@@ -443,6 +445,35 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     let image =
         c.ok(&["-n", "shop", "get", "jobs", "-o", "jsonpath={.items[0].spec.template.spec.containers[0].image}"]);
     assert_eq!(image, "ghcr.io/lethe-dev/lethe:0.1.0", "scrub Jobs run the chart's image");
+    // A legal hold named by Secret and two deletion requests, one for the
+    // held subject: erased through Jobs as well, under the chart's roles.
+    c.apply_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: litigation-subjects}\nstringData: {user_id: \"5\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: litigation}\nspec:\n  reason: Litigation involving one customer\n  datasets: [sessions]\n  subjects: {secretRef: {name: litigation-subjects}}\n",
+        &["-n", "shop"],
+    );
+    c.ok(&["-n", "shop", "wait", "--for=condition=Ready", "legalhold/litigation", "--timeout=60s"]);
+    let request = |name: &str, user: &str| {
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: {name}}}\nspec:\n  subject: {{identifiers: {{user_id: \"{user}\"}}}}\n  regime: GDPR\n"
+        )
+    };
+    c.apply_text(&format!("{}---\n{}", request("held-subject", "5"), request("free-subject", "7")), &["-n", "shop"]);
+    for r in ["held-subject", "free-subject"] {
+        c.ok(&["-n", "shop", "wait", "--for=condition=Complete", &format!("deletionrequest/{r}"), "--timeout=120s"]);
+    }
+    let phase =
+        |r: &str| c.ok(&["-n", "shop", "get", &format!("deletionrequest/{r}"), "-o", "jsonpath={.status.phase}"]);
+    assert_eq!((phase("held-subject").as_str(), phase("free-subject").as_str()), ("Blocked", "Completed"));
+    let of = |user: i64| -> i64 {
+        conn.query_row("SELECT count(*) FROM sessions WHERE user_id = ?1", [user], |r| r.get(0)).unwrap()
+    };
+    assert_eq!((of(5), of(7)), (1, 0), "the held subject's session kept, the other's erased");
+    assert_eq!(conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0)).unwrap(), 89);
+    // The erasure ran as a Job of its own, as lethe-scrub.
+    let jobs = c.ok(&["-n", "shop", "get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert!(jobs.split(' ').any(|j| j == "free-subject-sessions-scrub"), "{jobs}");
+    let sas = c.ok(&["-n", "shop", "get", "jobs", "-o", "jsonpath={.items[*].spec.template.spec.serviceAccountName}"]);
+    assert_eq!(sas.trim(), "lethe-scrub lethe-scrub");
     // The chart's roles were enough: RBAC denied the operator and the Job nothing.
     assert_eq!(c.emulator.denied(), Vec::<String>::new());
     // The operator and the Job did talk as their ServiceAccounts (not as admins).
