@@ -457,7 +457,9 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
             "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: {name}}}\nspec:\n  subject: {{identifiers: {{user_id: \"{user}\"}}}}\n  regime: GDPR\n"
         )
     };
-    c.apply_text(&format!("{}---\n{}", request("held-subject", "5"), request("free-subject", "7")), &["-n", "shop"]);
+    // The other subject named by a Secret, which the operator deletes at the end.
+    let by_secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: subject-7}\nstringData: {user_id: \"7\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: free-subject}\nspec:\n  subject: {secretRef: {name: subject-7}}\n  regime: GDPR\n  deleteSecretOnCompletion: true\n";
+    c.apply_text(&format!("{}---\n{by_secret}", request("held-subject", "5")), &["-n", "shop"]);
     for r in ["held-subject", "free-subject"] {
         c.ok(&["-n", "shop", "wait", "--for=condition=Complete", &format!("deletionrequest/{r}"), "--timeout=120s"]);
     }
@@ -469,6 +471,9 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
     };
     assert_eq!((of(5), of(7)), (1, 0), "the held subject's session kept, the other's erased");
     assert_eq!(conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get::<_, i64>(0)).unwrap(), 89);
+    eventually("the request's Secret is deleted", Duration::from_secs(30), || {
+        (c.kubectl(&["-n", "shop", "get", "secret", "subject-7"]).0 != 0).then_some(())
+    });
     // The erasure ran as a Job of its own, as lethe-scrub.
     let jobs = c.ok(&["-n", "shop", "get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"]);
     assert!(jobs.split(' ').any(|j| j == "free-subject-sessions-scrub"), "{jobs}");
