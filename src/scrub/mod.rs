@@ -309,11 +309,12 @@ impl ScrubError {
 }
 
 /// Next batch size: aim for the target duration, never more than double or
-/// less than half the last one, within the limits.
+/// less than half the last one, within the limits (the maximum winning
+/// where limits put the minimum above it).
 pub fn next_batch_size(limits: &Limits, current: i64, took: Duration) -> i64 {
     let took = took.as_secs_f64().max(0.001);
     let ideal = (current as f64 * limits.target_batch.as_secs_f64() / took) as i64;
-    ideal.clamp(current / 2, current * 2).clamp(limits.min_batch, limits.max_batch)
+    ideal.clamp(current / 2, current * 2).max(limits.min_batch).min(limits.max_batch)
 }
 
 /// What a dry run needs of a driver: counting a selection and a table.
@@ -583,6 +584,10 @@ mod tests {
         assert_eq!(next_batch_size(&l, 1000, Duration::from_millis(250)), 800);
         assert_eq!(next_batch_size(&l, 100, Duration::from_secs(5)), 100);
         assert_eq!(next_batch_size(&l, 100_000, Duration::from_millis(1)), 100_000);
+        // A minimum above the maximum: the maximum holds, and nothing panics.
+        let crossed = Limits { min_batch: 100, max_batch: 50, ..Limits::default() };
+        assert_eq!(next_batch_size(&crossed, 50, Duration::from_millis(1)), 50);
+        assert_eq!(next_batch_size(&crossed, 50, Duration::from_secs(5)), 50);
     }
 
     #[test]
