@@ -261,6 +261,74 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
     });
 }
 
+/// An anonymization stopped at random points and run again ends exactly
+/// where one uninterrupted run on an identical copy ends: the same hashes,
+/// NULLs and fixed values on the same records, nothing else changed.
+#[test]
+fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        let db = connect(&pg).await;
+        db.execute_batch(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, user_id int NOT NULL, email varchar(40) UNIQUE, phone text, age int,
+                                    created_at timestamptz NOT NULL);
+             INSERT INTO contacts SELECT g, g % 1000, 'user' || g || '@example.com', '+49 30 ' || g, 20 + g % 50,
+                 timestamptz '2026-01-01' + (CASE WHEN g % 2 = 0 THEN -1 ELSE 1 END) * (g % 500 + 1) * interval '1 hour'
+               FROM generate_series(1, 200000) g;
+             CREATE INDEX ON contacts (created_at);
+             CREATE TABLE whole (LIKE contacts INCLUDING ALL); INSERT INTO whole SELECT * FROM contacts;
+             ANALYZE contacts; ANALYZE whole;",
+        )
+        .await
+        .unwrap();
+        let held = BTreeSet::from([14]);
+        let action = contact_anonymization();
+        let started = std::time::Instant::now();
+        let mut first = None;
+        let whole = db
+            .run(&expiry_selection("whole", &held, None), &action, &Limits::default(), 0, |_| {
+                first.get_or_insert(started.elapsed().as_millis() as u64);
+            })
+            .await
+            .unwrap();
+        // Each interruption falls within half a second after the time this
+        // run took to its first batch; the interrupted runs change at most
+        // 5,000 records a second, so together they cannot reach the end.
+        let (first, took) = (first.unwrap(), started.elapsed().as_millis() as u64);
+        assert_eq!((whole.records_done, whole.remaining), (99_800, 0));
+
+        let sel = expiry_selection("contacts", &held, None);
+        let planned = db.pending(&sel, &action).await.unwrap();
+        assert_eq!(planned, 99_800);
+        let mut seed = 0x6a09e667f3bcc909u64;
+        let mut aborts = 0;
+        for _ in 0..12 {
+            common::next_random(&mut seed);
+            let remaining = db.pending(&sel, &action).await.unwrap();
+            let limits = Limits {
+                max_batch: 5_000,
+                max_records_per_second: Some(5_000),
+                block_pass_above: if seed % 2 == 0 { 0.0 } else { f64::INFINITY },
+                ..Limits::default()
+            };
+            let after = Duration::from_millis(first + seed % 500);
+            if tokio::time::timeout(after, db.run(&sel, &action, &limits, planned - remaining, |_| {})).await.is_err() {
+                aborts += 1;
+                settle(&db).await;
+            }
+        }
+        assert!(aborts >= 10, "at least ten interruptions ({aborts})");
+        let remaining = db.pending(&sel, &action).await.unwrap();
+        println!("a run took {took} ms, {first} ms to its first batch; the interrupted runs anonymized {}", planned - remaining);
+        let out = db.run(&sel, &action, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (planned, 0));
+        let differ = "SELECT count(*) FROM ((TABLE contacts EXCEPT TABLE whole) UNION ALL (TABLE whole EXCEPT TABLE contacts)) d";
+        assert_eq!(ids(&db, differ).await, BTreeSet::from([0]), "the same end state");
+        let kept = "SELECT count(*) FROM contacts WHERE email = 'user' || id || '@example.com' AND phone IS NOT NULL AND age <> 0";
+        assert_eq!(ids(&db, kept).await, BTreeSet::from([100_000 + 200]), "the newer records and the held user's untouched");
+    });
+}
+
 /// Waits until no other connection of the scrub is running a statement.
 async fn settle(db: &Postgres) {
     let busy = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lethe' AND state = 'active' AND pid <> pg_backend_pid()";
