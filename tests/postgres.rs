@@ -308,7 +308,7 @@ fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
             let limits = Limits {
                 max_batch: 5_000,
                 max_records_per_second: Some(5_000),
-                block_pass_above: if seed % 2 == 0 { 0.0 } else { f64::INFINITY },
+                block_pass_above: if seed.is_multiple_of(2) { 0.0 } else { f64::INFINITY },
                 ..Limits::default()
             };
             let after = Duration::from_millis(first + seed % 500);
