@@ -376,6 +376,81 @@ fn rows_written_behind_a_key_walk_are_found_and_deleted() {
     });
 }
 
+/// An anonymization stopped at random points and run again ends exactly
+/// where one uninterrupted run on an identical copy ends, as on PostgreSQL.
+#[test]
+fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
+    let server = MariaDb::start();
+    rt().block_on(async {
+        let db = connect(&server).await;
+        db.execute_batch(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, user_id int NOT NULL, email varchar(40) UNIQUE, phone text, age int,
+                                    created_at datetime NOT NULL, KEY (created_at));
+             INSERT INTO contacts SELECT seq, seq % 1000, CONCAT('user', seq, '@example.com'), CONCAT('+49 30 ', seq), 20 + seq % 50,
+                 TIMESTAMPADD(HOUR, IF(seq % 2 = 0, -1, 1) * CAST(seq % 500 + 1 AS SIGNED), '2026-01-01') FROM seq_1_to_200000;
+             CREATE TABLE whole LIKE contacts; INSERT INTO whole SELECT * FROM contacts;
+             ANALYZE TABLE contacts, whole;",
+        )
+        .await
+        .unwrap();
+        let held = BTreeSet::from([14]);
+        let action = contact_anonymization();
+        let started = std::time::Instant::now();
+        let mut first = None;
+        let whole = db
+            .run(&expiry_selection("whole", &held, None), &action, &Limits::default(), 0, |_| {
+                first.get_or_insert(started.elapsed().as_millis() as u64);
+            })
+            .await
+            .unwrap();
+        // As on PostgreSQL: interruptions within half a second after the
+        // time to a first batch, at most 5,000 records a second.
+        let first = first.unwrap();
+        assert_eq!((whole.records_done, whole.remaining), (99_800, 0));
+
+        let sel = expiry_selection("contacts", &held, None);
+        let planned = db.pending(&sel, &action).await.unwrap();
+        assert_eq!(planned, 99_800);
+        let mut seed = 0xbb67ae8584caa73bu64;
+        let mut aborts = 0;
+        let busy = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID()";
+        for _ in 0..12 {
+            common::next_random(&mut seed);
+            let remaining = db.pending(&sel, &action).await.unwrap();
+            // A fresh connection per attempt: an aborted one may be mid-statement.
+            let attempt = connect(&server).await;
+            let limits = Limits {
+                max_batch: 5_000,
+                max_records_per_second: Some(5_000),
+                block_pass_above: if seed.is_multiple_of(2) { 0.0 } else { f64::INFINITY },
+                ..Limits::default()
+            };
+            let after = Duration::from_millis(first + seed % 500);
+            if tokio::time::timeout(after, attempt.run(&sel, &action, &limits, planned - remaining, |_| {})).await.is_err() {
+                aborts += 1;
+            }
+            while db.query_i64(busy).await.unwrap()[0] > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(aborts >= 10, "at least ten interruptions ({aborts})");
+        let remaining = db.pending(&sel, &action).await.unwrap();
+        println!("{first} ms to a first batch; the interrupted runs anonymized {}", planned - remaining);
+        let out = db.run(&sel, &action, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (planned, 0));
+        let differ = "SELECT COUNT(*) FROM ((SELECT * FROM contacts EXCEPT SELECT * FROM whole)
+                                           UNION ALL (SELECT * FROM whole EXCEPT SELECT * FROM contacts)) d";
+        assert_eq!(ids(&db, differ).await, BTreeSet::from([0]), "the same end state");
+        // Every hash is the salted hash of the record's address, as the
+        // server computes it for any column.
+        let hashed = "SELECT COUNT(*) FROM contacts
+                       WHERE CONVERT(email USING utf8mb4) = CONCAT('anon-', LEFT(SHA2(CONCAT('pepper', CONCAT('user', id, '@example.com')), 256), 35))";
+        assert_eq!(ids(&db, hashed).await, BTreeSet::from([planned]));
+        let kept = "SELECT COUNT(*) FROM contacts WHERE email = CONCAT('user', id, '@example.com') AND phone IS NOT NULL AND age <> 0";
+        assert_eq!(ids(&db, kept).await, BTreeSet::from([100_000 + 200]), "the newer records and the held user's untouched");
+    });
+}
+
 /// Three runs on one table at once, as on PostgreSQL: `LIMIT n` batches
 /// with an earlier cutoff, a walk of the primary key with a later one
 /// (both keeping a held user), and an erasure of two users. Each ends

@@ -324,6 +324,10 @@ fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
         assert_eq!((out.records_done, out.remaining), (planned, 0));
         let differ = "SELECT count(*) FROM ((TABLE contacts EXCEPT TABLE whole) UNION ALL (TABLE whole EXCEPT TABLE contacts)) d";
         assert_eq!(ids(&db, differ).await, BTreeSet::from([0]), "the same end state");
+        // Every hash is the salted hash of the record's address.
+        let hashed = "SELECT count(*) FROM contacts
+                       WHERE email = 'anon-' || left(encode(sha256(convert_to('pepper' || 'user' || id || '@example.com', 'UTF8')), 'hex'), 35)";
+        assert_eq!(ids(&db, hashed).await, BTreeSet::from([planned]));
         let kept = "SELECT count(*) FROM contacts WHERE email = 'user' || id || '@example.com' AND phone IS NOT NULL AND age <> 0";
         assert_eq!(ids(&db, kept).await, BTreeSet::from([100_000 + 200]), "the newer records and the held user's untouched");
     });

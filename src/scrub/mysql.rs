@@ -32,11 +32,14 @@ struct Column {
     /// only the first `n` characters, `Some(None)` when it covers them all,
     /// `None` when there is no such index.
     unique_prefix: Option<Option<i64>>,
+    /// A text column's character set and collation, as the catalog names
+    /// them (`None` for other columns, or a name that is not a plain word).
+    charset: Option<(String, String)>,
 }
 
 /// A row of the column query: name, type, nullable, length, generated,
-/// unique alone, unique prefix.
-type ColumnRow = (String, String, String, Option<i64>, i64, i64, Option<i64>);
+/// unique alone, unique prefix, character set, collation.
+type ColumnRow = (String, String, String, Option<i64>, i64, i64, Option<i64>, Option<String>, Option<String>);
 
 impl Column {
     fn is_integer(&self) -> bool {
@@ -45,6 +48,15 @@ impl Column {
 
     fn is_text(&self) -> bool {
         matches!(self.data_type.as_str(), "char" | "varchar" | "text" | "tinytext" | "mediumtext" | "longtext")
+    }
+
+    /// A value computed for this column (a hash, in the connection's
+    /// character set) in the column's own character set and collation: so
+    /// it compares with the column's values through the column's indexes,
+    /// and meets them in one `CASE` without a clash of collations.
+    fn in_own_charset(&self, value: &str) -> Option<String> {
+        let (charset, collation) = self.charset.as_ref()?;
+        Some(format!("CONVERT({value} USING `{charset}`) COLLATE `{collation}`"))
     }
 }
 
@@ -228,7 +240,8 @@ impl Mysql {
             .await
             .exec(
                 "SELECT c.COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
-                        COALESCE(GENERATION_EXPRESSION, '') <> '', u.COLUMN_NAME IS NOT NULL, u.PREFIX
+                        COALESCE(GENERATION_EXPRESSION, '') <> '', u.COLUMN_NAME IS NOT NULL, u.PREFIX,
+                        CHARACTER_SET_NAME, COLLATION_NAME
                    FROM information_schema.COLUMNS c
                    LEFT JOIN (SELECT one.COLUMN_NAME, MIN(one.PREFIX) AS PREFIX
                                 FROM (SELECT MIN(s.COLUMN_NAME) AS COLUMN_NAME, MIN(COALESCE(s.SUB_PART, 1 << 30)) AS PREFIX
@@ -246,13 +259,18 @@ impl Mysql {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, data_type, nullable, max_len, generated, unique, prefix)| Column {
-                name,
-                data_type: data_type.to_lowercase(),
-                nullable: nullable == "YES",
-                max_len,
-                generated: generated != 0,
-                unique_prefix: (unique != 0).then(|| prefix.filter(|p| *p < 1 << 30)),
+            .map(|(name, data_type, nullable, max_len, generated, unique, prefix, charset, collation)| {
+                // Names go into the statement's text: plain words only.
+                let word = |n: &String| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                Column {
+                    name,
+                    data_type: data_type.to_lowercase(),
+                    nullable: nullable == "YES",
+                    max_len,
+                    generated: generated != 0,
+                    unique_prefix: (unique != 0).then(|| prefix.filter(|p| *p < 1 << 30)),
+                    charset: charset.zip(collation).filter(|(s, c)| word(s) && word(c)),
+                }
             })
             .collect())
     }
@@ -581,8 +599,20 @@ impl Mysql {
                     let keep = sql::hash_length(col.max_len);
                     done.push(format!("({c} IS NULL OR {c} LIKE 'anon-%')"));
                     let hashed = format!("CONCAT('anon-', LEFT(SHA2(CONCAT(?, {c}), 256), {keep}))");
-                    sets.push((r.field.clone(), sql::unless_hashed(d, &c, &hashed), vec![Value::from(salt)]));
-                    fresh.push((r.field.clone(), sql::fresh_hash(d, col.max_len)));
+                    // In the column's character set where the catalog names
+                    // it: the step that finds hashes used again looks each
+                    // one up in the column's unique index, which a value in
+                    // another character set cannot use (every record read
+                    // once for every record changed).
+                    let fresh_hash = sql::fresh_hash(d, col.max_len);
+                    let (set, fresh_value) = match (col.in_own_charset(&hashed), col.in_own_charset(&fresh_hash)) {
+                        (Some(own), Some(fresh_own)) => {
+                            (format!("CASE WHEN {c} LIKE 'anon-%' THEN {c} ELSE {own} END"), fresh_own)
+                        }
+                        _ => (sql::unless_hashed(d, &c, &hashed), fresh_hash),
+                    };
+                    sets.push((r.field.clone(), set, vec![Value::from(salt)]));
+                    fresh.push((r.field.clone(), fresh_value));
                 }
             }
         }
