@@ -422,3 +422,39 @@ pub async fn patiently<T>(
         r => r,
     }
 }
+
+/// The selections of the concurrent-runs tests, on table `logs` (rows
+/// `1..=n`, every even one before the cutoff by up to 500 hours, user
+/// `id % 1000`): everything before 250 hours ahead of the cutoff, and
+/// everything before it, both keeping user 14; and users 21 and 22 whole.
+pub fn overlapping_selections() -> [lethe::scrub::Selection; 3] {
+    let held = vec![(id("user_id"), vec!["14".into()])];
+    let earlier = lethe::scrub::Selection {
+        older_than: Some((id("logged_at"), cutoff() - chrono::Duration::hours(250))),
+        held: held.clone(),
+        ..older_than("logs", "logged_at")
+    };
+    let later = lethe::scrub::Selection { held, ..older_than("logs", "logged_at") };
+    let erasure = lethe::scrub::Selection {
+        older_than: None,
+        subject: vec![(id("user_id"), vec!["21".into(), "22".into()])],
+        ..older_than("logs", "logged_at")
+    };
+    [earlier, later, erasure]
+}
+
+/// Checks what the three runs over [`overlapping_selections`] of `n` rows
+/// left (`left`, the ids) and counted: each verified nothing of its own
+/// selection is left, exactly every newer record but user 21's and every
+/// held record remain, and each deleted record was counted once. Which run
+/// deletes a record two select depends on timing: what each deleted is
+/// printed.
+pub fn check_overlapping_runs(outcomes: [lethe::scrub::Outcome; 3], left: std::collections::BTreeSet<i64>, n: i64) {
+    let [a, b, c] = outcomes;
+    assert_eq!((a.remaining, b.remaining, c.remaining), (0, 0, 0));
+    println!("deleted: {}, {} and {}", a.records_done, b.records_done, c.records_done);
+    let expected: std::collections::BTreeSet<i64> =
+        (1..=n).filter(|g| (g % 2 == 1 && g % 1000 != 21) || g % 1000 == 14).collect();
+    assert_eq!(left, expected);
+    assert_eq!(a.records_done + b.records_done + c.records_done, n - expected.len() as i64);
+}
