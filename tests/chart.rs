@@ -452,14 +452,10 @@ fn the_rendered_chart_installs_and_its_deployment_runs_the_operator() {
         &["-n", "shop"],
     );
     c.ok(&["-n", "shop", "wait", "--for=condition=Ready", "legalhold/litigation", "--timeout=60s"]);
-    let request = |name: &str, user: &str| {
-        format!(
-            "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: {name}}}\nspec:\n  subject: {{identifiers: {{user_id: \"{user}\"}}}}\n  regime: GDPR\n"
-        )
-    };
+    let held = "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: held-subject}\nspec:\n  subject: {identifiers: {user_id: \"5\"}}\n  regime: GDPR\n";
     // The other subject named by a Secret, which the operator deletes at the end.
     let by_secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: subject-7}\nstringData: {user_id: \"7\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: free-subject}\nspec:\n  subject: {secretRef: {name: subject-7}}\n  regime: GDPR\n  deleteSecretOnCompletion: true\n";
-    c.apply_text(&format!("{}---\n{by_secret}", request("held-subject", "5")), &["-n", "shop"]);
+    c.apply_text(&format!("{held}---\n{by_secret}"), &["-n", "shop"]);
     for r in ["held-subject", "free-subject"] {
         c.ok(&["-n", "shop", "wait", "--for=condition=Complete", &format!("deletionrequest/{r}"), "--timeout=120s"]);
     }
