@@ -1411,10 +1411,10 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
 }
 
 /// A unique index on an expression (`lower(email)`) is checked before
-/// anonymizing as a key of the columns it reads: a fixed value for two
-/// records, or one another record holds, is refused before any change
-/// (and by the dry run), not met as a failed batch mid-run; NULLs, which
-/// such an index keeps apart, are not refused.
+/// anonymizing as the server applies it: a fixed value for two records,
+/// or one another record holds (in any case, for `lower`), is refused
+/// before any change (and by the dry run), not met as a failed batch
+/// mid-run; NULLs, which such an index keeps apart, are not refused.
 #[test]
 fn unique_indexes_on_expressions_are_checked_before_anonymizing() {
     rt().block_on(async {
@@ -1438,14 +1438,23 @@ fn unique_indexes_on_expressions_are_checked_before_anonymizing() {
             salt: "s".into(),
         };
         let says = ["email", "unique key members_lc_email", "use hash"];
-        // Two records given one value; one given the value record 3 holds.
-        for (sel, action) in [(of(&["1", "2"]), email(AnonymizeStrategy::Fixed, "x")), (of(&["1"]), email(AnonymizeStrategy::Fixed, "gone"))] {
+        // Two records given one value; one given the value record 3 holds,
+        // and one given it in capitals, which only `lower` makes the same.
+        for (sel, action) in [
+            (of(&["1", "2"]), email(AnonymizeStrategy::Fixed, "x")),
+            (of(&["1"]), email(AnonymizeStrategy::Fixed, "gone")),
+            (of(&["1"]), email(AnonymizeStrategy::Fixed, "GONE")),
+        ] {
             config_error(db.pending(&sel, &action).await, &says);
             config_error(db.run(&sel, &action, &Limits::default(), 0, |_| {}).await, &says);
         }
         let unchanged = "SELECT id FROM members_lc WHERE email LIKE '%@example.com'";
         assert_eq!(ids(&db, unchanged).await, BTreeSet::from([1, 2]), "nothing changed");
         let out = db.run(&of(&["1"]), &email(AnonymizeStrategy::Fixed, "x"), &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (1, 0));
+        // A record's own value in other capitals: it collides with nothing.
+        let own = email(AnonymizeStrategy::Fixed, "B@EXAMPLE.COM");
+        let out = db.run(&of(&["2"]), &own, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
         let null = Action::Anonymize { rules: vec![FieldRule { field: id("email"), strategy: AnonymizeStrategy::Null, value: None }], salt: "s".into() };
         let out = db.run(&of(&["1", "2"]), &null, &Limits::default(), 0, |_| {}).await.unwrap();
@@ -1567,19 +1576,24 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
     });
 }
 
-/// A unique index with a condition is not checked ahead: a `fixed` value
-/// it would refuse stops the run at the batch the server refuses, naming
-/// the index and not the value, that batch unchanged; where the condition
-/// holds for one changed record only, the same rule runs.
+/// A unique index with a condition is checked before anonymizing as the
+/// server applies it: a `fixed` value for two records the condition holds
+/// for, or a NULL that brings a record under the condition beside another
+/// holding its values, is refused before any change (and by the dry run),
+/// naming the index and not the values; where the condition holds for one
+/// changed record only, the same rule runs. An index the check cannot
+/// restate is left to the batches: the server refuses the batch whole, and
+/// the run stops there, that batch unchanged.
 #[test]
-fn a_fixed_value_a_unique_index_with_a_condition_refuses_stops_at_that_batch_unchanged() {
+fn unique_indexes_with_conditions_are_checked_before_anonymizing() {
     rt().block_on(async {
         let db = connect(shared_pg()).await;
         db.execute_batch(
             "CREATE TABLE members_live (id bigint PRIMARY KEY, nick text, gone_at timestamptz, left_at timestamptz);
              CREATE UNIQUE INDEX members_live_nick ON members_live (nick) WHERE gone_at IS NULL;
              INSERT INTO members_live VALUES (1, 'ann', NULL, '2020-01-01'), (2, 'bob', NULL, '2020-01-01'),
-                                             (3, 'cy', '2020-02-01', '2020-01-01'), (4, 'di', NULL, '2030-01-01');",
+                                             (3, 'cy', '2020-02-01', '2020-01-01'), (4, 'di', NULL, '2030-01-01'),
+                                             (5, 'cy', NULL, '2030-01-01');",
         )
         .await
         .unwrap();
@@ -1590,25 +1604,49 @@ fn a_fixed_value_a_unique_index_with_a_condition_refuses_stops_at_that_batch_unc
             keep_newer_than: None,
             held: vec![],
         };
-        let rules =
-            vec![FieldRule { field: id("nick"), strategy: AnonymizeStrategy::Fixed, value: Some("gone".into()) }];
-        let action = Action::Anonymize { rules, salt: String::new() };
-        let nicks = "SELECT id FROM members_live WHERE nick IN ('ann', 'bob', 'cy', 'di')";
-        let r = db.run(&left, &action, &Limits::default(), 0, |_| {}).await;
-        let Err(ScrubError::Config(message)) = &r else { panic!("refused by the server: {r:?}") };
-        assert!(message.contains("members_live_nick") && message.contains("23505"), "{message}");
-        assert!(!message.contains("gone") && !message.contains("ann") && !message.contains("bob"), "{message}");
-        assert_eq!(ids(&db, nicks).await, BTreeSet::from([1, 2, 3, 4]), "that batch unchanged");
-        // Batches of one record: the first changes, the second is refused.
-        let one = Limits { initial_batch: 1, min_batch: 1, max_batch: 1, ..Limits::default() };
-        config_error(db.run(&left, &action, &one, 0, |_| {}).await, &["members_live_nick"]);
-        assert_eq!(ids(&db, nicks).await.len(), 3, "one record changed, the refused batch unchanged");
-        assert!(ids(&db, nicks).await.contains(&4), "the newer record untouched");
-        // Where the condition leaves all but one changed record out.
-        db.execute_batch("UPDATE members_live SET gone_at = '2020-02-01' WHERE id IN (1, 2)").await.unwrap();
-        let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!(out.remaining, 0);
-        assert_eq!(ids(&db, "SELECT id FROM members_live WHERE nick = 'gone'").await, BTreeSet::from([1, 2, 3]));
-        assert_eq!(ids(&db, nicks).await, BTreeSet::from([4]));
+        let rule = |field: &str, strategy, value: Option<&str>| Action::Anonymize {
+            rules: vec![FieldRule { field: id(field), strategy, value: value.map(String::from) }],
+            salt: String::new(),
+        };
+        let as_inserted = "SELECT id FROM members_live WHERE (id, nick, gone_at IS NULL) IN
+                             ((1, 'ann', true), (2, 'bob', true), (3, 'cy', false), (4, 'di', true), (5, 'cy', true))";
+        // Records 1 and 2 are live: one nickname for both. Record 3 made
+        // live (its gone_at NULL) beside record 5, which holds its nickname.
+        for (field, strategy, value) in
+            [("nick", AnonymizeStrategy::Fixed, Some("vanished")), ("gone_at", AnonymizeStrategy::Null, None)]
+        {
+            let action = rule(field, strategy, value);
+            let says = [field, "unique key members_live_nick", "where its condition holds"];
+            config_error(db.pending(&left, &action).await, &says);
+            let r = db.run(&left, &action, &Limits::default(), 0, |_| {}).await;
+            let Err(ScrubError::Config(message)) = &r else { panic!("refused ahead: {r:?}") };
+            assert!(!["vanished", "ann", "bob", "cy"].iter().any(|v| message.contains(v)), "{message}");
+            assert_eq!(ids(&db, as_inserted).await, BTreeSet::from([1, 2, 3, 4, 5]), "{field}: nothing changed");
+        }
+        // Where the condition holds for one changed record only.
+        db.execute_batch("UPDATE members_live SET gone_at = '2020-02-01' WHERE id = 1").await.unwrap();
+        let fixed = rule("nick", AnonymizeStrategy::Fixed, Some("vanished"));
+        let out = db.run(&left, &fixed, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (3, 0));
+        assert_eq!(ids(&db, "SELECT id FROM members_live WHERE nick = 'vanished'").await, BTreeSet::from([1, 2, 3]));
+        assert_eq!(ids(&db, "SELECT id FROM members_live WHERE nick IN ('di', 'cy')").await, BTreeSet::from([4, 5]));
+
+        // A column named as the check's own names are: not restated, so
+        // the server refuses the first batch.
+        db.execute_batch(
+            "CREATE TABLE members_odd (id bigint PRIMARY KEY, lethe_c text, gone_at timestamptz, left_at timestamptz);
+             CREATE UNIQUE INDEX members_odd_nick ON members_odd (lower(lethe_c)) WHERE gone_at IS NULL;
+             INSERT INTO members_odd VALUES (1, 'ann', NULL, '2020-01-01'), (2, 'bob', NULL, '2020-01-01');",
+        )
+        .await
+        .unwrap();
+        let odd = Selection { table: table("members_odd"), ..left.clone() };
+        let r =
+            db.run(&odd, &rule("lethe_c", AnonymizeStrategy::Fixed, Some("gone")), &Limits::default(), 0, |_| {}).await;
+        config_error(r, &["members_odd_nick", "23505"]);
+        assert_eq!(
+            ids(&db, "SELECT id FROM members_odd WHERE lethe_c IN ('ann', 'bob')").await,
+            BTreeSet::from([1, 2])
+        );
     });
 }

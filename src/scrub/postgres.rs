@@ -31,7 +31,7 @@ use super::{
     Action, Counts, Limits, Outcome, PartitionMode, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
-use crate::api::{Identifier, TlsMode, UnixTimeUnit};
+use crate::api::{AnonymizeStrategy, Identifier, TlsMode, UnixTimeUnit};
 
 pub use super::{ConnectOptions, Probe};
 
@@ -1302,43 +1302,6 @@ impl Postgres {
         Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: r.get(2) }).collect())
     }
 
-    /// The table's unique indexes on an expression or with a condition,
-    /// each as the key of every column it reads (`lower(email)` reads
-    /// `email`). Records that hold the same values in those columns would
-    /// collide in the index (where its condition holds for both, and NULLs
-    /// count as equal), so they serve to find hashes used again. With each,
-    /// whether it has a condition, and whether it counts NULLs as equal
-    /// itself (`NULLS NOT DISTINCT`).
-    async fn unique_indexes_on_expressions(
-        &self,
-        table: &str,
-    ) -> Result<Vec<(sql::UniqueKey, bool, bool)>, ScrubError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT ic.relname::text, array_agg(DISTINCT a.attname::text), bool_or(i.indpred IS NOT NULL),
-                        bool_or(COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false))
-                   FROM pg_index i
-                   JOIN pg_class ic ON ic.oid = i.indexrelid
-                   JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                                   AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
-                                   AND d.refobjsubid > 0
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = d.refobjsubid
-                  WHERE i.indrelid = to_regclass($1) AND i.indisunique
-                    AND (i.indpred IS NOT NULL OR i.indexprs IS NOT NULL)
-                  GROUP BY ic.relname ORDER BY ic.relname",
-                &[&table],
-            )
-            .await
-            .map_err(|e| classify(e, "unique keys"))?;
-        // A condition's column is NULL as often as not (`WHERE gone_at IS
-        // NULL`): NULLs count as equal here.
-        Ok(rows
-            .iter()
-            .map(|r| (sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: true }, r.get(2), r.get(3)))
-            .collect())
-    }
-
     /// Refuses anonymization rules the table cannot take, before any
     /// change: the columns' own limits, then every unique key of several
     /// columns the rules would leave two records sharing. Returns the
@@ -1354,21 +1317,8 @@ impl Postgres {
         let column = column_of(&cols);
         let table = Self::qualified(&sel.table);
         let keys = self.unique_keys(&table).await?;
-        // An index on an expression (`lower(email)`), without a condition,
-        // is checked as a key of the columns it reads: records left with the
-        // same values there would collide in it. (Values only the expression
-        // makes equal, as `lower` does those differing in case, are not
-        // found; nor is an index with a condition checked ahead, which
-        // covers only the records the condition holds for.)
-        let on_expressions: Vec<sql::UniqueKey> = self
-            .unique_indexes_on_expressions(&table)
-            .await?
-            .into_iter()
-            .filter(|(_, condition, _)| !condition)
-            .map(|(key, _, nulls_equal)| sql::UniqueKey { nulls_equal, ..key })
-            .collect();
         // A key of one column is checked with the column's own rule.
-        for key in keys.iter().filter(|k| k.columns.len() > 1).chain(&on_expressions) {
+        for key in keys.iter().filter(|k| k.columns.len() > 1) {
             let risky = key.risky(rules, |c, f| c == f.as_str());
             if risky.is_empty() {
                 continue;
@@ -1398,8 +1348,103 @@ impl Postgres {
                 return Err(key.refusal(&risky));
             }
         }
+        // Indexes on expressions or with conditions, as the server sees
+        // them: `lower` making `A@x` and `a@x` one, a condition taking in
+        // records a NULL brings under it.
+        for index in self.indexes_on_expressions_or_conditions(&table).await? {
+            let risky = index.risky(rules);
+            if risky.is_empty() {
+                continue;
+            }
+            let mut p = self.params();
+            let pred = sql::pg_predicate(sel, &mut p);
+            let done = sql::pg_anonymized(&table, rules, &column, &mut p);
+            let values: Vec<(&str, String)> = rules
+                .iter()
+                .filter(|r| index.reads.iter().any(|c| c == r.field.as_str()))
+                .map(|r| {
+                    let value = match r.strategy {
+                        // A NULL of the column's type, for the condition.
+                        AnonymizeStrategy::Null => {
+                            format!("(NULL::{table}).{}", sql::quote(sql::Dialect::Postgres, &r.field))
+                        }
+                        _ => sql::pg_new_value(&table, r, salt, &column, &mut p),
+                    };
+                    (r.field.as_str(), value)
+                })
+                .collect();
+            let Some(q) = sql::pg_index_collision_query(
+                &table,
+                &index,
+                |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
+                &format!("{pred} AND NOT {done}"),
+            ) else {
+                continue;
+            };
+            let stmt = match self.client.prepare(&q).await {
+                Ok(stmt) => stmt,
+                // An expression the check cannot restate (a whole-record
+                // reference, say): left to the batches, which the server
+                // refuses whole where the index would be broken.
+                Err(e)
+                    if e.code()
+                        .is_some_and(|c| c.code().starts_with("42") && *c != SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
+                    tracing::warn!(index = %index.name, error = %e, "unique key not checked ahead");
+                    continue;
+                }
+                Err(e) => return Err(classify(e, "unique key check")),
+            };
+            let bound = bind(&stmt, &p.values, &[])?;
+            let found =
+                self.client.query_opt(&stmt, &as_refs(&bound)).await.map_err(|e| classify(e, "unique key check"))?;
+            if found.is_some() {
+                return Err(index.refusal(&risky));
+            }
+        }
         drop(column);
         Ok((cols, keys))
+    }
+
+    /// The table's unique indexes on expressions or with conditions, with
+    /// their keys and conditions as the server prints them (see
+    /// [`sql::PgIndex`]) and every column they read.
+    async fn indexes_on_expressions_or_conditions(&self, table: &str) -> Result<Vec<sql::PgIndex>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ic.relname::text,
+                        ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                                FROM generate_series(1, i.indnkeyatts::int) AS k ORDER BY k),
+                        pg_get_expr(i.indpred, i.indrelid, true),
+                        ARRAY(SELECT a.attname::text FROM pg_attribute a
+                               WHERE a.attrelid = i.indrelid AND a.attnum > 0
+                                 AND (a.attnum = ANY(i.indkey::int2[])
+                                      OR EXISTS (SELECT 1 FROM pg_depend d
+                                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                                                    AND d.refclassid = 'pg_class'::regclass
+                                                    AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum))
+                               ORDER BY a.attnum),
+                        COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false)
+                   FROM pg_index i
+                   JOIN pg_class ic ON ic.oid = i.indexrelid
+                  WHERE i.indrelid = to_regclass($1) AND i.indisunique
+                    AND (i.indpred IS NOT NULL OR i.indexprs IS NOT NULL)
+                  ORDER BY 1",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "unique keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| sql::PgIndex {
+                name: r.get(0),
+                keys: r.get(1),
+                condition: r.get(2),
+                reads: r.get(3),
+                nulls_equal: r.get(4),
+            })
+            .collect())
     }
 
     /// Anonymizes, in one statement, the records whose hash another record
@@ -1415,8 +1460,17 @@ impl Postgres {
         keys: &[sql::UniqueKey],
     ) -> Result<i64, ScrubError> {
         let table = Self::qualified(&sel.table);
-        let on_expressions = self.unique_indexes_on_expressions(&table).await?;
-        let keys = [keys, &on_expressions.into_iter().map(|k| k.0).collect::<Vec<_>>()].concat();
+        // An index on expressions or with a condition, as a key of every
+        // column it reads: records holding the same values there collide
+        // in it where its condition holds for both (NULLs equal, as a
+        // condition's column is NULL as often as not: `WHERE gone_at IS NULL`).
+        let others: Vec<sql::UniqueKey> = self
+            .indexes_on_expressions_or_conditions(&table)
+            .await?
+            .into_iter()
+            .map(|i| sql::UniqueKey { name: i.name, columns: i.reads, nulls_equal: true })
+            .collect();
+        let keys = [keys, &others].concat();
         let mut p = self.params();
         let pred = sql::pg_predicate(sel, &mut p);
         let column = column_of(cols);

@@ -463,6 +463,99 @@ pub fn collision_query(
     ))
 }
 
+/// A unique index the plain-column checks cannot judge: one on
+/// expressions (`lower(email)`) or with a condition (`WHERE gone_at IS
+/// NULL`), PostgreSQL only. Its keys and condition are the text the server
+/// prints for its own catalog (`pg_get_indexdef`, `pg_get_expr`), never
+/// anything a manifest says; index expressions are immutable by the
+/// server's rules, so evaluating them changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgIndex {
+    pub name: String,
+    /// Each key column or expression, in key order.
+    pub keys: Vec<String>,
+    /// The condition, if the index has one.
+    pub condition: Option<String>,
+    /// Every column the keys and the condition read.
+    pub reads: Vec<String>,
+    /// NULLs count as equal (`NULLS NOT DISTINCT`).
+    pub nulls_equal: bool,
+}
+
+impl PgIndex {
+    /// The rules that may put two records on one entry of the index: all
+    /// but hashes (which keep distinct values distinct) on a column it
+    /// reads, including those its condition reads, which may bring
+    /// records into the index.
+    pub fn risky<'a>(&self, rules: &'a [FieldRule]) -> Vec<&'a FieldRule> {
+        rules
+            .iter()
+            .filter(|r| r.strategy != AnonymizeStrategy::Hash && self.reads.iter().any(|c| c == r.field.as_str()))
+            .collect()
+    }
+
+    /// The refusal when [`pg_index_collision_query`] finds a collision:
+    /// the index and the columns it reads, not its text (a condition may
+    /// name values).
+    pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
+        let fields: Vec<&str> = risky.iter().map(|r| r.field.as_str()).collect();
+        let scope = if self.condition.is_some() { ", where its condition holds" } else { "" };
+        super::ScrubError::Config(format!(
+            "anonymizing {} would give two records the same values in unique key {} (reading {}{scope}); use hash \
+             for {} (distinct values stay distinct)",
+            fields.join(", "),
+            self.name,
+            self.reads.join(", "),
+            fields.join(", ")
+        ))
+    }
+}
+
+/// A query that returns a row when changing the records `changed` selects
+/// would put two records on one entry of `index`, as the index itself
+/// sees them: its keys and condition evaluated on each changed record's
+/// new values, beside every other record as it is now (batches change
+/// records one after another, and each must fit beside the rest). Records
+/// are told apart by where they are stored (`tableoid`, `ctid`). `None`
+/// when a column's name cannot be quoted.
+pub fn pg_index_collision_query(
+    table: &str,
+    index: &PgIndex,
+    new_value: impl Fn(&str) -> Option<String>,
+    changed: &str,
+) -> Option<String> {
+    let reads = quote_names(Dialect::Postgres, index.reads.iter().map(String::as_str)).ok()?;
+    if reads.is_empty() || index.keys.is_empty() {
+        return None;
+    }
+    let new_row: Vec<String> = reads
+        .iter()
+        .zip(&index.reads)
+        .map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone())))
+        .collect();
+    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
+        index.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
+    };
+    let keys = each(&|i, k| format!("({k}) AS lethe_k{i}"), ", ");
+    let condition = index.condition.as_deref().map_or("true".to_string(), |c| format!("({c})"));
+    let (filled, equal) = if index.nulls_equal {
+        (String::new(), "IS NOT DISTINCT FROM")
+    } else {
+        (format!(" WHERE {}", each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND ")), "=")
+    };
+    Some(format!(
+        "WITH lethe_n AS (SELECT {keys}, lethe_t, lethe_c FROM (SELECT {}, tableoid AS lethe_t, ctid AS lethe_c \
+         FROM {table} WHERE {changed}) AS lethe_p WHERE {condition}), \
+         lethe_u AS (SELECT {keys}, tableoid AS lethe_t, ctid AS lethe_c FROM {table} WHERE {condition}) \
+         SELECT 1 FROM lethe_n{filled} GROUP BY {} HAVING count(*) > 1 \
+         UNION ALL SELECT 1 FROM lethe_n JOIN lethe_u ON {} \
+         WHERE (lethe_u.lethe_t, lethe_u.lethe_c) <> (lethe_n.lethe_t, lethe_n.lethe_c) LIMIT 1",
+        new_row.join(", "),
+        each(&|i, _| format!("lethe_k{i}"), ", "),
+        each(&|i, _| format!("lethe_u.lethe_k{i} {equal} lethe_n.lethe_k{i}"), " AND "),
+    ))
+}
+
 /// A condition selecting the records `changed` selects whose new values in
 /// `key` another record holds now (as [`collision_query`]'s second half
 /// finds them), by their current values in the key (NULLs equal). Those
