@@ -1406,10 +1406,31 @@ impl Postgres {
         Ok((cols, keys))
     }
 
-    /// The table's unique indexes on expressions or with conditions, with
-    /// their keys and conditions as the server prints them (see
-    /// [`sql::PgIndex`]) and every column they read.
+    /// The table's unique indexes on expressions, with conditions or on
+    /// generated columns, with their keys and conditions as the server
+    /// prints them (see [`sql::PgIndex`]) and every column they read, a
+    /// generated column as its expression and the columns it reads.
     async fn indexes_on_expressions_or_conditions(&self, table: &str) -> Result<Vec<sql::PgIndex>, ScrubError> {
+        let generated: Vec<(String, String, Vec<String>)> = self
+            .client
+            .query(
+                "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid, true),
+                        ARRAY(SELECT b.attname::text FROM pg_depend dep
+                                JOIN pg_attribute b ON b.attrelid = a.attrelid AND b.attnum = dep.refobjsubid
+                               WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                                 AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid
+                                 AND dep.refobjsubid > 0 AND b.attnum <> a.attnum
+                               ORDER BY b.attnum)
+                   FROM pg_attribute a
+                   JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE a.attrelid = to_regclass($1) AND a.attgenerated <> '' AND NOT a.attisdropped",
+                &[&table],
+            )
+            .await
+            .map_err(|e| classify(e, "generated columns"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
         let rows = self
             .client
             .query(
@@ -1429,7 +1450,10 @@ impl Postgres {
                    FROM pg_index i
                    JOIN pg_class ic ON ic.oid = i.indexrelid
                   WHERE i.indrelid = to_regclass($1) AND i.indisunique
-                    AND (i.indpred IS NOT NULL OR i.indexprs IS NOT NULL)
+                    AND (i.indpred IS NOT NULL OR i.indexprs IS NOT NULL
+                         OR EXISTS (SELECT 1 FROM pg_attribute g
+                                     WHERE g.attrelid = i.indrelid AND g.attnum = ANY(i.indkey::int2[])
+                                       AND g.attgenerated <> ''))
                   ORDER BY 1",
                 &[&table],
             )
@@ -1437,19 +1461,37 @@ impl Postgres {
             .map_err(|e| classify(e, "unique keys"))?;
         Ok(rows
             .iter()
-            .map(|r| sql::PgIndex {
-                name: r.get(0),
-                keys: r.get(1),
-                condition: r.get(2),
-                reads: r.get(3),
-                nulls_equal: r.get(4),
+            .map(|r| {
+                let (mut reads, mut computed) = (Vec::<String>::new(), Vec::new());
+                for column in r.get::<_, Vec<String>>(3) {
+                    let from = match generated.iter().find(|g| g.0 == column) {
+                        Some((name, expr, from)) => {
+                            computed.push((name.clone(), expr.clone()));
+                            from.clone()
+                        }
+                        None => vec![column],
+                    };
+                    for c in from {
+                        if !reads.contains(&c) {
+                            reads.push(c);
+                        }
+                    }
+                }
+                sql::PgIndex {
+                    name: r.get(0),
+                    keys: r.get(1),
+                    condition: r.get(2),
+                    reads,
+                    computed,
+                    nulls_equal: r.get(4),
+                }
             })
             .collect())
     }
 
     /// Anonymizes, in one statement, the records whose hash another record
     /// already holds in a unique key (`keys`, and the unique indexes on
-    /// expressions or with conditions), with a fresh one (see
+    /// expressions, with conditions or on generated columns), with a fresh one (see
     /// [`sql::Anonymization::reuse_update`]); returns how many.
     async fn give_fresh_hashes(
         &self,
@@ -1460,8 +1502,9 @@ impl Postgres {
         keys: &[sql::UniqueKey],
     ) -> Result<i64, ScrubError> {
         let table = Self::qualified(&sel.table);
-        // An index on expressions or with a condition, as a key of every
-        // column it reads: records holding the same values there collide
+        // An index on expressions, with a condition or on a generated
+        // column, as a key of every column it reads (a generated column's
+        // own): records holding the same values there collide
         // in it where its condition holds for both (NULLs equal, as a
         // condition's column is NULL as often as not: `WHERE gone_at IS NULL`).
         let others: Vec<sql::UniqueKey> = self

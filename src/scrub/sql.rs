@@ -464,11 +464,12 @@ pub fn collision_query(
 }
 
 /// A unique index the plain-column checks cannot judge: one on
-/// expressions (`lower(email)`) or with a condition (`WHERE gone_at IS
-/// NULL`), PostgreSQL only. Its keys and condition are the text the server
-/// prints for its own catalog (`pg_get_indexdef`, `pg_get_expr`), never
-/// anything a manifest says; index expressions are immutable by the
-/// server's rules, so evaluating them changes nothing.
+/// expressions (`lower(email)`), with a condition (`WHERE gone_at IS
+/// NULL`), or on a generated column, PostgreSQL only. Its keys, condition
+/// and generation expressions are the text the server prints for its own
+/// catalog (`pg_get_indexdef`, `pg_get_expr`), never anything a manifest
+/// says; such expressions are immutable by the server's rules, so
+/// evaluating them changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgIndex {
     pub name: String,
@@ -476,8 +477,12 @@ pub struct PgIndex {
     pub keys: Vec<String>,
     /// The condition, if the index has one.
     pub condition: Option<String>,
-    /// Every column the keys and the condition read.
+    /// Every column the keys and the condition read, a generated column
+    /// as the columns it is computed from.
     pub reads: Vec<String>,
+    /// The generated columns the keys and the condition read, each with
+    /// its expression (of columns in `reads`).
+    pub computed: Vec<(String, String)>,
     /// NULLs count as equal (`NULLS NOT DISTINCT`).
     pub nulls_equal: bool,
 }
@@ -514,7 +519,8 @@ impl PgIndex {
 /// A query that returns a row when changing the records `changed` selects
 /// would put two records on one entry of `index`, as the index itself
 /// sees them: its keys and condition evaluated on each changed record's
-/// new values, beside every other record as it is now (batches change
+/// new values (and the generated columns computed from them), beside
+/// every other record as it is now (batches change
 /// records one after another, and each must fit beside the rest). Records
 /// are told apart by where they are stored (`tableoid`, `ctid`). `None`
 /// when a column's name cannot be quoted.
@@ -533,6 +539,12 @@ pub fn pg_index_collision_query(
         .zip(&index.reads)
         .map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone())))
         .collect();
+    let computed = quote_names(Dialect::Postgres, index.computed.iter().map(|c| c.0.as_str())).ok()?;
+    let with_computed: Vec<String> = reads
+        .iter()
+        .cloned()
+        .chain(computed.iter().zip(&index.computed).map(|(q, (_, expr))| format!("({expr}) AS {q}")))
+        .collect();
     let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
         index.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
     };
@@ -544,12 +556,14 @@ pub fn pg_index_collision_query(
         (format!(" WHERE {}", each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND ")), "=")
     };
     Some(format!(
-        "WITH lethe_n AS (SELECT {keys}, lethe_t, lethe_c FROM (SELECT {}, tableoid AS lethe_t, ctid AS lethe_c \
-         FROM {table} WHERE {changed}) AS lethe_p WHERE {condition}), \
+        "WITH lethe_n AS (SELECT {keys}, lethe_t, lethe_c FROM (SELECT {}, lethe_t, lethe_c FROM \
+         (SELECT {}, tableoid AS lethe_t, ctid AS lethe_c FROM {table} WHERE {changed}) AS lethe_b) AS lethe_p \
+         WHERE {condition}), \
          lethe_u AS (SELECT {keys}, tableoid AS lethe_t, ctid AS lethe_c FROM {table} WHERE {condition}) \
          SELECT 1 FROM lethe_n{filled} GROUP BY {} HAVING count(*) > 1 \
          UNION ALL SELECT 1 FROM lethe_n JOIN lethe_u ON {} \
          WHERE (lethe_u.lethe_t, lethe_u.lethe_c) <> (lethe_n.lethe_t, lethe_n.lethe_c) LIMIT 1",
+        with_computed.join(", "),
         new_row.join(", "),
         each(&|i, _| format!("lethe_k{i}"), ", "),
         each(&|i, _| format!("lethe_u.lethe_k{i} {equal} lethe_n.lethe_k{i}"), " AND "),
