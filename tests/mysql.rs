@@ -1040,6 +1040,18 @@ fn integer_time_columns_count_the_datasets_unit() {
     });
 }
 
+/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`].
+#[test]
+fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from() {
+    rt().block_on(async {
+        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+            &MariaStore(shared()),
+            "datetime",
+        )
+        .await;
+    });
+}
+
 /// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
 #[test]
 fn a_hashed_value_used_again_takes_a_fresh_hash() {

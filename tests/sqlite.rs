@@ -507,6 +507,17 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
     });
 }
 
+/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`].
+#[test]
+fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(&store, "TEXT")
+            .await;
+    });
+}
+
 /// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
 #[test]
 fn a_hashed_value_used_again_takes_a_fresh_hash() {

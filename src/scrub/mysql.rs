@@ -26,8 +26,9 @@ struct Column {
     data_type: String,
     nullable: bool,
     max_len: Option<i64>,
-    /// A generated column: the server computes its values.
-    generated: bool,
+    /// A generated column: the server computes its values, by this
+    /// expression (as the catalog prints it).
+    generated: Option<String>,
     /// A unique index on this column alone: `Some(Some(n))` when it covers
     /// only the first `n` characters, `Some(None)` when it covers them all,
     /// `None` when there is no such index.
@@ -37,9 +38,26 @@ struct Column {
     charset: Option<(String, String)>,
 }
 
-/// A row of the column query: name, type, nullable, length, generated,
-/// unique alone, unique prefix, character set, collation.
-type ColumnRow = (String, String, String, Option<i64>, i64, i64, Option<i64>, Option<String>, Option<String>);
+/// A row of the column query: name, type, nullable, length, generation
+/// expression, unique alone, unique prefix, character set, collation.
+type ColumnRow =
+    (String, String, String, Option<i64>, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
+
+/// Each generated column among `cols`, with the other columns its
+/// expression reads (names it mentions that are columns of the table).
+fn generated_from(cols: &[Column]) -> Vec<(String, Vec<String>)> {
+    cols.iter()
+        .filter_map(|g| {
+            let names = sql::names_in(Dialect::Mysql, g.generated.as_deref()?);
+            let from = cols
+                .iter()
+                .filter(|c| c.generated.is_none() && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                .map(|c| c.name.clone())
+                .collect();
+            Some((g.name.clone(), from))
+        })
+        .collect()
+}
 
 impl Column {
     fn is_integer(&self) -> bool {
@@ -240,7 +258,7 @@ impl Mysql {
             .await
             .exec(
                 "SELECT c.COLUMN_NAME, DATA_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
-                        COALESCE(GENERATION_EXPRESSION, '') <> '', u.COLUMN_NAME IS NOT NULL, u.PREFIX,
+                        NULLIF(GENERATION_EXPRESSION, ''), u.COLUMN_NAME IS NOT NULL, u.PREFIX,
                         CHARACTER_SET_NAME, COLLATION_NAME
                    FROM information_schema.COLUMNS c
                    LEFT JOIN (SELECT one.COLUMN_NAME, MIN(one.PREFIX) AS PREFIX
@@ -267,7 +285,7 @@ impl Mysql {
                     data_type: data_type.to_lowercase(),
                     nullable: nullable == "YES",
                     max_len,
-                    generated: generated != 0,
+                    generated,
                     unique_prefix: (unique != 0).then(|| prefix.filter(|p| *p < 1 << 30)),
                     charset: charset.zip(collation).filter(|(s, c)| word(s) && word(c)),
                 }
@@ -573,7 +591,7 @@ impl Mysql {
                     (Some(l), Some(p)) => Some(l.min(p)),
                     (l, p) => l.or(p),
                 },
-                computed: col.generated.then_some("a generated column"),
+                computed: col.generated.is_some().then_some("a generated column"),
                 unique: col.unique_prefix.is_some(),
                 one_null: false,
             };
@@ -766,7 +784,7 @@ impl Mysql {
                 let cond = format!("{pred} AND NOT {}", a.done);
                 let mut remaining = b.values.clone();
                 remaining.extend(a.done_values.iter().cloned());
-                let keys = self.check_unique_keys(&sel.table, rules, &a, &cond, &remaining).await?;
+                let keys = self.check_unique_keys(&sel.table, &cols, rules, &a, &cond, &remaining).await?;
                 if let Some((q, params)) = a.reuse_update(Dialect::Mysql, &table, &keys, rules, &cond, &remaining) {
                     let mut conn = self.conn.lock().await;
                     conn.exec_drop(q, params).await.map_err(|e| classify(e, "fresh hashes"))?;
@@ -924,17 +942,19 @@ impl Mysql {
         let cond = format!("{} AND NOT {}", Self::where_clause(&b), a.done);
         let mut values = b.values.clone();
         values.extend(a.done_values.iter().cloned());
-        self.check_unique_keys(&sel.table, rules, &a, &cond, &values).await?;
+        self.check_unique_keys(&sel.table, &cols, rules, &a, &cond, &values).await?;
         self.count_where(&sel.table, &cond, values).await
     }
 
     /// Refuses an anonymization that would give two records the same
-    /// values in a unique key of several columns, before any change.
-    /// `changed` selects the records it changes, with `values`. Returns
-    /// the table's unique keys.
+    /// values in a unique key of several columns (or of a generated
+    /// column, through the columns it is computed from), before any
+    /// change. `changed` selects the records it changes, with `values`.
+    /// Returns the table's unique keys, so seen.
     async fn check_unique_keys(
         &self,
         table: &Table,
+        cols: &[Column],
         rules: &[FieldRule],
         a: &Anonymization<Value>,
         changed: &str,
@@ -953,7 +973,9 @@ impl Mysql {
             .await
             .map_err(|e| classify(e, "unique keys"))?;
         // A key on an expression has a column without a name.
-        let keys = sql::UniqueKey::of_columns(rows);
+        let generated = generated_from(cols);
+        let keys: Vec<sql::UniqueKey> =
+            sql::UniqueKey::of_columns(rows).into_iter().map(|k| k.through_generated(&generated)).collect();
         for (q, params, refusal) in
             a.collision_checks(Dialect::Mysql, &Self::qualified(table), keys.clone(), rules, changed, values)
         {

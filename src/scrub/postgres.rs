@@ -1299,7 +1299,10 @@ impl Postgres {
             )
             .await
             .map_err(|e| classify(e, "unique keys"))?;
-        Ok(rows.iter().map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: r.get(2) }).collect())
+        Ok(rows
+            .iter()
+            .map(|r| sql::UniqueKey { name: r.get(0), columns: r.get(1), nulls_equal: r.get(2), generated: false })
+            .collect())
     }
 
     /// Refuses anonymization rules the table cannot take, before any
@@ -1511,7 +1514,7 @@ impl Postgres {
             .indexes_on_expressions_or_conditions(&table)
             .await?
             .into_iter()
-            .map(|i| sql::UniqueKey { name: i.name, columns: i.reads, nulls_equal: true })
+            .map(|i| sql::UniqueKey { name: i.name, columns: i.reads, nulls_equal: true, generated: false })
             .collect();
         let keys = [keys, &others].concat();
         let mut p = self.params();

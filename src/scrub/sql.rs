@@ -267,7 +267,7 @@ impl<V: Clone> Anonymization<V> {
     ) -> Vec<(String, Vec<V>, super::ScrubError)> {
         let mut checks = Vec::new();
         // A key of one column is checked with the column's own rule.
-        for key in keys.into_iter().filter(|k| k.columns.len() > 1) {
+        for key in keys.into_iter().filter(|k| k.columns.len() > 1 || k.generated) {
             let risky = key.risky(rules, |c, f| same_column(d, c, f));
             if risky.is_empty() {
                 continue;
@@ -383,6 +383,10 @@ pub struct UniqueKey {
     pub columns: Vec<String>,
     /// NULLs count as equal (PostgreSQL's `NULLS NOT DISTINCT`).
     pub nulls_equal: bool,
+    /// The key reads a generated column, given here as the columns it is
+    /// computed from (see [`UniqueKey::through_generated`]); checked even
+    /// when that is one column, which need not be unique by itself.
+    pub generated: bool,
 }
 
 impl UniqueKey {
@@ -392,7 +396,7 @@ impl UniqueKey {
         let mut keys: Vec<(UniqueKey, bool)> = Vec::new();
         for (name, column) in rows {
             if keys.last().is_none_or(|k| k.0.name != name) {
-                keys.push((UniqueKey { name, columns: vec![], nulls_equal: false }, true));
+                keys.push((UniqueKey { name, columns: vec![], nulls_equal: false, generated: false }, true));
             }
             let key = keys.last_mut().expect("pushed above");
             match column {
@@ -401,6 +405,31 @@ impl UniqueKey {
             }
         }
         keys.into_iter().filter(|k| k.1).map(|k| k.0).collect()
+    }
+
+    /// The key with each generated column among its columns replaced by
+    /// the columns it is computed from (`generated`: a generated column's
+    /// name and theirs): records holding the same values in those hold
+    /// the same value in it. (Values only its expression makes equal are
+    /// not seen.)
+    pub fn through_generated(self, generated: &[(String, Vec<String>)]) -> UniqueKey {
+        let mut columns = Vec::new();
+        let mut through = false;
+        for c in self.columns {
+            let from = match generated.iter().find(|g| g.0.eq_ignore_ascii_case(&c)) {
+                Some(g) => {
+                    through = true;
+                    g.1.clone()
+                }
+                None => vec![c],
+            };
+            for f in from {
+                if !columns.contains(&f) {
+                    columns.push(f);
+                }
+            }
+        }
+        UniqueKey { columns, generated: self.generated || through, ..self }
     }
 
     /// The rules on the key's columns that may give two records the same
@@ -423,8 +452,9 @@ impl UniqueKey {
     /// The refusal when [`collision_query`] finds a collision.
     pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
         let fields: Vec<&str> = risky.iter().map(|r| r.field.as_str()).collect();
+        let through = if self.generated { ", through a generated column" } else { "" };
         super::ScrubError::Config(format!(
-            "anonymizing {} would give two records the same values in unique key {} ({}); use hash for {} \
+            "anonymizing {} would give two records the same values in unique key {} ({}{through}); use hash for {} \
              (distinct values stay distinct)",
             fields.join(", "),
             self.name,
@@ -461,6 +491,174 @@ pub fn collision_query(
         k.each(&|i, _| format!("lethe_k{i}"), ", "),
         k.beside_others(),
     ))
+}
+
+/// A token of SQL text the server keeps for its own schema (a generated
+/// column's expression, a table's `CREATE TABLE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// A bare word (a name, a keyword, a function).
+    Word(String),
+    /// A quoted name, unquoted.
+    Quoted(String),
+    Open,
+    Close,
+    Comma,
+    Other,
+}
+
+/// Splits SQL text into [`Token`]s; string literals and comments are left
+/// out (as `Other`).
+fn tokens(d: Dialect, text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    // Text up to `close`, a doubled `close` standing for one; a backslash
+    // escapes the next character where `backslash`.
+    let quoted = |i: &mut usize, close: char, backslash: bool| {
+        let mut inner = String::new();
+        *i += 1;
+        while *i < chars.len() {
+            let c = chars[*i];
+            if backslash && c == '\\' && *i + 1 < chars.len() {
+                inner.push(chars[*i + 1]);
+                *i += 2;
+                continue;
+            }
+            if c == close {
+                if chars.get(*i + 1) == Some(&close) {
+                    inner.push(close);
+                    *i += 2;
+                    continue;
+                }
+                *i += 1;
+                break;
+            }
+            inner.push(c);
+            *i += 1;
+        }
+        inner
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            _ if c.is_whitespace() => i += 1,
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            '\'' => {
+                quoted(&mut i, '\'', d == Dialect::Mysql);
+                out.push(Token::Other);
+            }
+            // MySQL reads "..." as a string, unless in ANSI_QUOTES mode.
+            '"' if d == Dialect::Mysql => {
+                quoted(&mut i, '"', true);
+                out.push(Token::Other);
+            }
+            '"' | '`' => out.push(Token::Quoted(quoted(&mut i, c, false))),
+            '[' if d == Dialect::Sqlite => {
+                let end = chars[i..].iter().position(|&c| c == ']').map_or(chars.len(), |p| i + p);
+                out.push(Token::Quoted(chars[i + 1..end].iter().collect()));
+                i = end + 1;
+            }
+            '(' | ')' | ',' => {
+                out.push(match c {
+                    '(' => Token::Open,
+                    ')' => Token::Close,
+                    _ => Token::Comma,
+                });
+                i += 1;
+            }
+            _ if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$') {
+                    i += 1;
+                }
+                // A number is no name.
+                out.push(if c.is_ascii_digit() { Token::Other } else { Token::Word(chars[start..i].iter().collect()) });
+            }
+            _ => {
+                out.push(Token::Other);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The names an expression of the server's own text mentions, bare or
+/// quoted, outside string literals: every column it reads, among
+/// functions and keywords (a caller keeps the table's columns).
+pub fn names_in(d: Dialect, expr: &str) -> Vec<String> {
+    tokens(d, expr)
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) | Token::Quoted(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names each generated column's expression mentions (see
+/// [`names_in`]), from a SQLite table's `CREATE TABLE` text, for the
+/// columns named in `generated`.
+pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String, Vec<String>)> {
+    let toks = tokens(Dialect::Sqlite, create);
+    let Some(start) = toks.iter().position(|t| *t == Token::Open) else { return Vec::new() };
+    // The column definitions: the table's list, split at its own commas.
+    let (mut defs, mut def, mut depth) = (Vec::new(), Vec::new(), 0);
+    for t in &toks[start + 1..] {
+        match t {
+            Token::Open => depth += 1,
+            Token::Close if depth == 0 => break,
+            Token::Close => depth -= 1,
+            Token::Comma if depth == 0 => {
+                defs.push(std::mem::take(&mut def));
+                continue;
+            }
+            _ => {}
+        }
+        def.push(t.clone());
+    }
+    defs.push(def);
+    let mut out = Vec::new();
+    for def in defs {
+        let Some(Token::Word(name) | Token::Quoted(name)) = def.first() else { continue };
+        let Some(name) = generated.iter().find(|g| g.eq_ignore_ascii_case(name)) else { continue };
+        // `AS (` opens the expression (after `GENERATED ALWAYS`, or alone).
+        let Some(at) = def
+            .windows(2)
+            .position(|w| matches!(&w[0], Token::Word(a) if a.eq_ignore_ascii_case("as")) && w[1] == Token::Open)
+        else {
+            continue;
+        };
+        let mut names = Vec::new();
+        let mut depth = 0;
+        for t in &def[at + 1..] {
+            match t {
+                Token::Open => depth += 1,
+                Token::Close => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                Token::Word(w) | Token::Quoted(w) => names.push(w.clone()),
+                _ => {}
+            }
+        }
+        out.push((name.clone(), names));
+    }
+    out
 }
 
 /// A unique index the plain-column checks cannot judge: one on
@@ -504,10 +702,16 @@ impl PgIndex {
     /// name values).
     pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
         let fields: Vec<&str> = risky.iter().map(|r| r.field.as_str()).collect();
+        let generated: Vec<&str> = self.computed.iter().map(|c| c.0.as_str()).collect();
+        let through = match generated.len() {
+            0 => String::new(),
+            1 => format!(", through the generated column {}", generated[0]),
+            _ => format!(", through the generated columns {}", generated.join(", ")),
+        };
         let scope = if self.condition.is_some() { ", where its condition holds" } else { "" };
         super::ScrubError::Config(format!(
-            "anonymizing {} would give two records the same values in unique key {} (reading {}{scope}); use hash \
-             for {} (distinct values stay distinct)",
+            "anonymizing {} would give two records the same values in unique key {} (reading {}{through}{scope}); \
+             use hash for {} (distinct values stay distinct)",
             fields.join(", "),
             self.name,
             self.reads.join(", "),
@@ -665,6 +869,51 @@ mod tests {
         assert_eq!(quote(Dialect::Postgres, &id("Order")), "\"Order\"");
         assert_eq!(quote(Dialect::Mysql, &id("select")), "`select`");
         assert_eq!(table_name(Dialect::Postgres, Some(&id("public")), &id("user")), "\"public\".\"user\"");
+    }
+
+    #[test]
+    fn names_in_an_expression_leave_string_literals_out() {
+        // As MariaDB prints a generated column's expression.
+        let expr = "concat(lcase(`email`),`Odd Name`,'lit`x', \"it's\", 'a''b `c`')";
+        assert_eq!(names_in(Dialect::Mysql, expr), ["concat", "lcase", "email", "Odd Name"]);
+        assert_eq!(names_in(Dialect::Mysql, r"concat(`a``b`, 'x\'`y`')"), ["concat", "a`b"]);
+    }
+
+    #[test]
+    fn sqlite_generated_columns_are_read_from_the_table_text() {
+        let create = r#"CREATE TABLE "m" (
+            id INTEGER PRIMARY KEY, -- a comment, with AS (x)
+            email TEXT DEFAULT 'AS (nick)',
+            "Full Name" TEXT CHECK (length("Full Name") > 0, 1),
+            [key] TEXT GENERATED ALWAYS AS (lower(email) || [Full Name] /* , nick */) STORED UNIQUE,
+            short TEXT AS (substr("Full Name", 1, 3)),
+            CONSTRAINT c UNIQUE (email, id)
+        )"#;
+        let wanted = ["KEY".to_string(), "short".to_string(), "email".to_string()];
+        assert_eq!(
+            sqlite_generated_names(create, &wanted),
+            [
+                ("KEY".to_string(), vec!["lower".to_string(), "email".to_string(), "Full Name".to_string()]),
+                ("short".to_string(), vec!["substr".to_string(), "Full Name".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_through_a_generated_column_names_the_columns_it_is_computed_from() {
+        let key = UniqueKey {
+            name: "k".into(),
+            columns: vec!["tenant".into(), "Email_Key".into()],
+            nulls_equal: false,
+            generated: false,
+        };
+        let generated = [("email_key".to_string(), vec!["email".to_string(), "tenant".to_string()])];
+        let through = key.clone().through_generated(&generated);
+        assert_eq!(
+            (through.columns.clone(), through.generated),
+            (vec!["tenant".to_string(), "email".to_string()], true)
+        );
+        assert_eq!(key.clone().through_generated(&[]), key);
     }
 
     #[test]

@@ -394,7 +394,7 @@ impl Sqlite {
                 let cond = format!("{pred} AND NOT {}", a.done);
                 let mut inner = values.clone();
                 inner.extend(a.done_values.iter().cloned());
-                let keys = self.check_unique_keys(&sel.table, rules, &a, &cond, &inner).await?;
+                let keys = self.check_unique_keys(&sel.table, &cols, rules, &a, &cond, &inner).await?;
                 if let Some((q, params)) = a.reuse_update(Dialect::Sqlite, &table, &keys, rules, &cond, &inner) {
                     let fresh = self
                         .with(move |c| {
@@ -440,17 +440,54 @@ impl Sqlite {
         let a = Self::anonymize(rules, salt, &cols)?;
         let cond = format!("{pred} AND NOT {}", a.done);
         values.extend(a.done_values.iter().cloned());
-        self.check_unique_keys(&sel.table, rules, &a, &cond, &values).await?;
+        self.check_unique_keys(&sel.table, &cols, rules, &a, &cond, &values).await?;
         self.count_where(&sel.table, cond, values).await
     }
 
+    /// Each generated column among `cols`, with the other columns its
+    /// expression reads (names it mentions that are columns of the
+    /// table), from the table's `CREATE TABLE` text.
+    async fn generated_from(&self, table: &Table, cols: &[Column]) -> Result<Vec<(String, Vec<String>)>, ScrubError> {
+        let generated: Vec<String> = cols.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
+        if generated.is_empty() {
+            return Ok(Vec::new());
+        }
+        let catalog = format!(
+            "{}.sqlite_schema",
+            table.schema.as_ref().map_or("main".to_string(), |s| sql::quote(Dialect::Sqlite, s))
+        );
+        let name = table.name.as_str().to_string();
+        let create: Option<String> = self
+            .with(move |c| {
+                c.query_row(&format!("SELECT sql FROM {catalog} WHERE type = 'table' AND name = ?1"), [&name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| classify(e, "table definition"))
+            })
+            .await?;
+        Ok(sql::sqlite_generated_names(&create.unwrap_or_default(), &generated)
+            .into_iter()
+            .map(|(g, names)| {
+                let from = cols
+                    .iter()
+                    .filter(|c| !c.generated && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                    .map(|c| c.name.clone())
+                    .collect();
+                (g, from)
+            })
+            .collect())
+    }
+
     /// Refuses an anonymization that would give two records the same
-    /// values in a unique key of several columns, before any change.
-    /// `changed` selects the records it changes, with `values`. Returns
-    /// the table's unique keys.
+    /// values in a unique key of several columns (or of a generated
+    /// column, through the columns it is computed from), before any
+    /// change. `changed` selects the records it changes, with `values`.
+    /// Returns the table's unique keys, so seen.
     async fn check_unique_keys(
         &self,
         table: &Table,
+        cols: &[Column],
         rules: &[FieldRule],
         a: &Anonymization<Value>,
         changed: &str,
@@ -473,7 +510,9 @@ impl Sqlite {
                     .map_err(|e| classify(e, "unique keys"))
             })
             .await?;
-        let keys = sql::UniqueKey::of_columns(rows);
+        let generated = self.generated_from(table, cols).await?;
+        let keys: Vec<sql::UniqueKey> =
+            sql::UniqueKey::of_columns(rows).into_iter().map(|k| k.through_generated(&generated)).collect();
         for (q, params, refusal) in
             a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys.clone(), rules, changed, values)
         {

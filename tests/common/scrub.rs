@@ -308,6 +308,61 @@ pub async fn unique_keys_of_several_columns_are_checked_before_anonymizing(store
     );
 }
 
+/// What every SQL driver does with a unique key on a generated column
+/// (`email_key`, `lower(email)` stored): it is checked through the column
+/// it is computed from. A `fixed` address for two records is refused
+/// before any change, naming the key; a `hash` of an address anonymized
+/// before, then registered again, takes a fresh value instead of stopping
+/// the run at a batch the key refuses.
+pub async fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+    store: &impl SqlStore,
+    time_type: &str,
+) {
+    use lethe::{
+        api::AnonymizeStrategy::{Fixed, Hash},
+        scrub::{Action, FieldRule, Limits, Selection},
+    };
+    use std::collections::BTreeSet;
+    let old = "'2020-01-01 00:00:00'";
+    store
+        .exec(&format!(
+            "CREATE TABLE members_gen (id bigint PRIMARY KEY, email varchar(80),
+                                       email_key varchar(80) GENERATED ALWAYS AS (lower(email)) STORED UNIQUE,
+                                       left_at {time_type});
+             INSERT INTO members_gen (id, email, left_at) VALUES (1, 'A@example.com', {old}), (2, 'b@example.com', {old}),
+                                                                 (3, 'gone', NULL);"
+        ))
+        .await;
+    let left = Selection {
+        table: table("members_gen"),
+        older_than: Some((id("left_at"), cutoff())),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+    };
+    let email = |strategy, value: Option<&str>| Action::Anonymize {
+        rules: vec![FieldRule { field: id("email"), strategy, value: value.map(String::from) }],
+        salt: "s".into(),
+    };
+    let db = store.driver(None).await;
+    let fixed = email(Fixed, Some("x"));
+    let says = ["anonymizing email", "unique key", "generated column"];
+    config_error(db.pending(&left, &fixed).await, &says);
+    config_error(db.run(&left, &fixed, &Limits::default(), 0, |_| {}).await, &says);
+    let as_inserted = "SELECT id FROM members_gen WHERE email IN ('A@example.com', 'b@example.com', 'gone')";
+    assert_eq!(store.ids(as_inserted).await, BTreeSet::from([1, 2, 3]), "nothing changed");
+    let hash = email(Hash, None);
+    let out = db.run(&left, &hash, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (2, 0));
+    // Registered again, and left again.
+    store.exec(&format!("INSERT INTO members_gen (id, email, left_at) VALUES (4, 'A@example.com', {old})")).await;
+    let out = db.run(&left, &hash, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (1, 0));
+    let anonymized = "SELECT id FROM members_gen WHERE email LIKE 'anon-%' AND email_key = email";
+    assert_eq!(store.ids(anonymized).await, BTreeSet::from([1, 2, 4]));
+    assert_eq!(store.ids("SELECT id FROM members_gen WHERE email = 'gone'").await, BTreeSet::from([3]));
+}
+
 /// What every SQL driver does when a hashed value is used again: an
 /// address anonymized (`UNIQUE (email)`), then registered anew in the same
 /// tenant under the same nickname (`UNIQUE (tenant, nick)`), then
