@@ -1326,20 +1326,13 @@ impl Postgres {
             if risky.is_empty() {
                 continue;
             }
-            let mut p = self.params();
-            let pred = sql::pg_predicate(sel, &mut p);
-            let done = sql::pg_anonymized(&table, rules, &column, &mut p);
-            let values: Vec<(&str, String)> = rules
-                .iter()
-                .filter(|r| key.columns.iter().any(|c| c == r.field.as_str()))
-                .map(|r| (r.field.as_str(), sql::pg_new_value(&table, r, salt, &column, &mut p)))
-                .collect();
+            let (p, changed, values) = self.collision_parts(sel, rules, salt, &column, &key.columns);
             let Some(q) = sql::collision_query(
                 sql::Dialect::Postgres,
                 &table,
                 key,
                 |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
-                &format!("{pred} AND NOT {done}"),
+                &changed,
             ) else {
                 continue;
             };
@@ -1359,36 +1352,20 @@ impl Postgres {
             if risky.is_empty() {
                 continue;
             }
-            let mut p = self.params();
-            let pred = sql::pg_predicate(sel, &mut p);
-            let done = sql::pg_anonymized(&table, rules, &column, &mut p);
-            let values: Vec<(&str, String)> = rules
-                .iter()
-                .filter(|r| index.reads.iter().any(|c| c == r.field.as_str()))
-                .map(|r| {
-                    let value = match r.strategy {
-                        // A NULL of the column's type, for the condition.
-                        AnonymizeStrategy::Null => {
-                            format!("(NULL::{table}).{}", sql::quote(sql::Dialect::Postgres, &r.field))
-                        }
-                        _ => sql::pg_new_value(&table, r, salt, &column, &mut p),
-                    };
-                    (r.field.as_str(), value)
-                })
-                .collect();
+            let (p, changed, values) = self.collision_parts(sel, rules, salt, &column, &index.reads);
             let Some(q) = sql::pg_index_collision_query(
                 &table,
                 &index,
                 |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
-                &format!("{pred} AND NOT {done}"),
+                &changed,
             ) else {
                 continue;
             };
             let stmt = match self.client.prepare(&q).await {
                 Ok(stmt) => stmt,
-                // An expression the check cannot restate (a whole-record
-                // reference, say): left to the batches, which the server
-                // refuses whole where the index would be broken.
+                // An index the check cannot restate (a column named as the
+                // check's own names, `lethe_c`, say): left to the batches,
+                // which the server refuses whole where it would be broken.
                 Err(e)
                     if e.code()
                         .is_some_and(|c| c.code().starts_with("42") && *c != SqlState::INSUFFICIENT_PRIVILEGE) =>
@@ -1407,6 +1384,38 @@ impl Postgres {
         }
         drop(column);
         Ok((cols, keys))
+    }
+
+    /// What a check of a unique key reading `columns` needs: its
+    /// parameters, the condition selecting the records the run changes,
+    /// and the new value of each rule on one of `columns` (a NULL of the
+    /// column's type, for an index's condition).
+    fn collision_parts<'r>(
+        &self,
+        sel: &Selection,
+        rules: &'r [super::FieldRule],
+        salt: &str,
+        column: &dyn Fn(&Identifier) -> (Option<i64>, bool),
+        columns: &[String],
+    ) -> (Params, String, Vec<(&'r str, String)>) {
+        let table = Self::qualified(&sel.table);
+        let mut p = self.params();
+        let pred = sql::pg_predicate(sel, &mut p);
+        let done = sql::pg_anonymized(&table, rules, column, &mut p);
+        let values = rules
+            .iter()
+            .filter(|r| columns.iter().any(|c| c == r.field.as_str()))
+            .map(|r| {
+                let value = match r.strategy {
+                    AnonymizeStrategy::Null => {
+                        format!("(NULL::{table}).{}", sql::quote(sql::Dialect::Postgres, &r.field))
+                    }
+                    _ => sql::pg_new_value(&table, r, salt, column, &mut p),
+                };
+                (r.field.as_str(), value)
+            })
+            .collect();
+        (p, format!("{pred} AND NOT {done}"), values)
     }
 
     /// The table's unique indexes on expressions, with conditions or on
