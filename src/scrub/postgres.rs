@@ -1307,9 +1307,11 @@ impl Postgres {
 
     /// Refuses anonymization rules the table cannot take, before any
     /// change: the columns' own limits, then every unique key of several
-    /// columns the rules would leave two records sharing. Returns the
-    /// rules' columns (see [`Self::check_rules`]) and the table's unique
-    /// keys.
+    /// columns the rules would leave two records sharing, and every
+    /// unique index on expressions, with a condition or on a generated
+    /// column. Returns the rules' columns (see [`Self::check_rules`]) and
+    /// the table's unique keys, such an index as a key of every column it
+    /// reads (see [`Self::give_fresh_hashes`]).
     async fn check_anonymization(
         &self,
         sel: &Selection,
@@ -1319,7 +1321,7 @@ impl Postgres {
         let cols = self.check_rules(sel, rules).await?;
         let column = column_of(&cols);
         let table = Self::qualified(&sel.table);
-        let keys = self.unique_keys(&table).await?;
+        let mut keys = self.unique_keys(&table).await?;
         // A key of one column is checked with the column's own rule.
         for key in keys.iter().filter(|k| k.columns.len() > 1) {
             let risky = key.risky(rules, |c, f| c == f.as_str());
@@ -1347,7 +1349,8 @@ impl Postgres {
         // Indexes on expressions or with conditions, as the server sees
         // them: `lower` making `A@x` and `a@x` one, a condition taking in
         // records a NULL brings under it.
-        for index in self.indexes_on_expressions_or_conditions(&table).await? {
+        let indexes = self.indexes_on_expressions_or_conditions(&table).await?;
+        for index in &indexes {
             let risky = index.risky(rules);
             if risky.is_empty() {
                 continue;
@@ -1355,7 +1358,7 @@ impl Postgres {
             let (p, changed, values) = self.collision_parts(sel, rules, salt, &column, &index.reads);
             let Some(q) = sql::pg_index_collision_query(
                 &table,
-                &index,
+                index,
                 |c| values.iter().find(|v| v.0 == c).map(|v| v.1.clone()),
                 &changed,
             ) else {
@@ -1383,6 +1386,16 @@ impl Postgres {
             }
         }
         drop(column);
+        // As a key of every column it reads (a generated column's own):
+        // records holding the same values there collide in it where its
+        // condition holds for both (NULLs equal, as a condition's column
+        // is NULL as often as not: `WHERE gone_at IS NULL`).
+        keys.extend(indexes.into_iter().map(|i| sql::UniqueKey {
+            name: i.name,
+            columns: i.reads,
+            nulls_equal: true,
+            generated: false,
+        }));
         Ok((cols, keys))
     }
 
@@ -1502,8 +1515,8 @@ impl Postgres {
     }
 
     /// Anonymizes, in one statement, the records whose hash another record
-    /// already holds in a unique key (`keys`, and the unique indexes on
-    /// expressions, with conditions or on generated columns), with a fresh one (see
+    /// already holds in a unique key (`keys`, from
+    /// [`Self::check_anonymization`]), with a fresh one (see
     /// [`sql::Anonymization::reuse_update`]); returns how many.
     async fn give_fresh_hashes(
         &self,
@@ -1514,24 +1527,12 @@ impl Postgres {
         keys: &[sql::UniqueKey],
     ) -> Result<i64, ScrubError> {
         let table = Self::qualified(&sel.table);
-        // An index on expressions, with a condition or on a generated
-        // column, as a key of every column it reads (a generated column's
-        // own): records holding the same values there collide
-        // in it where its condition holds for both (NULLs equal, as a
-        // condition's column is NULL as often as not: `WHERE gone_at IS NULL`).
-        let others: Vec<sql::UniqueKey> = self
-            .indexes_on_expressions_or_conditions(&table)
-            .await?
-            .into_iter()
-            .map(|i| sql::UniqueKey { name: i.name, columns: i.reads, nulls_equal: true, generated: false })
-            .collect();
-        let keys = [keys, &others].concat();
         let mut p = self.params();
         let pred = sql::pg_predicate(sel, &mut p);
         let column = column_of(cols);
         let a = sql::pg_anonymization(&table, rules, salt, &column, &mut p);
         let changed = format!("{pred} AND NOT {}", a.done);
-        let Some((q, _)) = a.reuse_update(sql::Dialect::Postgres, &table, &keys, rules, &changed, &[]) else {
+        let Some((q, _)) = a.reuse_update(sql::Dialect::Postgres, &table, keys, rules, &changed, &[]) else {
             return Ok(0);
         };
         let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "fresh hashes"))?;
