@@ -1456,6 +1456,7 @@ impl Postgres {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
+        let from: Vec<(String, Vec<String>)> = generated.iter().map(|g| (g.0.clone(), g.2.clone())).collect();
         let rows = self
             .client
             .query(
@@ -1487,21 +1488,10 @@ impl Postgres {
         Ok(rows
             .iter()
             .map(|r| {
-                let (mut reads, mut computed) = (Vec::<String>::new(), Vec::new());
-                for column in r.get::<_, Vec<String>>(3) {
-                    let from = match generated.iter().find(|g| g.0 == column) {
-                        Some((name, expr, from)) => {
-                            computed.push((name.clone(), expr.clone()));
-                            from.clone()
-                        }
-                        None => vec![column],
-                    };
-                    for c in from {
-                        if !reads.contains(&c) {
-                            reads.push(c);
-                        }
-                    }
-                }
+                let read: Vec<String> = r.get(3);
+                let computed =
+                    generated.iter().filter(|g| read.contains(&g.0)).map(|g| (g.0.clone(), g.1.clone())).collect();
+                let (reads, _) = sql::through_generated(read, &from, |a, b| a == b);
                 sql::PgIndex {
                     name: r.get(0),
                     keys: r.get(1),

@@ -413,22 +413,7 @@ impl UniqueKey {
     /// the same value in it. (Values only its expression makes equal are
     /// not seen.)
     pub fn through_generated(self, generated: &[(String, Vec<String>)]) -> UniqueKey {
-        let mut columns = Vec::new();
-        let mut through = false;
-        for c in self.columns {
-            let from = match generated.iter().find(|g| g.0.eq_ignore_ascii_case(&c)) {
-                Some(g) => {
-                    through = true;
-                    g.1.clone()
-                }
-                None => vec![c],
-            };
-            for f in from {
-                if !columns.contains(&f) {
-                    columns.push(f);
-                }
-            }
-        }
+        let (columns, through) = through_generated(self.columns, generated, |a, b| a.eq_ignore_ascii_case(b));
         UniqueKey { columns, generated: self.generated || through, ..self }
     }
 
@@ -462,6 +447,34 @@ impl UniqueKey {
             fields.join(", ")
         ))
     }
+}
+
+/// `columns` with each generated column among them replaced by the
+/// columns it is computed from (`generated`: a generated column's name and
+/// theirs), each column once; `same` says whether two names are one
+/// column (the server's case rules). With whether any was replaced.
+pub fn through_generated(
+    columns: Vec<String>,
+    generated: &[(String, Vec<String>)],
+    same: impl Fn(&str, &str) -> bool,
+) -> (Vec<String>, bool) {
+    let mut out: Vec<String> = Vec::new();
+    let mut through = false;
+    for c in columns {
+        let from = match generated.iter().find(|g| same(&g.0, &c)) {
+            Some(g) => {
+                through = true;
+                g.1.clone()
+            }
+            None => vec![c],
+        };
+        for f in from {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    (out, through)
 }
 
 /// A query that returns a row when changing the records `changed` selects
