@@ -1047,6 +1047,21 @@ fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_fro
         common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
             &MariaStore(shared()),
             "datetime",
+            false,
+        )
+        .await;
+    });
+}
+
+/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`]:
+/// a key on a generated column computed from another.
+#[test]
+fn unique_keys_on_chained_generated_columns_go_through_to_the_columns_they_are_computed_from() {
+    rt().block_on(async {
+        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+            &MariaStore(shared()),
+            "datetime",
+            true,
         )
         .await;
     });

@@ -1374,6 +1374,7 @@ fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_fro
         common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
             &PgStore(&pg),
             "timestamptz",
+            false,
         )
         .await;
         let db = connect(&pg).await;

@@ -513,8 +513,24 @@ fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_fro
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = LiteStore(dir.path().join("data.db"));
-        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(&store, "TEXT")
-            .await;
+        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+            &store, "TEXT", false,
+        )
+        .await;
+    });
+}
+
+/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`]:
+/// a key on a generated column computed from another.
+#[test]
+fn unique_keys_on_chained_generated_columns_go_through_to_the_columns_they_are_computed_from() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+            &store, "TEXT", true,
+        )
+        .await;
     });
 }
 

@@ -44,14 +44,15 @@ type ColumnRow =
     (String, String, String, Option<i64>, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
 
 /// Each generated column among `cols`, with the other columns its
-/// expression reads (names it mentions that are columns of the table).
+/// expression reads (names it mentions that are columns of the table,
+/// generated ones too).
 fn generated_from(cols: &[Column]) -> Vec<(String, Vec<String>)> {
     cols.iter()
         .filter_map(|g| {
             let names = sql::names_in(Dialect::Mysql, g.generated.as_deref()?);
             let from = cols
                 .iter()
-                .filter(|c| c.generated.is_none() && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                .filter(|c| c.name != g.name && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
                 .map(|c| c.name.clone())
                 .collect();
             Some((g.name.clone(), from))

@@ -451,27 +451,30 @@ impl UniqueKey {
 
 /// `columns` with each generated column among them replaced by the
 /// columns it is computed from (`generated`: a generated column's name and
-/// theirs), each column once; `same` says whether two names are one
-/// column (the server's case rules). With whether any was replaced.
+/// the columns its expression reads, which may be generated in turn, as
+/// MySQL/MariaDB and SQLite allow), each column once, none generated;
+/// `same` says whether two names are one column (the server's case rules).
+/// With whether any was replaced.
 pub fn through_generated(
     columns: Vec<String>,
     generated: &[(String, Vec<String>)],
     same: impl Fn(&str, &str) -> bool,
 ) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     let mut through = false;
-    for c in columns {
-        let from = match generated.iter().find(|g| same(&g.0, &c)) {
+    let mut todo: Vec<String> = columns.into_iter().rev().collect();
+    while let Some(c) = todo.pop() {
+        match generated.iter().find(|g| same(&g.0, &c)) {
+            // A server refuses a cycle; were there one, it ends here.
+            Some(g) if seen.contains(&g.0.as_str()) => through = true,
             Some(g) => {
                 through = true;
-                g.1.clone()
+                seen.push(&g.0);
+                todo.extend(g.1.iter().rev().cloned());
             }
-            None => vec![c],
-        };
-        for f in from {
-            if !out.contains(&f) {
-                out.push(f);
-            }
+            None if !out.iter().any(|o| same(o, &c)) => out.push(c),
+            None => {}
         }
     }
     (out, through)
@@ -927,6 +930,18 @@ mod tests {
             (vec!["tenant".to_string(), "email".to_string()], true)
         );
         assert_eq!(key.clone().through_generated(&[]), key);
+        // Through a generated column computed from another, to the column
+        // both are computed from; and a cycle (which no server allows) ends.
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let chain = [
+            ("email_key".to_string(), strings(&["email_low", "tenant"])),
+            ("email_low".to_string(), strings(&["email"])),
+            ("a".to_string(), strings(&["b"])),
+            ("b".to_string(), strings(&["a", "c"])),
+        ];
+        let through = key.through_generated(&chain);
+        assert_eq!((through.columns, through.generated), (strings(&["tenant", "email"]), true));
+        assert_eq!(through_generated(strings(&["a", "id"]), &chain, |x, y| x == y), (strings(&["c", "id"]), true));
     }
 
     #[test]

@@ -446,7 +446,7 @@ impl Sqlite {
 
     /// Each generated column among `cols`, with the other columns its
     /// expression reads (names it mentions that are columns of the
-    /// table), from the table's `CREATE TABLE` text.
+    /// table, generated ones too), from the table's `CREATE TABLE` text.
     async fn generated_from(&self, table: &Table, cols: &[Column]) -> Result<Vec<(String, Vec<String>)>, ScrubError> {
         let generated: Vec<String> = cols.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
         if generated.is_empty() {
@@ -471,7 +471,9 @@ impl Sqlite {
             .map(|(g, names)| {
                 let from = cols
                     .iter()
-                    .filter(|c| !c.generated && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                    .filter(|c| {
+                        !c.name.eq_ignore_ascii_case(&g) && names.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
+                    })
                     .map(|c| c.name.clone())
                     .collect();
                 (g, from)
