@@ -1364,6 +1364,19 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
     });
 }
 
+/// See [`common::scrub::a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash`].
+#[test]
+fn a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash() {
+    let pg = PgServer::start();
+    rt().block_on(async {
+        common::scrub::a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash(
+            &PgStore(&pg),
+            "timestamptz",
+        )
+        .await;
+    });
+}
+
 /// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`];
 /// and, as the server computes the column, an address only `lower` makes
 /// the same as another record's is refused too.

@@ -544,6 +544,19 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
     });
 }
 
+/// See [`common::scrub::a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash`].
+#[test]
+fn a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash(
+            &store, "TEXT",
+        )
+        .await;
+    });
+}
+
 /// A trigger that writes something else after the update: the records
 /// never read as anonymized, and SQLite counts them changed all the same,
 /// so each batch would select them again. The first batch notices, the

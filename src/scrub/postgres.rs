@@ -1386,16 +1386,12 @@ impl Postgres {
             }
         }
         drop(column);
-        // As a key of every column it reads (a generated column's own):
-        // records holding the same values there collide in it where its
-        // condition holds for both (NULLs equal, as a condition's column
-        // is NULL as often as not: `WHERE gone_at IS NULL`).
-        keys.extend(indexes.into_iter().map(|i| sql::UniqueKey {
-            name: i.name,
-            columns: i.reads,
-            nulls_equal: true,
-            generated: false,
-        }));
+        // For the fresh-hash step, as a key of the hashed columns it reads.
+        keys.extend(
+            indexes
+                .into_iter()
+                .filter_map(|i| sql::UniqueKey::hashed_reads(sql::Dialect::Postgres, i.name, i.reads, rules)),
+        );
         Ok((cols, keys))
     }
 

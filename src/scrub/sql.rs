@@ -407,6 +407,22 @@ impl UniqueKey {
         keys.into_iter().filter(|k| k.1).map(|k| k.0).collect()
     }
 
+    /// A unique index on expressions or with a condition (`reads`: every
+    /// column it reads, a generated column as the columns it is computed
+    /// from), as a key for the fresh-hash step ([`Anonymization::reuse_update`]):
+    /// of the columns it reads that `rules` hash, NULLs equal. Two records
+    /// whose hashes are equal there may share an entry of the index
+    /// whatever else they hold (the condition may hold for both on
+    /// different dates; an expression may mix columns), so they are taken
+    /// to; where in fact they would not, a record takes a fresh value it
+    /// did not need. `None` when the rules hash no column it reads.
+    pub fn hashed_reads(d: Dialect, name: String, reads: Vec<String>, rules: &[FieldRule]) -> Option<UniqueKey> {
+        let hashed =
+            |c: &String| rules.iter().any(|r| r.strategy == AnonymizeStrategy::Hash && same_column(d, c, &r.field));
+        let columns: Vec<String> = reads.into_iter().filter(hashed).collect();
+        (!columns.is_empty()).then_some(UniqueKey { name, columns, nulls_equal: true, generated: false })
+    }
+
     /// The key with each generated column among its columns replaced by
     /// the columns it is computed from (`generated`: a generated column's
     /// name and theirs): records holding the same values in those hold
@@ -677,6 +693,22 @@ pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String
     out
 }
 
+/// The names a SQLite `CREATE INDEX` text mentions from its column list
+/// on, its condition included (see [`names_in`]): every column the index
+/// reads, among functions, keywords and collations (a caller keeps the
+/// table's columns).
+pub fn sqlite_index_names(create: &str) -> Vec<String> {
+    let toks = tokens(Dialect::Sqlite, create);
+    let start = toks.iter().position(|t| *t == Token::Open).unwrap_or(toks.len());
+    toks[start..]
+        .iter()
+        .filter_map(|t| match t {
+            Token::Word(w) | Token::Quoted(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A unique index the plain-column checks cannot judge: one on
 /// expressions (`lower(email)`), with a condition (`WHERE gone_at IS
 /// NULL`), or on a generated column, PostgreSQL only. Its keys, condition
@@ -912,6 +944,16 @@ mod tests {
                 ("KEY".to_string(), vec!["lower".to_string(), "email".to_string(), "Full Name".to_string()]),
                 ("short".to_string(), vec!["substr".to_string(), "Full Name".to_string()]),
             ]
+        );
+    }
+
+    #[test]
+    fn sqlite_index_names_are_those_of_its_columns_and_condition() {
+        let create = r#"CREATE UNIQUE INDEX "on (x" ON [members] (lower("e-mail") COLLATE nocase, tenant DESC)
+                        WHERE gone_at IS NULL AND note <> 'tenant, x'"#;
+        assert_eq!(
+            sqlite_index_names(create),
+            ["lower", "e-mail", "COLLATE", "nocase", "tenant", "DESC", "WHERE", "gone_at", "IS", "NULL", "AND", "note"]
         );
     }
 

@@ -444,6 +444,60 @@ impl Sqlite {
         self.count_where(&sel.table, cond, values).await
     }
 
+    /// The `sqlite_schema` of the table's database.
+    fn catalog(table: &Table) -> String {
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| sql::quote(Dialect::Sqlite, s));
+        format!("{schema}.sqlite_schema")
+    }
+
+    /// The table's unique indexes on expressions or with conditions, as
+    /// keys for the fresh-hash step (see [`sql::UniqueKey::hashed_reads`]):
+    /// the columns each reads (its text's names that are columns of the
+    /// table, a generated column as the columns it is computed from) that
+    /// `rules` hash.
+    async fn indexes_on_expressions_or_conditions(
+        &self,
+        table: &Table,
+        cols: &[Column],
+        generated: &[(String, Vec<String>)],
+        rules: &[FieldRule],
+    ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let name = table.name.as_str().to_string();
+        let catalog = Self::catalog(table);
+        let rows: Vec<(String, String)> = self
+            .with(move |c| {
+                // An expression is a key column without a name.
+                let mut stmt = c
+                    .prepare(&format!(
+                        "SELECT l.name, s.sql FROM pragma_index_list(?1, ?2) l
+                           JOIN {catalog} s ON s.type = 'index' AND s.name = l.name
+                          WHERE l.\"unique\" AND s.sql IS NOT NULL
+                            AND (l.partial OR EXISTS (SELECT 1 FROM pragma_index_info(l.name, ?2) i WHERE i.name IS NULL))
+                          ORDER BY l.name"
+                    ))
+                    .map_err(|e| classify(e, "unique keys"))?;
+                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| classify(e, "unique keys"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| classify(e, "unique keys"))
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, create)| {
+                let names = sql::sqlite_index_names(&create);
+                let read = cols
+                    .iter()
+                    .filter(|c| names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                    .map(|c| c.name.clone())
+                    .collect();
+                let (reads, _) = sql::through_generated(read, generated, |a, b| a.eq_ignore_ascii_case(b));
+                sql::UniqueKey::hashed_reads(Dialect::Sqlite, name, reads, rules)
+            })
+            .collect())
+    }
+
     /// Each generated column among `cols`, with the other columns its
     /// expression reads (names it mentions that are columns of the
     /// table, generated ones too), from the table's `CREATE TABLE` text.
@@ -452,10 +506,7 @@ impl Sqlite {
         if generated.is_empty() {
             return Ok(Vec::new());
         }
-        let catalog = format!(
-            "{}.sqlite_schema",
-            table.schema.as_ref().map_or("main".to_string(), |s| sql::quote(Dialect::Sqlite, s))
-        );
+        let catalog = Self::catalog(table);
         let name = table.name.as_str().to_string();
         let create: Option<String> = self
             .with(move |c| {
@@ -513,7 +564,7 @@ impl Sqlite {
             })
             .await?;
         let generated = self.generated_from(table, cols).await?;
-        let keys: Vec<sql::UniqueKey> =
+        let mut keys: Vec<sql::UniqueKey> =
             sql::UniqueKey::of_columns(rows).into_iter().map(|k| k.through_generated(&generated)).collect();
         for (q, params, refusal) in
             a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys.clone(), rules, changed, values)
@@ -529,6 +580,7 @@ impl Sqlite {
                 return Err(refusal);
             }
         }
+        keys.extend(self.indexes_on_expressions_or_conditions(table, cols, &generated, rules).await?);
         Ok(keys)
     }
 

@@ -372,6 +372,99 @@ pub async fn unique_keys_on_generated_columns_go_through_the_columns_they_are_co
     assert_eq!(store.ids("SELECT id FROM members_gen WHERE email = 'gone'").await, BTreeSet::from([3]));
 }
 
+/// What the SQL drivers whose servers have unique indexes on expressions
+/// and with conditions (PostgreSQL, SQLite) do with a hashed value used
+/// again under them: `lower(email)`, and `(nick) WHERE gone_at IS NULL OR
+/// gone_at > '2030-01-01'`. A record whose hash another record already
+/// holds in a column such an index reads takes a fresh value in that
+/// column, rather than stopping the run at a batch the index refuses (on
+/// every retry): whatever else the index reads (two members leaving
+/// after 2030 on different days), and also where the condition leaves one
+/// of them out, which it did not need. Every other value keeps the hash
+/// that links it: the one the same rules give the same value in a table
+/// without keys (`probe`).
+pub async fn a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_fresh_hash(
+    store: &impl SqlStore,
+    time_type: &str,
+) {
+    use lethe::{
+        api::AnonymizeStrategy::Hash,
+        scrub::{Action, FieldRule, Limits},
+    };
+    use std::collections::BTreeSet;
+    let (old, gone, later, later_still) =
+        ("'2020-01-01 00:00:00'", "'2020-01-01 00:00:00'", "'2031-01-01 00:00:00'", "'2032-01-01 00:00:00'");
+    let columns =
+        format!("id bigint PRIMARY KEY, email varchar(60), nick varchar(40), gone_at {time_type}, left_at {time_type}");
+    let rows = |ids: &[i64]| {
+        let all = [
+            (1, "A@example.com", "ann", "NULL", old),
+            (2, "b@example.com", "bo", gone, old),
+            (3, "c@example.com", "cy", "NULL", "NULL"),
+            (7, "f@example.com", "kim", later, old),
+            // Registered again: the first address, the first live
+            // member's nickname, the nickname of a member gone, and that
+            // of a member leaving after 2030, by another leaving then.
+            (4, "A@example.com", "z", "NULL", old),
+            (5, "d@example.com", "ann", "NULL", old),
+            (6, "e@example.com", "bo", "NULL", old),
+            (8, "g@example.com", "kim", later_still, old),
+        ];
+        let values: Vec<String> = all
+            .iter()
+            .filter(|r| ids.contains(&r.0))
+            .map(|(id, email, nick, gone_at, left_at)| format!("({id}, '{email}', '{nick}', {gone_at}, {left_at})"))
+            .collect();
+        values.join(", ")
+    };
+    store
+        .exec(&format!(
+            "CREATE TABLE members ({columns});
+             CREATE UNIQUE INDEX members_email ON members (lower(email));
+             CREATE UNIQUE INDEX members_live_nick ON members (nick) WHERE gone_at IS NULL OR gone_at > '2030-01-01';
+             INSERT INTO members VALUES {};
+             CREATE TABLE probe ({columns});
+             INSERT INTO probe VALUES {};",
+            rows(&[1, 2, 3, 7]),
+            rows(&[1, 2, 4, 5, 6, 7, 8]),
+        ))
+        .await;
+    let rule = |field: &str| FieldRule { field: id(field), strategy: Hash, value: None };
+    let hash = Action::Anonymize { rules: vec![rule("email"), rule("nick")], salt: "s".into() };
+    let db = store.driver(None).await;
+    let out = db.run(&older_than("members", "left_at"), &hash, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (3, 0));
+    store.exec(&format!("INSERT INTO members VALUES {}", rows(&[4, 5, 6, 8]))).await;
+    let out = db.run(&older_than("members", "left_at"), &hash, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (4, 0));
+    let out = db.run(&older_than("probe", "left_at"), &hash, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (7, 0));
+    // Which members hold the hash the probe's record `of` holds.
+    let holders = async |column: &str, of: i64| {
+        store
+            .ids(&format!("SELECT m.id FROM members m JOIN probe p ON m.{column} = p.{column} WHERE p.id = {of}"))
+            .await
+    };
+    for (column, of, expected) in [
+        ("email", 1, vec![1]),
+        ("email", 2, vec![2]),
+        ("email", 5, vec![5]),
+        ("email", 6, vec![6]),
+        ("email", 7, vec![7]),
+        ("email", 8, vec![8]),
+        ("nick", 1, vec![1]),
+        ("nick", 2, vec![2]),
+        ("nick", 7, vec![7]),
+        ("nick", 4, vec![4]),
+    ] {
+        assert_eq!(holders(column, of).await, BTreeSet::from_iter(expected), "{column} of {of}");
+    }
+    let anonymized = "SELECT id FROM members WHERE email LIKE 'anon-%' AND nick LIKE 'anon-%'";
+    assert_eq!(store.ids(anonymized).await, BTreeSet::from([1, 2, 4, 5, 6, 7, 8]));
+    let untouched = "SELECT id FROM members WHERE email = 'c@example.com' AND nick = 'cy'";
+    assert_eq!(store.ids(untouched).await, BTreeSet::from([3]));
+}
+
 /// What every SQL driver does when a hashed value is used again: an
 /// address anonymized (`UNIQUE (email)`), then registered anew in the same
 /// tenant under the same nickname (`UNIQUE (tenant, nick)`), then
