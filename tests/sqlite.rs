@@ -557,6 +557,106 @@ fn a_hashed_value_used_again_under_indexes_on_expressions_or_conditions_takes_a_
     });
 }
 
+/// Unique indexes on an expression (`lower(email)`) or with a condition
+/// (`(nick COLLATE NOCASE) WHERE gone_at IS NULL`) are checked before any
+/// change, as SQLite applies them: the index's own keys, collation and
+/// condition on each changed record's new values, beside every other
+/// record. A `fixed` or `null` rule that would put two records on one
+/// entry is refused in the plan and in the run, naming the index; where
+/// the condition leaves the records out, or a record meets only itself,
+/// the rule runs. A table whose rows are addressed by a composite key is
+/// checked the same way, under the collation its column declares. An index the check cannot restate (a column
+/// named as its own names) is left to the batches: the server refuses the
+/// batch, which stays unchanged.
+#[test]
+fn unique_indexes_on_expressions_or_with_conditions_are_checked_before_anonymizing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE members (id INTEGER PRIMARY KEY, email TEXT, nick TEXT, gone_at TEXT, left_at TEXT);
+             CREATE UNIQUE INDEX members_email ON members (lower(email));
+             CREATE UNIQUE INDEX members_live_nick ON members (nick COLLATE NOCASE DESC) WHERE gone_at IS NULL;
+             INSERT INTO members VALUES (1, 'a@example.com', 'ann', NULL, '2020-01-01'),
+                                        (2, 'b@example.com', 'bo', NULL, '2020-01-01'),
+                                        (3, 'gone', 'Cy', NULL, NULL),
+                                        (4, 'd@example.com', 'cy', '2020-01-01', '2020-01-01'),
+                                        (5, 'e@example.com', 'eve', '2020-01-01', '2020-01-01');
+             CREATE TABLE tagged (a TEXT, b TEXT, tag TEXT COLLATE NOCASE, label TEXT, left_at TEXT,
+                                  PRIMARY KEY (a, b)) WITHOUT ROWID;
+             CREATE UNIQUE INDEX tagged_tag ON tagged (tag) WHERE left_at IS NOT NULL;
+             CREATE UNIQUE INDEX tagged_label ON tagged (lower(label));
+             INSERT INTO tagged VALUES ('x', '1', 't1', 'l1', '2020-01-01'), ('x', '2', 't2', 'l2', '2020-01-01');
+             CREATE TABLE odd (id INTEGER PRIMARY KEY, lethe_r TEXT, left_at TEXT);
+             CREATE UNIQUE INDEX odd_r ON odd (lower(lethe_r));
+             INSERT INTO odd VALUES (1, 'p', '2020-01-01'), (2, 'q', '2020-01-01');",
+        )
+        .await;
+        let of = |name: &str, column: &str, ids: &[&str]| Selection {
+            table: table(name),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![(id(column), ids.iter().map(|i| i.to_string()).collect())],
+            keep_newer_than: None,
+            held: vec![],
+        };
+        let members = |ids: &[&str]| of("members", "id", ids);
+        let rule = |field: &str, strategy, value: Option<&str>| Action::Anonymize {
+            rules: vec![FieldRule { field: id(field), strategy, value: value.map(String::from) }],
+            salt: "s".into(),
+        };
+        let fixed = |field: &str, value: &str| rule(field, AnonymizeStrategy::Fixed, Some(value));
+        let email = ["email", "unique key members_email", "use hash"];
+        let nick = ["unique key members_live_nick", "where its condition holds"];
+        for (sel, action, says) in [
+            // Two records given one address; one given an address another
+            // holds, and one given it in capitals, which only `lower` makes
+            // the same.
+            (members(&["1", "2"]), fixed("email", "x"), &email[..]),
+            (members(&["1"]), fixed("email", "gone"), &email[..]),
+            (members(&["1"]), fixed("email", "GONE"), &email[..]),
+            // Two live members given one nickname; one given a live
+            // member's nickname in capitals (the index's collation).
+            (members(&["1", "2"]), fixed("nick", "x"), &nick[..]),
+            (members(&["1"]), fixed("nick", "CY"), &nick[..]),
+            // A member gone, brought under the condition beside a live one
+            // holding the same nickname under the index's collation.
+            (members(&["4"]), rule("gone_at", AnonymizeStrategy::Null, None), &["gone_at", "members_live_nick"][..]),
+            (of("tagged", "b", &["2"]), fixed("tag", "T1"), &["tag", "unique key tagged_tag"][..]),
+        ] {
+            config_error(db.pending(&sel, &action).await, says);
+            config_error(db.run(&sel, &action, &Limits::default(), 0, |_| {}).await, says);
+        }
+        let as_inserted =
+            "SELECT id FROM members WHERE email LIKE '%@example.com' AND nick IN ('ann', 'bo', 'cy', 'eve')
+                              AND (gone_at IS NULL) = (id < 4)";
+        assert_eq!(ids(&db, as_inserted).await, BTreeSet::from([1, 2, 4, 5]), "nothing changed");
+        assert_eq!(
+            ids(&db, "SELECT count(*) FROM tagged WHERE tag COLLATE BINARY IN ('t1', 't2')").await,
+            BTreeSet::from([2])
+        );
+        // Members gone, whom the condition leaves out; a record's own
+        // values in other capitals; a composite-key record's own tag.
+        for (sel, action, done) in [
+            (members(&["4", "5"]), fixed("nick", "x"), 2),
+            (members(&["2"]), fixed("email", "B@EXAMPLE.COM"), 1),
+            (members(&["1"]), fixed("nick", "ANN"), 1),
+            (of("tagged", "b", &["1"]), fixed("label", "L1"), 1),
+        ] {
+            let out = db.run(&sel, &action, &Limits::default(), 0, |_| {}).await.unwrap();
+            assert_eq!((out.records_done, out.remaining), (done, 0));
+        }
+        let changed = "SELECT id FROM members WHERE nick = 'x' OR email = 'B@EXAMPLE.COM' OR nick = 'ANN'";
+        assert_eq!(ids(&db, changed).await, BTreeSet::from([1, 2, 4, 5]));
+        assert_eq!(ids(&db, "SELECT count(*) FROM tagged WHERE label = 'L1'").await, BTreeSet::from([1]));
+        // Left to the batches: not refused ahead, refused by the server.
+        let odd = of("odd", "id", &["1", "2"]);
+        assert_eq!(db.pending(&odd, &fixed("lethe_r", "x")).await.unwrap(), 2);
+        let refused = db.run(&odd, &fixed("lethe_r", "x"), &Limits::default(), 0, |_| {}).await.unwrap_err();
+        assert!(refused.to_string().contains("UNIQUE constraint failed"), "{refused}");
+        assert_eq!(ids(&db, "SELECT id FROM odd WHERE lethe_r IN ('p', 'q')").await, BTreeSet::from([1, 2]));
+    });
+}
+
 /// A trigger that writes something else after the update: the records
 /// never read as anonymized, and SQLite counts them changed all the same,
 /// so each batch would select them again. The first batch notices, the

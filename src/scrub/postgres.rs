@@ -1351,7 +1351,7 @@ impl Postgres {
         // records a NULL brings under it.
         let indexes = self.indexes_on_expressions_or_conditions(&table).await?;
         for index in &indexes {
-            let risky = index.risky(rules);
+            let risky = index.risky(sql::Dialect::Postgres, rules);
             if risky.is_empty() {
                 continue;
             }
@@ -1429,9 +1429,9 @@ impl Postgres {
 
     /// The table's unique indexes on expressions, with conditions or on
     /// generated columns, with their keys and conditions as the server
-    /// prints them (see [`sql::PgIndex`]) and every column they read, a
+    /// prints them (see [`sql::ExprIndex`]) and every column they read, a
     /// generated column as its expression and the columns it reads.
-    async fn indexes_on_expressions_or_conditions(&self, table: &str) -> Result<Vec<sql::PgIndex>, ScrubError> {
+    async fn indexes_on_expressions_or_conditions(&self, table: &str) -> Result<Vec<sql::ExprIndex>, ScrubError> {
         let generated: Vec<(String, String, Vec<String>)> = self
             .client
             .query(
@@ -1488,7 +1488,7 @@ impl Postgres {
                 let computed =
                     generated.iter().filter(|g| read.contains(&g.0)).map(|g| (g.0.clone(), g.1.clone())).collect();
                 let (reads, _) = sql::through_generated(read, &from, |a, b| a == b);
-                sql::PgIndex {
+                sql::ExprIndex {
                     name: r.get(0),
                     keys: r.get(1),
                     condition: r.get(2),

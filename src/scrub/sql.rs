@@ -542,8 +542,14 @@ enum Token {
 /// Splits SQL text into [`Token`]s; string literals and comments are left
 /// out (as `Other`).
 fn tokens(d: Dialect, text: &str) -> Vec<Token> {
+    spans(d, text).into_iter().map(|t| t.0).collect()
+}
+
+/// [`tokens`], each with where it is in `text` (a range of characters).
+fn spans(d: Dialect, text: &str) -> Vec<(Token, std::ops::Range<usize>)> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
+    let mut at = Vec::new();
     let mut i = 0;
     // Text up to `close`, a doubled `close` standing for one; a backslash
     // escapes the next character where `backslash`.
@@ -573,6 +579,7 @@ fn tokens(d: Dialect, text: &str) -> Vec<Token> {
     };
     while i < chars.len() {
         let c = chars[i];
+        let (start, before) = (i, out.len());
         match c {
             _ if c.is_whitespace() => i += 1,
             '-' if chars.get(i + 1) == Some(&'-') => {
@@ -623,8 +630,11 @@ fn tokens(d: Dialect, text: &str) -> Vec<Token> {
                 i += 1;
             }
         }
+        if out.len() > before {
+            at.push(start..i.min(chars.len()));
+        }
     }
-    out
+    out.into_iter().zip(at).collect()
 }
 
 /// The names an expression of the server's own text mentions, bare or
@@ -709,15 +719,64 @@ pub fn sqlite_index_names(create: &str) -> Vec<String> {
         .collect()
 }
 
+/// The keys (each as written, less `ASC`/`DESC`) and the condition of a
+/// SQLite `CREATE INDEX` text; `None` where it does not read as one.
+pub fn sqlite_index_parts(create: &str) -> Option<(Vec<String>, Option<String>)> {
+    let chars: Vec<char> = create.chars().collect();
+    let text = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>().trim().to_string();
+    let toks = spans(Dialect::Sqlite, create);
+    let open = toks.iter().position(|t| t.0 == Token::Open)?;
+    let (mut keys, mut key, mut depth) = (Vec::new(), Vec::new(), 0);
+    let mut close = None;
+    for (n, t) in toks.iter().enumerate().skip(open + 1) {
+        match t.0 {
+            Token::Open => depth += 1,
+            Token::Close if depth == 0 => {
+                keys.push(std::mem::take(&mut key));
+                close = Some(n);
+                break;
+            }
+            Token::Close => depth -= 1,
+            Token::Comma if depth == 0 => {
+                keys.push(std::mem::take(&mut key));
+                continue;
+            }
+            _ => {}
+        }
+        key.push(t);
+    }
+    let close = close?;
+    let keys = keys
+        .into_iter()
+        .map(|mut k| {
+            if let Some((Token::Word(w), _)) = k.last()
+                && (w.eq_ignore_ascii_case("asc") || w.eq_ignore_ascii_case("desc"))
+            {
+                k.pop();
+            }
+            Some(text(k.first()?.1.start..k.last()?.1.end))
+        })
+        .collect::<Option<Vec<String>>>()?;
+    let condition = match toks.get(close + 1) {
+        None => None,
+        Some((Token::Word(w), r)) if w.eq_ignore_ascii_case("where") && toks.len() > close + 2 => {
+            Some(text(r.end..chars.len()))
+        }
+        Some(_) => return None,
+    };
+    Some((keys, condition))
+}
+
 /// A unique index the plain-column checks cannot judge: one on
 /// expressions (`lower(email)`), with a condition (`WHERE gone_at IS
-/// NULL`), or on a generated column, PostgreSQL only. Its keys, condition
-/// and generation expressions are the text the server prints for its own
-/// catalog (`pg_get_indexdef`, `pg_get_expr`), never anything a manifest
-/// says; such expressions are immutable by the server's rules, so
-/// evaluating them changes nothing.
+/// NULL`), or (PostgreSQL) on a generated column. Its keys, condition and
+/// generation expressions are the server's own text for its catalog
+/// (PostgreSQL prints them: `pg_get_indexdef`, `pg_get_expr`; SQLite keeps
+/// the `CREATE INDEX` text), never anything a manifest says; both servers
+/// allow only deterministic expressions there, so evaluating them changes
+/// nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgIndex {
+pub struct ExprIndex {
     pub name: String,
     /// Each key column or expression, in key order.
     pub keys: Vec<String>,
@@ -733,19 +792,20 @@ pub struct PgIndex {
     pub nulls_equal: bool,
 }
 
-impl PgIndex {
+impl ExprIndex {
     /// The rules that may put two records on one entry of the index: all
     /// but hashes (which keep distinct values distinct) on a column it
     /// reads, including those its condition reads, which may bring
     /// records into the index.
-    pub fn risky<'a>(&self, rules: &'a [FieldRule]) -> Vec<&'a FieldRule> {
+    pub fn risky<'a>(&self, d: Dialect, rules: &'a [FieldRule]) -> Vec<&'a FieldRule> {
         rules
             .iter()
-            .filter(|r| r.strategy != AnonymizeStrategy::Hash && self.reads.iter().any(|c| c == r.field.as_str()))
+            .filter(|r| r.strategy != AnonymizeStrategy::Hash && self.reads.iter().any(|c| same_column(d, c, &r.field)))
             .collect()
     }
 
-    /// The refusal when [`pg_index_collision_query`] finds a collision:
+    /// The refusal when [`pg_index_collision_query`] or
+    /// [`sqlite_index_collision_query`] finds a collision:
     /// the index and the columns it reads, not its text (a condition may
     /// name values).
     pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
@@ -778,7 +838,7 @@ impl PgIndex {
 /// when a column's name cannot be quoted.
 pub fn pg_index_collision_query(
     table: &str,
-    index: &PgIndex,
+    index: &ExprIndex,
     new_value: impl Fn(&str) -> Option<String>,
     changed: &str,
 ) -> Option<String> {
@@ -819,6 +879,51 @@ pub fn pg_index_collision_query(
         new_row.join(", "),
         each(&|i, _| format!("lethe_k{i}"), ", "),
         each(&|i, _| format!("lethe_u.lethe_k{i} {equal} lethe_n.lethe_k{i}"), " AND "),
+    ))
+}
+
+/// [`pg_index_collision_query`] on SQLite: `columns` are every column of
+/// the table (an index's text names them as they are); records are told
+/// apart by `row` (an expression naming one record of the table: its
+/// rowid, or its primary key's values quoted); each key is compared under
+/// the collation the index gives it (`collations`, from the server's
+/// `pragma_index_xinfo`); NULLs are distinct. `None` when a name cannot be
+/// quoted.
+pub fn sqlite_index_collision_query(
+    table: &str,
+    index: &ExprIndex,
+    columns: &[String],
+    collations: &[String],
+    row: &str,
+    new_value: impl Fn(&str) -> Option<String>,
+    changed: &str,
+) -> Option<String> {
+    let d = Dialect::Sqlite;
+    let quoted = quote_names(d, columns.iter().map(String::as_str)).ok()?;
+    let collations = quote_names(d, collations.iter().map(String::as_str)).ok()?;
+    if index.keys.is_empty() || collations.len() != index.keys.len() {
+        return None;
+    }
+    let new_row: Vec<String> = quoted
+        .iter()
+        .zip(columns)
+        .map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone())))
+        .collect();
+    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
+        index.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
+    };
+    let keys = each(&|i, k| format!("({k}) AS lethe_k{i}"), ", ");
+    let condition = index.condition.as_deref().map_or("1".to_string(), |c| format!("({c})"));
+    Some(format!(
+        "WITH lethe_n AS (SELECT {keys}, lethe_r FROM \
+         (SELECT {}, {row} AS lethe_r FROM {table} WHERE {changed}) AS lethe_b WHERE {condition}), \
+         lethe_u AS (SELECT {keys}, {row} AS lethe_r FROM {table} WHERE {condition}) \
+         SELECT 1 FROM (SELECT 1 FROM lethe_n WHERE {} GROUP BY {} HAVING count(*) > 1) \
+         UNION ALL SELECT 1 FROM lethe_n JOIN lethe_u ON {} WHERE lethe_u.lethe_r IS NOT lethe_n.lethe_r LIMIT 1",
+        new_row.join(", "),
+        each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "),
+        each(&|i, _| format!("lethe_k{i} COLLATE {}", collations[i]), ", "),
+        each(&|i, _| format!("lethe_u.lethe_k{i} = lethe_n.lethe_k{i} COLLATE {}", collations[i]), " AND "),
     ))
 }
 
@@ -955,6 +1060,19 @@ mod tests {
             sqlite_index_names(create),
             ["lower", "e-mail", "COLLATE", "nocase", "tenant", "DESC", "WHERE", "gone_at", "IS", "NULL", "AND", "note"]
         );
+    }
+
+    #[test]
+    fn sqlite_index_parts_are_its_keys_and_condition_as_written() {
+        let create = r#"CREATE UNIQUE INDEX "on (x" ON [members] (lower("e-mail") COLLATE nocase, tenant DESC,
+                        substr(note, 1, 2)) WHERE gone_at IS NULL AND note <> 'tenant, x)'"#;
+        let parts = sqlite_index_parts(create).unwrap();
+        assert_eq!(parts.0, [r#"lower("e-mail") COLLATE nocase"#, "tenant", "substr(note, 1, 2)"]);
+        assert_eq!(parts.1.as_deref(), Some("gone_at IS NULL AND note <> 'tenant, x)'"));
+        assert_eq!(sqlite_index_parts("CREATE UNIQUE INDEX u ON t(a)"), Some((vec!["a".to_string()], None)));
+        assert_eq!(sqlite_index_parts("CREATE UNIQUE INDEX u ON t(a) WHERE"), None);
+        assert_eq!(sqlite_index_parts("CREATE UNIQUE INDEX u ON t(a, )"), None);
+        assert_eq!(sqlite_index_parts("CREATE UNIQUE INDEX u ON t(a"), None);
     }
 
     #[test]

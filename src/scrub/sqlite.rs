@@ -70,6 +70,23 @@ struct Column {
     unique: bool,
 }
 
+impl Column {
+    /// Text is stored as given (text affinity, or none: a column declared
+    /// without a type).
+    fn keeps_text(&self) -> bool {
+        ["CHAR", "TEXT", "CLOB"].iter().any(|t| self.decl.contains(t)) || self.decl.is_empty()
+    }
+}
+
+/// A unique index on expressions or with a condition (see
+/// [`sql::ExprIndex`]), with the collation of each key and the generated
+/// columns its text names.
+struct LiteIndex {
+    index: sql::ExprIndex,
+    collations: Vec<String>,
+    generated: Vec<String>,
+}
+
 impl Sqlite {
     /// Opens an existing database file (a missing file is a configuration error, not a new database).
     pub async fn open(path: impl Into<PathBuf>, limits: &Limits) -> Result<Sqlite, ScrubError> {
@@ -320,7 +337,7 @@ impl Sqlite {
                 .iter()
                 .find(|c| c.name.eq_ignore_ascii_case(r.field.as_str()))
                 .ok_or_else(|| ScrubError::Config(format!("column {} does not exist", r.field)))?;
-            let is_text = ["CHAR", "TEXT", "CLOB"].iter().any(|t| col.decl.contains(t)) || col.decl.is_empty();
+            let is_text = col.keeps_text();
             let c = sql::quote(d, &r.field);
             let facts = super::ColumnFacts {
                 nullable: !col.not_null,
@@ -450,22 +467,22 @@ impl Sqlite {
         format!("{schema}.sqlite_schema")
     }
 
-    /// The table's unique indexes on expressions or with conditions, as
-    /// keys for the fresh-hash step (see [`sql::UniqueKey::hashed_reads`]):
-    /// the columns each reads (its text's names that are columns of the
-    /// table, a generated column as the columns it is computed from) that
-    /// `rules` hash.
+    /// The table's unique indexes on expressions or with conditions: their
+    /// keys and condition as the `CREATE INDEX` text has them, every
+    /// column they read (the text's names that are columns of the table,
+    /// a generated column as the columns it is computed from), and each
+    /// key's collation. An index whose text does not read as one has no
+    /// keys (and is not checked ahead).
     async fn indexes_on_expressions_or_conditions(
         &self,
         table: &Table,
         cols: &[Column],
         generated: &[(String, Vec<String>)],
-        rules: &[FieldRule],
-    ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
+    ) -> Result<Vec<LiteIndex>, ScrubError> {
         let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
         let name = table.name.as_str().to_string();
         let catalog = Self::catalog(table);
-        let rows: Vec<(String, String)> = self
+        let rows: Vec<(String, String, Vec<String>)> = self
             .with(move |c| {
                 // An expression is a key column without a name.
                 let mut stmt = c
@@ -477,25 +494,156 @@ impl Sqlite {
                           ORDER BY l.name"
                     ))
                     .map_err(|e| classify(e, "unique keys"))?;
-                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?)))
+                let indexes = stmt
+                    .query_map((&name, &schema), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                     .map_err(|e| classify(e, "unique keys"))?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| classify(e, "unique keys"))
+                    .map_err(|e| classify(e, "unique keys"))?;
+                let mut collations = c
+                    .prepare("SELECT coll FROM pragma_index_xinfo(?1, ?2) WHERE key ORDER BY seqno")
+                    .map_err(|e| classify(e, "unique keys"))?;
+                indexes
+                    .into_iter()
+                    .map(|(index, create)| {
+                        let colls = collations
+                            .query_map((&index, &schema), |r| r.get(0))
+                            .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+                            .map_err(|e| classify(e, "unique keys"))?;
+                        Ok((index, create, colls))
+                    })
+                    .collect()
             })
             .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(name, create)| {
+            .map(|(name, create, collations)| {
                 let names = sql::sqlite_index_names(&create);
-                let read = cols
+                let read: Vec<String> = cols
                     .iter()
                     .filter(|c| names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
                     .map(|c| c.name.clone())
                     .collect();
+                let direct_generated =
+                    cols.iter().filter(|c| c.generated && read.contains(&c.name)).map(|c| c.name.clone()).collect();
                 let (reads, _) = sql::through_generated(read, generated, |a, b| a.eq_ignore_ascii_case(b));
-                sql::UniqueKey::hashed_reads(Dialect::Sqlite, name, reads, rules)
+                let (keys, condition) = sql::sqlite_index_parts(&create).unwrap_or_default();
+                LiteIndex {
+                    index: sql::ExprIndex { name, keys, condition, reads, computed: vec![], nulls_equal: false },
+                    collations,
+                    generated: direct_generated,
+                }
             })
             .collect())
+    }
+
+    /// Refuses an anonymization that would put two records on one entry
+    /// of a unique index on expressions or with a condition, before any
+    /// change: the index's keys and condition evaluated on each changed
+    /// record's new values, beside every other record as it is now (see
+    /// [`sql::sqlite_index_collision_query`]). An index the check cannot
+    /// restate is logged and left to the batches: a fixed value on a
+    /// column it reads that the column would store converted (a number
+    /// column), a generated column it reads computed from a column a rule
+    /// changes, a column named as the check's own names (`lethe_r`), a
+    /// text the check cannot parse or prepare.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_indexes(
+        &self,
+        table: &Table,
+        cols: &[Column],
+        indexes: &[LiteIndex],
+        generated: &[(String, Vec<String>)],
+        rules: &[FieldRule],
+        a: &Anonymization<Value>,
+        changed: &str,
+        values: &[Value],
+    ) -> Result<(), ScrubError> {
+        let d = Dialect::Sqlite;
+        let mut row = None;
+        for LiteIndex { index, collations, generated: read_generated } in indexes {
+            let risky = index.risky(d, rules);
+            if risky.is_empty() {
+                continue;
+            }
+            let changes = |c: &str| rules.iter().any(|r| r.field.as_str().eq_ignore_ascii_case(c));
+            let converted = rules.iter().any(|r| {
+                r.strategy == AnonymizeStrategy::Fixed
+                    && index.reads.iter().any(|c| c.eq_ignore_ascii_case(r.field.as_str()))
+                    && cols.iter().any(|c| c.name.eq_ignore_ascii_case(r.field.as_str()) && !c.keeps_text())
+            });
+            let stale = read_generated.iter().any(|g| {
+                let (from, _) = sql::through_generated(vec![g.clone()], generated, |a, b| a.eq_ignore_ascii_case(b));
+                from.iter().any(|c| changes(c))
+            });
+            // The check's own names would be shadowed.
+            let shadowed = cols.iter().any(|c| c.name.to_ascii_lowercase().starts_with("lethe_"));
+            let why = match () {
+                _ if index.keys.is_empty() => Some("its text does not read as an index"),
+                _ if shadowed => Some("a column is named as the check's own names (lethe_...)"),
+                _ if converted => Some("a fixed value on a column it reads would be stored converted"),
+                _ if stale => Some("it reads a generated column computed from a column a rule changes"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                tracing::warn!(index = %index.name, reason = why, "unique key not checked ahead");
+                continue;
+            }
+            let row = match &row {
+                Some(r) => r,
+                None => row.insert(self.row_identity(table, cols).await?),
+            };
+            let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+            let new_value = |c: &str| a.rule_of(d, c).map(|s| s.1.clone());
+            let Some(q) = sql::sqlite_index_collision_query(
+                &Self::qualified(table),
+                index,
+                &columns,
+                collations,
+                row,
+                new_value,
+                changed,
+            ) else {
+                tracing::warn!(index = %index.name, reason = "a name cannot be quoted", "unique key not checked ahead");
+                continue;
+            };
+            let params: Vec<Value> = columns
+                .iter()
+                .filter_map(|c| a.rule_of(d, c))
+                .flat_map(|s| s.2.iter().cloned())
+                .chain(values.iter().cloned())
+                .collect();
+            let found = self
+                .with(move |c| match c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(())).optional() {
+                    Ok(found) => Ok(Some(found.is_some())),
+                    // Not restated (a column named as the check's own names).
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => Ok(None),
+                    Err(e) => Err(classify(e, "unique key check")),
+                })
+                .await?;
+            match found {
+                Some(true) => return Err(index.refusal(&risky)),
+                Some(false) => {}
+                None => {
+                    tracing::warn!(index = %index.name, reason = "the check does not prepare", "unique key not checked ahead")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An expression of the table's columns naming one record: the rowid
+    /// under a name no column shadows, else the primary key's values,
+    /// quoted.
+    async fn row_identity(&self, table: &Table, cols: &[Column]) -> Result<String, ScrubError> {
+        let (key_cols, _) = self.row_key(table, cols).await?;
+        if ["rowid", "_rowid_", "oid"].contains(&key_cols.as_str()) {
+            return Ok(key_cols);
+        }
+        let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
+        key.sort_by_key(|c| c.pk);
+        let quoted = sql::quote_names(Dialect::Sqlite, key.iter().map(|c| c.name.as_str()))
+            .map_err(|e| ScrubError::Config(format!("table {}: {e}", Self::qualified(table))))?;
+        Ok(quoted.iter().map(|q| format!("quote({q})")).collect::<Vec<_>>().join(" || ',' || "))
     }
 
     /// Each generated column among `cols`, with the other columns its
@@ -580,7 +728,14 @@ impl Sqlite {
                 return Err(refusal);
             }
         }
-        keys.extend(self.indexes_on_expressions_or_conditions(table, cols, &generated, rules).await?);
+        let indexes = self.indexes_on_expressions_or_conditions(table, cols, &generated).await?;
+        self.check_indexes(table, cols, &indexes, &generated, rules, a, changed, values).await?;
+        // For the fresh-hash step, as keys of the hashed columns they read.
+        keys.extend(
+            indexes
+                .into_iter()
+                .filter_map(|i| sql::UniqueKey::hashed_reads(Dialect::Sqlite, i.index.name, i.index.reads, rules)),
+        );
         Ok(keys)
     }
 
