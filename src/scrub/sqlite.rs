@@ -615,7 +615,8 @@ impl Sqlite {
             let found = self
                 .with(move |c| match c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(())).optional() {
                     Ok(found) => Ok(Some(found.is_some())),
-                    // Not restated (a column named as the check's own names).
+                    // Text the check cannot restate (a function only the
+                    // application that wrote the index registers, say).
                     Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => Ok(None),
                     Err(e) => Err(classify(e, "unique key check")),
                 })
