@@ -641,10 +641,14 @@ fn spans(d: Dialect, text: &str) -> Vec<(Token, std::ops::Range<usize>)> {
 /// quoted, outside string literals: every column it reads, among
 /// functions and keywords (a caller keeps the table's columns).
 pub fn names_in(d: Dialect, expr: &str) -> Vec<String> {
-    tokens(d, expr)
-        .into_iter()
+    names(&tokens(d, expr))
+}
+
+/// The names among `toks`, bare or quoted.
+fn names(toks: &[Token]) -> Vec<String> {
+    toks.iter()
         .filter_map(|t| match t {
-            Token::Word(w) | Token::Quoted(w) => Some(w),
+            Token::Word(w) | Token::Quoted(w) => Some(w.clone()),
             _ => None,
         })
         .collect()
@@ -710,13 +714,7 @@ pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String
 pub fn sqlite_index_names(create: &str) -> Vec<String> {
     let toks = tokens(Dialect::Sqlite, create);
     let start = toks.iter().position(|t| *t == Token::Open).unwrap_or(toks.len());
-    toks[start..]
-        .iter()
-        .filter_map(|t| match t {
-            Token::Word(w) | Token::Quoted(w) => Some(w.clone()),
-            _ => None,
-        })
-        .collect()
+    names(&toks[start..])
 }
 
 /// The keys (each as written, less `ASC`/`DESC`) and the condition of a
@@ -793,6 +791,11 @@ pub struct ExprIndex {
 }
 
 impl ExprIndex {
+    /// `f` of each key (its place and text), joined by `sep`.
+    fn each_key(&self, f: &dyn Fn(usize, &String) -> String, sep: &str) -> String {
+        self.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
+    }
+
     /// The rules that may put two records on one entry of the index: all
     /// but hashes (which keep distinct values distinct) on a column it
     /// reads, including those its condition reads, which may bring
@@ -846,20 +849,14 @@ pub fn pg_index_collision_query(
     if reads.is_empty() || index.keys.is_empty() {
         return None;
     }
-    let new_row: Vec<String> = reads
-        .iter()
-        .zip(&index.reads)
-        .map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone())))
-        .collect();
+    let new_row = new_row(&reads, &index.reads, new_value);
     let computed = quote_names(Dialect::Postgres, index.computed.iter().map(|c| c.0.as_str())).ok()?;
     let with_computed: Vec<String> = reads
         .iter()
         .cloned()
         .chain(computed.iter().zip(&index.computed).map(|(q, (_, expr))| format!("({expr}) AS {q}")))
         .collect();
-    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
-        index.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
-    };
+    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| index.each_key(f, sep);
     let keys = each(&|i, k| format!("({k}) AS lethe_k{i}"), ", ");
     let condition = index.condition.as_deref().map_or("true".to_string(), |c| format!("({c})"));
     let (filled, equal) = if index.nulls_equal {
@@ -880,6 +877,12 @@ pub fn pg_index_collision_query(
         each(&|i, _| format!("lethe_k{i}"), ", "),
         each(&|i, _| format!("lethe_u.lethe_k{i} {equal} lethe_n.lethe_k{i}"), " AND "),
     ))
+}
+
+/// A record's columns (`names`, `quoted`) with its new values: each
+/// column's `new_value`, or itself where no rule changes it.
+fn new_row(quoted: &[String], names: &[String], new_value: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    quoted.iter().zip(names).map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone()))).collect()
 }
 
 /// [`pg_index_collision_query`] on SQLite: `columns` are every column of
@@ -904,14 +907,8 @@ pub fn sqlite_index_collision_query(
     if index.keys.is_empty() || collations.len() != index.keys.len() {
         return None;
     }
-    let new_row: Vec<String> = quoted
-        .iter()
-        .zip(columns)
-        .map(|(q, name)| format!("{} AS {q}", new_value(name).unwrap_or(q.clone())))
-        .collect();
-    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| {
-        index.keys.iter().enumerate().map(|(i, k)| f(i, k)).collect::<Vec<_>>().join(sep)
-    };
+    let new_row = new_row(&quoted, columns, new_value);
+    let each = |f: &dyn Fn(usize, &String) -> String, sep: &str| index.each_key(f, sep);
     let keys = each(&|i, k| format!("({k}) AS lethe_k{i}"), ", ");
     let condition = index.condition.as_deref().map_or("1".to_string(), |c| format!("({c})"));
     Some(format!(

@@ -191,11 +191,8 @@ impl Sqlite {
         {
             return Ok((alias.to_string(), alias.to_string()));
         }
-        let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
-        key.sort_by_key(|c| c.pk);
         let shown = Self::qualified(table);
-        let quoted = sql::quote_names(Dialect::Sqlite, key.iter().map(|c| c.name.as_str()))
-            .map_err(|e| ScrubError::Config(format!("table {shown}: a primary key column cannot be addressed: {e}")))?;
+        let quoted = Self::primary_key(table, cols)?;
         let list = quoted.join(", ");
         match quoted.len() {
             0 => Err(ScrubError::Config(format!(
@@ -559,13 +556,13 @@ impl Sqlite {
         values: &[Value],
     ) -> Result<(), ScrubError> {
         let d = Dialect::Sqlite;
+        let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
         let mut row = None;
         for LiteIndex { index, collations, generated: read_generated } in indexes {
             let risky = index.risky(d, rules);
             if risky.is_empty() {
                 continue;
             }
-            let changes = |c: &str| rules.iter().any(|r| r.field.as_str().eq_ignore_ascii_case(c));
             let converted = rules.iter().any(|r| {
                 r.strategy == AnonymizeStrategy::Fixed
                     && index.reads.iter().any(|c| c.eq_ignore_ascii_case(r.field.as_str()))
@@ -573,7 +570,7 @@ impl Sqlite {
             });
             let stale = read_generated.iter().any(|g| {
                 let (from, _) = sql::through_generated(vec![g.clone()], generated, |a, b| a.eq_ignore_ascii_case(b));
-                from.iter().any(|c| changes(c))
+                from.iter().any(|c| a.rule_of(d, c).is_some())
             });
             // The check's own names would be shadowed.
             let shadowed = cols.iter().any(|c| c.name.to_ascii_lowercase().starts_with("lethe_"));
@@ -592,7 +589,6 @@ impl Sqlite {
                 Some(r) => r,
                 None => row.insert(self.row_identity(table, cols).await?),
             };
-            let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
             let new_value = |c: &str| a.rule_of(d, c).map(|s| s.1.clone());
             let Some(q) = sql::sqlite_index_collision_query(
                 &Self::qualified(table),
@@ -632,6 +628,16 @@ impl Sqlite {
         Ok(())
     }
 
+    /// The primary key's columns, quoted, in key order.
+    fn primary_key(table: &Table, cols: &[Column]) -> Result<Vec<String>, ScrubError> {
+        let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
+        key.sort_by_key(|c| c.pk);
+        sql::quote_names(Dialect::Sqlite, key.iter().map(|c| c.name.as_str())).map_err(|e| {
+            let shown = Self::qualified(table);
+            ScrubError::Config(format!("table {shown}: a primary key column cannot be addressed: {e}"))
+        })
+    }
+
     /// An expression of the table's columns naming one record: the rowid
     /// under a name no column shadows, else the primary key's values,
     /// quoted.
@@ -640,10 +646,7 @@ impl Sqlite {
         if ["rowid", "_rowid_", "oid"].contains(&key_cols.as_str()) {
             return Ok(key_cols);
         }
-        let mut key: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
-        key.sort_by_key(|c| c.pk);
-        let quoted = sql::quote_names(Dialect::Sqlite, key.iter().map(|c| c.name.as_str()))
-            .map_err(|e| ScrubError::Config(format!("table {}: {e}", Self::qualified(table))))?;
+        let quoted = Self::primary_key(table, cols)?;
         Ok(quoted.iter().map(|q| format!("quote({q})")).collect::<Vec<_>>().join(" || ',' || "))
     }
 
