@@ -1508,6 +1508,39 @@ fn unique_indexes_on_expressions_are_checked_before_anonymizing() {
     });
 }
 
+/// A Dataset naming a view, a materialized view or a foreign table gets an
+/// answer saying what it named, from the dry run and from the run, and
+/// nothing is changed: a simple view would take the batches' deletes, but
+/// not the row ids they are found by.
+#[test]
+fn relations_that_are_not_tables_are_refused_naming_what_they_are() {
+    rt().block_on(async {
+        let db = connect(shared_pg()).await;
+        db.execute_batch(
+            "CREATE TABLE visits (id bigint PRIMARY KEY, seen timestamptz NOT NULL);
+             INSERT INTO visits SELECT g, timestamptz '2020-01-01' + g * interval '1 day' FROM generate_series(1, 10) g;
+             CREATE VIEW visits_view AS SELECT * FROM visits;
+             CREATE MATERIALIZED VIEW visits_copy AS SELECT * FROM visits;
+             CREATE EXTENSION IF NOT EXISTS file_fdw;
+             CREATE SERVER IF NOT EXISTS files FOREIGN DATA WRAPPER file_fdw;
+             CREATE FOREIGN TABLE visits_file (id bigint, seen timestamptz) SERVER files OPTIONS (filename '/dev/null');",
+        )
+        .await
+        .unwrap();
+        for (name, says) in [
+            ("visits_view", "is a view"),
+            ("visits_copy", "is a materialized view"),
+            ("visits_file", "is a foreign table"),
+        ] {
+            let sel = Selection { table: table(name), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            config_error(db.plan(&sel).await, &[name, says]);
+            config_error(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[name, says]);
+        }
+        assert_eq!(ids(&db, "SELECT count(*) FROM visits").await, BTreeSet::from([10]), "nothing deleted");
+        assert_eq!(ids(&db, "SELECT count(*) FROM visits_copy").await, BTreeSet::from([10]));
+    });
+}
+
 /// Time columns that count seconds or milliseconds since 1970: see
 /// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]

@@ -753,6 +753,7 @@ impl Postgres {
         if !row.get::<_, bool>(0) {
             return Err(ScrubError::Config(format!("table {name} does not exist")));
         }
+        self.check_kind(&name).await?;
         if row.get::<_, bool>(1) {
             // Fails where row-level security would filter the table.
             self.client
@@ -766,6 +767,28 @@ impl Postgres {
             can_delete: row.get(2),
             can_update: row.get(3),
         })
+    }
+
+    /// Refuses a relation whose records cannot be changed batch by batch:
+    /// the batches and the pass over blocks tell records apart by where
+    /// each is stored (`ctid`), which only a table has. A view, a
+    /// materialized view or a foreign table gets an answer naming what it
+    /// is and what to name instead, before anything runs.
+    async fn check_kind(&self, name: &str) -> Result<(), ScrubError> {
+        let kind = match self.relation(name).await? {
+            None => return Err(ScrubError::Config(format!("table {name} does not exist"))),
+            Some((kind, _)) => kind,
+        };
+        let (what, instead) = match kind.as_str() {
+            "r" | "p" => return Ok(()),
+            "v" => ("a view", "name the table it reads as the Dataset's table"),
+            "m" => ("a materialized view", "name the table it is computed from, and refresh the view after a pass"),
+            "f" => ("a foreign table", "register the server that holds its records as a DataStore of its own"),
+            _ => ("not a table", "name a table"),
+        };
+        Err(ScrubError::Config(format!(
+            "{name} is {what}: Lethe changes records of tables, told apart by where each is stored; {instead}"
+        )))
     }
 
     /// The column a table is range-partitioned on, if it is.
@@ -1539,8 +1562,9 @@ impl Postgres {
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
-        self.check_unix_times(sel).await?;
         let table = Self::qualified(&sel.table);
+        self.check_kind(&table).await?;
+        self.check_unix_times(sel).await?;
         let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         let partitioned = self.partition_key(&table).await?;
