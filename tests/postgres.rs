@@ -1541,6 +1541,30 @@ fn relations_that_are_not_tables_are_refused_naming_what_they_are() {
     });
 }
 
+/// A time column of a type that holds no instant would be compared as text
+/// (or not at all): refused by the dry run and the run, naming the column
+/// and its type, whether it is the window's column or the minimum's.
+#[test]
+fn a_time_column_that_holds_no_instant_is_refused_naming_it() {
+    rt().block_on(async {
+        let db = connect(shared_pg()).await;
+        db.execute_batch(
+            "CREATE TABLE stamps (id bigint PRIMARY KEY, at timestamptz, text_time text, json_time jsonb);
+             INSERT INTO stamps VALUES (1, '2020-01-01', '01/01/2020', '\"2020-01-01\"'), (2, '2030-01-01', '2030-01-01', '\"2030-01-01\"');",
+        )
+        .await
+        .unwrap();
+        for (column, kind) in [("text_time", "type text"), ("json_time", "type jsonb")] {
+            let stamps = Selection { table: table("stamps"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            config_error(db.plan(&stamps).await, &[column, kind]);
+            config_error(db.run(&stamps, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[column, kind]);
+            let retained = Selection { older_than: Some((id("at"), cutoff())), keep_newer_than: Some((id(column), cutoff())), ..stamps };
+            config_error(db.run(&retained, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[column, kind]);
+        }
+        assert_eq!(ids(&db, "SELECT id FROM stamps").await, BTreeSet::from([1, 2]), "nothing deleted");
+    });
+}
+
 /// Time columns that count seconds or milliseconds since 1970: see
 /// [`common::scrub::integer_time_columns_count_the_datasets_unit`].
 #[test]

@@ -696,10 +696,11 @@ impl Postgres {
         p
     }
 
-    /// Refuses a time column stored as integers without a unit, or whose
+    /// Refuses a time column of a type that holds no instant (text, say),
+    /// naming it, and one stored as integers without a unit, or whose
     /// newest value says the unit is wrong. Other columns are left to the
     /// statements' own type checks.
-    async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
+    async fn check_time_columns(&self, sel: &Selection) -> Result<(), ScrubError> {
         for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
             let (c, table) = (sql::quote(Dialect::Postgres, col), Self::qualified(&sel.table));
             let stmt = self
@@ -707,8 +708,15 @@ impl Postgres {
                 .prepare(&format!("SELECT {c} FROM {table} LIMIT 0"))
                 .await
                 .map_err(|e| classify(e, "time column"))?;
-            if !matches!(*stmt.columns()[0].type_(), Type::INT4 | Type::INT8) {
-                continue;
+            match stmt.columns()[0].type_() {
+                &Type::INT4 | &Type::INT8 => {}
+                &Type::TIMESTAMPTZ | &Type::TIMESTAMP | &Type::DATE => continue,
+                other => {
+                    return Err(ScrubError::Config(format!(
+                        "time column {col} has type {other}; it must be timestamptz, timestamp, date, or an integer \
+                         or bigint with the Dataset's timestamps.unixTimeUnit"
+                    )));
+                }
             }
             let unit = super::unix_unit(col, self.unix_time)?;
             let row = self
@@ -1233,7 +1241,7 @@ impl Postgres {
     /// retention keep.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         self.probe(&sel.table).await?;
-        self.check_unix_times(sel).await?;
+        self.check_time_columns(sel).await?;
         super::plan(self, sel).await
     }
 
@@ -1564,7 +1572,7 @@ impl Postgres {
         sel.check()?;
         let table = Self::qualified(&sel.table);
         self.check_kind(&table).await?;
-        self.check_unix_times(sel).await?;
+        self.check_time_columns(sel).await?;
         let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         let partitioned = self.partition_key(&table).await?;
