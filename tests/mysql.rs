@@ -1040,28 +1040,42 @@ fn integer_time_columns_count_the_datasets_unit() {
     });
 }
 
-/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`].
+/// See [`common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them`].
 #[test]
-fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from() {
+fn unique_keys_on_generated_columns_are_checked_as_the_server_computes_them() {
     rt().block_on(async {
-        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+        common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them(
             &MariaStore(shared()),
             "datetime",
+            "varchar(80) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             false,
         )
         .await;
     });
 }
 
-/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`]:
+/// See [`common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them`]:
 /// a key on a generated column computed from another.
 #[test]
-fn unique_keys_on_chained_generated_columns_go_through_to_the_columns_they_are_computed_from() {
+fn unique_keys_on_chained_generated_columns_are_checked_as_the_server_computes_them() {
     rt().block_on(async {
-        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
+        common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them(
             &MariaStore(shared()),
             "datetime",
+            "varchar(80) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             true,
+        )
+        .await;
+    });
+}
+
+/// See [`common::scrub::a_generated_key_the_check_cannot_restate_is_judged_by_its_columns`].
+#[test]
+fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns() {
+    rt().block_on(async {
+        common::scrub::a_generated_key_the_check_cannot_restate_is_judged_by_its_columns(
+            &MariaStore(shared()),
+            "datetime",
         )
         .await;
     });

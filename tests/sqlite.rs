@@ -507,30 +507,46 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
     });
 }
 
-/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`].
+/// See [`common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them`].
 #[test]
-fn unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from() {
+fn unique_keys_on_generated_columns_are_checked_as_the_server_computes_them() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = LiteStore(dir.path().join("data.db"));
-        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
-            &store, "TEXT", false,
+        common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them(
+            &store,
+            "TEXT",
+            "varchar(80)",
+            false,
         )
         .await;
     });
 }
 
-/// See [`common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from`]:
+/// See [`common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them`]:
 /// a key on a generated column computed from another.
 #[test]
-fn unique_keys_on_chained_generated_columns_go_through_to_the_columns_they_are_computed_from() {
+fn unique_keys_on_chained_generated_columns_are_checked_as_the_server_computes_them() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = LiteStore(dir.path().join("data.db"));
-        common::scrub::unique_keys_on_generated_columns_go_through_the_columns_they_are_computed_from(
-            &store, "TEXT", true,
+        common::scrub::unique_keys_on_generated_columns_are_checked_as_the_server_computes_them(
+            &store,
+            "TEXT",
+            "varchar(80)",
+            true,
         )
         .await;
+    });
+}
+
+/// See [`common::scrub::a_generated_key_the_check_cannot_restate_is_judged_by_its_columns`].
+#[test]
+fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::a_generated_key_the_check_cannot_restate_is_judged_by_its_columns(&store, "TEXT").await;
     });
 }
 

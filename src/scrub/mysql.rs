@@ -948,10 +948,11 @@ impl Mysql {
     }
 
     /// Refuses an anonymization that would give two records the same
-    /// values in a unique key of several columns (or of a generated
-    /// column, through the columns it is computed from), before any
+    /// values in a unique key of several columns, or of a generated column
+    /// (as the server computes it from the new values), before any
     /// change. `changed` selects the records it changes, with `values`.
-    /// Returns the table's unique keys, so seen.
+    /// Returns the table's unique keys, a generated column as the columns
+    /// it is computed from (for the fresh-hash step).
     async fn check_unique_keys(
         &self,
         table: &Table,
@@ -974,12 +975,55 @@ impl Mysql {
             .await
             .map_err(|e| classify(e, "unique keys"))?;
         // A key on an expression has a column without a name.
+        let d = Dialect::Mysql;
+        let name = Self::qualified(table);
         let generated = generated_from(cols);
-        let keys: Vec<sql::UniqueKey> =
-            sql::UniqueKey::of_columns(rows).into_iter().map(|k| k.through_generated(&generated)).collect();
-        for (q, params, refusal) in
-            a.collision_checks(Dialect::Mysql, &Self::qualified(table), keys.clone(), rules, changed, values)
-        {
+        let expressions: Vec<(String, String)> =
+            cols.iter().filter_map(|c| Some((c.name.clone(), c.generated.clone()?))).collect();
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let mut keys = Vec::new();
+        let mut approximate = Vec::new();
+        for key in sql::UniqueKey::of_columns(rows) {
+            let through = key.clone().through_generated(&generated);
+            let risky = through.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+            if through.generated && !risky.is_empty() {
+                // As the server computes the key's generated columns, each in
+                // its own character set and collation.
+                let computed = |c: &str| {
+                    let col = cols.iter().find(|x| x.name.eq_ignore_ascii_case(c))?;
+                    let expr = format!("({})", sql::inline_generated(d, col.generated.as_ref()?, &expressions, &same)?);
+                    Some(col.in_own_charset(&expr).unwrap_or(expr))
+                };
+                let found = match a.generated_collision_check(d, &name, &key, &through, computed, changed, values) {
+                    None => None,
+                    Some((q, params)) => match self.conn.lock().await.exec_first::<i64, _, _>(q, params).await {
+                        Ok(found) => Some(found.is_some()),
+                        Err(e) => match classify(e, "unique key check") {
+                            ScrubError::Config(m) if !m.contains(super::READ_TIMEOUT) => {
+                                // An expression the check cannot restate:
+                                // judged by the columns it is computed
+                                // from instead, which may refuse what the
+                                // key would take, and leaves values only
+                                // its expression makes equal to the batches.
+                                tracing::warn!(key = %key.name, error = %m, "generated key checked by its columns");
+
+                                None
+                            }
+                            e => return Err(e),
+                        },
+                    },
+                };
+                match found {
+                    Some(true) => return Err(through.refusal(&risky)),
+                    Some(false) => {}
+                    None => approximate.push(through.clone()),
+                }
+            } else {
+                approximate.push(through.clone());
+            }
+            keys.push(through);
+        }
+        for (q, params, refusal) in a.collision_checks(d, &name, approximate, rules, changed, values) {
             let found: Option<i64> =
                 self.conn.lock().await.exec_first(q, params).await.map_err(|e| classify(e, "unique key check"))?;
             if found.is_some() {

@@ -282,6 +282,36 @@ impl<V: Clone> Anonymization<V> {
         checks
     }
 
+    /// [`generated_collision_query`] for `key`, a key that reads generated
+    /// columns, with its parameters: `through` is the key as the columns
+    /// it is computed from ([`UniqueKey::through_generated`]), `computed`
+    /// each generated column's value as SQL of those columns. `None` when
+    /// a name cannot be quoted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generated_collision_check(
+        &self,
+        d: Dialect,
+        table: &str,
+        key: &UniqueKey,
+        through: &UniqueKey,
+        computed: impl Fn(&str) -> Option<String>,
+        changed: &str,
+        values: &[V],
+    ) -> Option<(String, Vec<V>)> {
+        let q = generated_collision_query(
+            d,
+            table,
+            key,
+            &through.columns,
+            |c| self.rule_of(d, c).map(|s| s.1.clone()),
+            computed,
+            changed,
+        )?;
+        // The changed records are read twice.
+        let once = self.key_values(d, through, values);
+        Some((q, [once.clone(), once].concat()))
+    }
+
     /// The parameters of the changed records' rows in a key's query: the
     /// new values' in the key's order, then those of the condition.
     fn key_values(&self, d: Dialect, key: &UniqueKey, values: &[V]) -> Vec<V> {
@@ -511,18 +541,91 @@ pub fn collision_query(
     new_value: impl Fn(&str) -> Option<String>,
     changed: &str,
 ) -> Option<String> {
-    let k = KeyRows::new(d, table, key, new_value, changed)?;
-    let filled = if key.nulls_equal {
-        String::new()
-    } else {
-        format!(" WHERE {}", k.each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "))
-    };
-    Some(format!(
-        "SELECT 1 FROM {}{filled} GROUP BY {} HAVING count(*) > 1 UNION ALL SELECT 1 FROM {} LIMIT 1",
-        k.changed_rows,
-        k.each(&|i, _| format!("lethe_k{i}"), ", "),
-        k.beside_others(),
-    ))
+    Some(KeyRows::new(d, table, key, new_value, changed)?.collision_query())
+}
+
+/// [`collision_query`] for a key that reads generated columns
+/// (MySQL/MariaDB), as the server would compute them: each changed
+/// record's new values in `reads` (every column the key is computed from,
+/// none generated), then each of the key's columns on those values:
+/// `computed` gives a generated column's expression (of columns in
+/// `reads`, as the server's catalog prints it), a plain column is its new
+/// value. So a key that leaves out the records a rule changes
+/// (`IF(deleted_at IS NULL, email, NULL)`) takes no refusal for values
+/// they come to share, and values only the expression makes equal
+/// (`lower`) are found. `None` when a name cannot be quoted.
+pub fn generated_collision_query(
+    d: Dialect,
+    table: &str,
+    key: &UniqueKey,
+    reads: &[String],
+    new_value: impl Fn(&str) -> Option<String>,
+    computed: impl Fn(&str) -> Option<String>,
+    changed: &str,
+) -> Option<String> {
+    let quoted = quote_names(d, reads.iter().map(String::as_str)).ok()?;
+    let cols = quote_names(d, key.columns.iter().map(String::as_str)).ok()?;
+    let current: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{c} AS lethe_o{i}")).collect();
+    let values: Vec<String> = cols
+        .iter()
+        .zip(&key.columns)
+        .enumerate()
+        .map(|(i, (c, name))| format!("{} AS lethe_k{i}, lethe_o{i}", computed(name).unwrap_or(c.clone())))
+        .collect();
+    let changed_rows = format!(
+        "(SELECT {} FROM (SELECT {}, {} FROM {table} WHERE {changed}) AS lethe_b) AS lethe_n",
+        values.join(", "),
+        new_row(&quoted, reads, new_value).join(", "),
+        current.join(", "),
+    );
+    Some(KeyRows { d, table, key, cols, changed_rows }.collision_query())
+}
+
+/// A generated column's expression (as the server's catalog prints it)
+/// with each generated column it reads replaced by that column's own
+/// expression, in brackets, until it reads none: `generated` holds each
+/// generated column's name and expression; `same` says whether two names
+/// are one column. On MySQL/MariaDB only quoted names are column names
+/// (they quote every column they print in an expression; a bare word is a
+/// function or a keyword); on SQLite, whose text is as written, a bare
+/// word is too, unless a bracket follows (a function). `None` on a cycle,
+/// which no server allows.
+pub fn inline_generated(
+    d: Dialect,
+    expr: &str,
+    generated: &[(String, String)],
+    same: &dyn Fn(&str, &str) -> bool,
+) -> Option<String> {
+    fn inline(
+        d: Dialect,
+        expr: &str,
+        generated: &[(String, String)],
+        same: &dyn Fn(&str, &str) -> bool,
+        depth: usize,
+    ) -> Option<String> {
+        if depth > generated.len() {
+            return None;
+        }
+        let chars: Vec<char> = expr.chars().collect();
+        let (mut out, mut at) = (String::new(), 0);
+        let toks = spans(d, expr);
+        for (n, (t, r)) in toks.iter().enumerate() {
+            let name = match t {
+                Token::Quoted(name) => name,
+                Token::Word(name) if d != Dialect::Mysql && toks.get(n + 1).is_none_or(|t| t.0 != Token::Open) => name,
+                _ => continue,
+            };
+            let Some(g) = generated.iter().find(|g| same(&g.0, name)) else { continue };
+            out.extend(&chars[at..r.start]);
+            out.push('(');
+            out.push_str(&inline(d, &g.1, generated, same, depth + 1)?);
+            out.push(')');
+            at = r.end;
+        }
+        out.extend(&chars[at..]);
+        Some(out)
+    }
+    inline(d, expr, generated, same, 0)
 }
 
 /// A token of SQL text the server keeps for its own schema (a generated
@@ -654,16 +757,17 @@ fn names(toks: &[Token]) -> Vec<String> {
         .collect()
 }
 
-/// The names each generated column's expression mentions (see
-/// [`names_in`]), from a SQLite table's `CREATE TABLE` text, for the
-/// columns named in `generated`.
-pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String, Vec<String>)> {
-    let toks = tokens(Dialect::Sqlite, create);
-    let Some(start) = toks.iter().position(|t| *t == Token::Open) else { return Vec::new() };
+/// Each generated column's expression, as written, and the names it
+/// mentions (see [`names_in`]), from a SQLite table's `CREATE TABLE`
+/// text, for the columns named in `generated`.
+pub fn sqlite_generated_columns(create: &str, generated: &[String]) -> Vec<(String, String, Vec<String>)> {
+    let chars: Vec<char> = create.chars().collect();
+    let toks = spans(Dialect::Sqlite, create);
+    let Some(start) = toks.iter().position(|t| t.0 == Token::Open) else { return Vec::new() };
     // The column definitions: the table's list, split at its own commas.
     let (mut defs, mut def, mut depth) = (Vec::new(), Vec::new(), 0);
     for t in &toks[start + 1..] {
-        match t {
+        match t.0 {
             Token::Open => depth += 1,
             Token::Close if depth == 0 => break,
             Token::Close => depth -= 1,
@@ -673,28 +777,28 @@ pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String
             }
             _ => {}
         }
-        def.push(t.clone());
+        def.push(t);
     }
     defs.push(def);
     let mut out = Vec::new();
     for def in defs {
-        let Some(Token::Word(name) | Token::Quoted(name)) = def.first() else { continue };
+        let Some((Token::Word(name) | Token::Quoted(name), _)) = def.first() else { continue };
         let Some(name) = generated.iter().find(|g| g.eq_ignore_ascii_case(name)) else { continue };
         // `AS (` opens the expression (after `GENERATED ALWAYS`, or alone).
         let Some(at) = def
             .windows(2)
-            .position(|w| matches!(&w[0], Token::Word(a) if a.eq_ignore_ascii_case("as")) && w[1] == Token::Open)
+            .position(|w| matches!(&w[0].0, Token::Word(a) if a.eq_ignore_ascii_case("as")) && w[1].0 == Token::Open)
         else {
             continue;
         };
-        let mut names = Vec::new();
-        let mut depth = 0;
+        let (mut names, mut depth, mut end) = (Vec::new(), 0, None);
         for t in &def[at + 1..] {
-            match t {
+            match &t.0 {
                 Token::Open => depth += 1,
                 Token::Close => {
                     depth -= 1;
                     if depth == 0 {
+                        end = Some(t.1.start);
                         break;
                     }
                 }
@@ -702,7 +806,9 @@ pub fn sqlite_generated_names(create: &str, generated: &[String]) -> Vec<(String
                 _ => {}
             }
         }
-        out.push((name.clone(), names));
+        let Some(end) = end else { continue };
+        let expr: String = chars[def[at + 1].1.end..end].iter().collect();
+        out.push((name.clone(), expr.trim().to_string(), names));
     }
     out
 }
@@ -975,6 +1081,23 @@ impl<'a> KeyRows<'a> {
         Some(KeyRows { d, table, key, cols, changed_rows })
     }
 
+    /// The query of [`collision_query`]: a row when two changed records
+    /// share new values in the key, or a changed record's new values are
+    /// another record's.
+    fn collision_query(&self) -> String {
+        let filled = if self.key.nulls_equal {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.each(&|i, _| format!("lethe_k{i} IS NOT NULL"), " AND "))
+        };
+        format!(
+            "SELECT 1 FROM {}{filled} GROUP BY {} HAVING count(*) > 1 UNION ALL SELECT 1 FROM {} LIMIT 1",
+            self.changed_rows,
+            self.each(&|i, _| format!("lethe_k{i}"), ", "),
+            self.beside_others(),
+        )
+    }
+
     /// The dialect's equality that takes NULLs as equal.
     fn same(&self) -> &'static str {
         match self.d {
@@ -1030,7 +1153,7 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_generated_columns_are_read_from_the_table_text() {
+    fn sqlite_generated_columns_and_their_expressions_are_read_from_the_table_text() {
         let create = r#"CREATE TABLE "m" (
             id INTEGER PRIMARY KEY, -- a comment, with AS (x)
             email TEXT DEFAULT 'AS (nick)',
@@ -1040,11 +1163,16 @@ mod tests {
             CONSTRAINT c UNIQUE (email, id)
         )"#;
         let wanted = ["KEY".to_string(), "short".to_string(), "email".to_string()];
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            sqlite_generated_names(create, &wanted),
+            sqlite_generated_columns(create, &wanted),
             [
-                ("KEY".to_string(), vec!["lower".to_string(), "email".to_string(), "Full Name".to_string()]),
-                ("short".to_string(), vec!["substr".to_string(), "Full Name".to_string()]),
+                (
+                    "KEY".to_string(),
+                    "lower(email) || [Full Name] /* , nick */".to_string(),
+                    strings(&["lower", "email", "Full Name"])
+                ),
+                ("short".to_string(), r#"substr("Full Name", 1, 3)"#.to_string(), strings(&["substr", "Full Name"])),
             ]
         );
     }
@@ -1099,6 +1227,30 @@ mod tests {
         let through = key.through_generated(&chain);
         assert_eq!((through.columns, through.generated), (strings(&["tenant", "email"]), true));
         assert_eq!(through_generated(strings(&["a", "id"]), &chain, |x, y| x == y), (strings(&["c", "id"]), true));
+    }
+
+    #[test]
+    fn a_generated_expression_is_written_out_down_to_the_columns_it_is_computed_from() {
+        let strings = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        // As MariaDB prints them: every column quoted. A function named
+        // like a column (`email_low`), a string and a quoted name of
+        // another column stay as they are.
+        let generated = strings(&[
+            ("Email_Key", "trim(`EMAIL_LOW`)"),
+            ("email_low", "lcase(`email`)"),
+            ("a", "concat(`b`,'x')"),
+            ("b", "`a`"),
+        ]);
+        let same = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
+        let inline = |expr: &str| inline_generated(Dialect::Mysql, expr, &generated, &same);
+        assert_eq!(inline("trim(`EMAIL_LOW`)").as_deref(), Some("trim((lcase(`email`)))"));
+        assert_eq!(
+            inline("concat(`email_key`, email_low(1), '`email_low`', `tenant`)").as_deref(),
+            Some("concat((trim((lcase(`email`)))), email_low(1), '`email_low`', `tenant`)")
+        );
+        assert_eq!(inline("`email`").as_deref(), Some("`email`"));
+        // A cycle, which no server allows, ends without an expression.
+        assert_eq!(inline("`a`"), None);
     }
 
     #[test]

@@ -42,6 +42,12 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
     }
 }
 
+/// Whether a column of the table is named as the checks' own names
+/// (`lethe_...`), which SQLite would let it shadow in their subqueries.
+fn shadows_check_names(cols: &[Column]) -> bool {
+    cols.iter().any(|c| c.name.to_ascii_lowercase().starts_with("lethe_"))
+}
+
 /// A time column read as Unix seconds, whether stored as text or a number
 /// (a count of `unit` since 1970).
 fn time_expr(col: &str, unit: UnixTimeUnit) -> String {
@@ -573,7 +579,7 @@ impl Sqlite {
                 from.iter().any(|c| a.rule_of(d, c).is_some())
             });
             // The check's own names would be shadowed.
-            let shadowed = cols.iter().any(|c| c.name.to_ascii_lowercase().starts_with("lethe_"));
+            let shadowed = shadows_check_names(cols);
             let why = match () {
                 _ if index.keys.is_empty() => Some("its text does not read as an index"),
                 _ if shadowed => Some("a column is named as the check's own names (lethe_...)"),
@@ -652,11 +658,17 @@ impl Sqlite {
 
     /// Each generated column among `cols`, with the other columns its
     /// expression reads (names it mentions that are columns of the
-    /// table, generated ones too), from the table's `CREATE TABLE` text.
-    async fn generated_from(&self, table: &Table, cols: &[Column]) -> Result<Vec<(String, Vec<String>)>, ScrubError> {
+    /// table, generated ones too); and with its expression as written.
+    /// From the table's `CREATE TABLE` text.
+    #[allow(clippy::type_complexity)]
+    async fn generated_from(
+        &self,
+        table: &Table,
+        cols: &[Column],
+    ) -> Result<(Vec<(String, Vec<String>)>, Vec<(String, String)>), ScrubError> {
         let generated: Vec<String> = cols.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
         if generated.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let catalog = Self::catalog(table);
         let name = table.name.as_str().to_string();
@@ -669,9 +681,11 @@ impl Sqlite {
                 .map_err(|e| classify(e, "table definition"))
             })
             .await?;
-        Ok(sql::sqlite_generated_names(&create.unwrap_or_default(), &generated)
+        let found = sql::sqlite_generated_columns(&create.unwrap_or_default(), &generated);
+        let expressions = found.iter().map(|(g, expr, _)| (g.clone(), expr.clone())).collect();
+        let from = found
             .into_iter()
-            .map(|(g, names)| {
+            .map(|(g, _, names)| {
                 let from = cols
                     .iter()
                     .filter(|c| {
@@ -681,14 +695,18 @@ impl Sqlite {
                     .collect();
                 (g, from)
             })
-            .collect())
+            .collect();
+        Ok((from, expressions))
     }
 
     /// Refuses an anonymization that would give two records the same
-    /// values in a unique key of several columns (or of a generated
-    /// column, through the columns it is computed from), before any
-    /// change. `changed` selects the records it changes, with `values`.
-    /// Returns the table's unique keys, so seen.
+    /// values in a unique key of several columns, or of a generated column
+    /// (as SQLite computes it from the new values), or in a unique index on
+    /// expressions or with a condition, before any change. `changed`
+    /// selects the records it changes, with `values`. Returns the table's
+    /// unique keys, a generated column as the columns it is computed from,
+    /// and such an index as a key of the hashed columns it reads (for the
+    /// fresh-hash step).
     async fn check_unique_keys(
         &self,
         table: &Table,
@@ -700,27 +718,85 @@ impl Sqlite {
     ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
         let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
         let name = table.name.as_str().to_string();
-        let rows: Vec<(String, Option<String>)> = self
+        // Each key column with the collation the index compares it under.
+        let rows: Vec<(String, Option<String>, String)> = self
             .with(move |c| {
                 // A key on an expression has a column without a name.
                 let mut stmt = c
                     .prepare(
-                        "SELECT l.name, i.name FROM pragma_index_list(?1, ?2) l, pragma_index_info(l.name, ?2) i
-                          WHERE l.\"unique\" AND NOT l.partial ORDER BY l.name, i.seqno",
+                        "SELECT l.name, i.name, i.coll FROM pragma_index_list(?1, ?2) l, pragma_index_xinfo(l.name, ?2) i
+                          WHERE l.\"unique\" AND NOT l.partial AND i.key ORDER BY l.name, i.seqno",
                     )
                     .map_err(|e| classify(e, "unique keys"))?;
-                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?)))
+                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .map_err(|e| classify(e, "unique keys"))?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| classify(e, "unique keys"))
             })
             .await?;
-        let generated = self.generated_from(table, cols).await?;
-        let mut keys: Vec<sql::UniqueKey> =
-            sql::UniqueKey::of_columns(rows).into_iter().map(|k| k.through_generated(&generated)).collect();
-        for (q, params, refusal) in
-            a.collision_checks(Dialect::Sqlite, &Self::qualified(table), keys.clone(), rules, changed, values)
-        {
+        let collation = |index: &str, column: &str| {
+            rows.iter().find(|r| r.0 == index && r.1.as_deref() == Some(column)).map(|r| r.2.clone())
+        };
+        let (generated, expressions) = self.generated_from(table, cols).await?;
+        let d = Dialect::Sqlite;
+        let name = Self::qualified(table);
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        // SQLite lets a column of a subquery share a name with another, so
+        // a column named as the check's own names would not fail it.
+        let shadowed = shadows_check_names(cols);
+        let mut keys = Vec::new();
+        let mut approximate = Vec::new();
+        for key in sql::UniqueKey::of_columns(rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect()) {
+            let through = key.clone().through_generated(&generated);
+            let risky = through.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
+            if !through.generated || risky.is_empty() {
+                approximate.push(through.clone());
+                keys.push(through);
+                continue;
+            }
+            // As SQLite computes the key's generated columns, every column
+            // compared under the key's collation.
+            let computed = |c: &str| {
+                let coll = sql::quote_names(d, [collation(&key.name, c)?.as_str()]).ok()?.pop()?;
+                let value = match expressions.iter().find(|g| same(&g.0, c)) {
+                    Some((_, expr)) => format!("({})", sql::inline_generated(d, expr, &expressions, &same)?),
+                    None => sql::quote_names(d, [c]).ok()?.pop()?,
+                };
+                Some(format!("{value} COLLATE {coll}"))
+            };
+            // A check that does not prepare (an expression it cannot
+            // restate), cannot be built or would read a column under one of
+            // its own names: the key is judged by the columns
+            // it is computed from instead, which may refuse what the key
+            // would take, and leaves values only its expression makes
+            // equal to the batches.
+            let found = match a.generated_collision_check(d, &name, &key, &through, computed, changed, values) {
+                _ if shadowed => None,
+                None => None,
+                Some((q, params)) => {
+                    self.with(move |c| {
+                        match c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(())).optional() {
+                            Ok(found) => Ok(Some(found.is_some())),
+                            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => {
+                                Ok(None)
+                            }
+                            Err(e) => Err(classify(e, "unique key check")),
+                        }
+                    })
+                    .await?
+                }
+            };
+            if found.is_none() {
+                tracing::warn!(key = %key.name, "generated key checked by the columns it is computed from");
+            }
+            match found {
+                Some(true) => return Err(through.refusal(&risky)),
+                Some(false) => {}
+                None => approximate.push(through.clone()),
+            }
+            keys.push(through);
+        }
+        for (q, params, refusal) in a.collision_checks(d, &name, approximate, rules, changed, values) {
             let found = self
                 .with(move |c| {
                     c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(()))
