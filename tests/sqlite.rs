@@ -550,6 +550,38 @@ fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns() {
     });
 }
 
+/// Foreign keys hold as the schema declares them, whatever the connection
+/// of the application that wrote the file enables: a parent whose records
+/// another table still references without a cascade is refused, naming
+/// the reason and what to do, and nothing is deleted; children first, then
+/// the parents, and the cascade takes the expired customer's session.
+#[test]
+fn foreign_keys_are_enforced_as_declared() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, seen TEXT NOT NULL);
+             CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers (id));
+             CREATE TABLE sessions (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers (id) ON DELETE CASCADE);
+             INSERT INTO customers VALUES (1, '2020-01-01'), (2, '2020-01-01'), (3, '2030-01-01');
+             INSERT INTO invoices VALUES (10, 2);
+             INSERT INTO sessions VALUES (20, 1), (21, 3);",
+        )
+        .await;
+        let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        config_error(db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["FOREIGN KEY", "still referenced"]);
+        assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([1, 2, 3]), "nothing deleted");
+        assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([20, 21]));
+        let invoices = Selection { table: table("invoices"), older_than: None, subject: vec![(id("customer_id"), vec!["2".into()])], ..customers.clone() };
+        db.run(&invoices, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        let out = db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([3]));
+        assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([21]), "the cascade took session 20");
+    });
+}
+
 /// See [`common::scrub::a_hashed_value_used_again_takes_a_fresh_hash`].
 #[test]
 fn a_hashed_value_used_again_takes_a_fresh_hash() {

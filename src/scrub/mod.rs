@@ -374,6 +374,13 @@ fn endless(changed: i64, most: i64) -> ScrubError {
 pub(crate) const READ_TIMEOUT: &str = "a read that cannot be split took longer than the DataStore's \
      limits.statementTimeout; raise it (batches keep to limits.targetBatchMillis whatever it is)";
 
+/// The advice when a foreign key without `ON DELETE CASCADE` (or `SET
+/// NULL`) refuses a batch: the server's message names the key and the
+/// table whose records still reference the ones selected.
+pub(crate) const STILL_REFERENCED: &str = "records this run selects are still referenced by another table's \
+     records through a foreign key that neither cascades nor sets NULL; remove or change those first (children \
+     before parents: a Dataset of that table, declared as a relation of this one), or let the key cascade";
+
 /// The unit of an integer time column: the Dataset's, where it says one.
 pub(crate) fn unix_unit(column: &Identifier, unit: Option<UnixTimeUnit>) -> Result<UnixTimeUnit, ScrubError> {
     unit.ok_or_else(|| {

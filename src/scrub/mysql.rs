@@ -108,6 +108,8 @@ fn classify(e: mysql_async::Error, what: &str) -> ScrubError {
                 1205 | 1213 | 1969 | 3024 => ScrubError::Busy(text),
                 // Server shutting down, too many connections.
                 1040 | 1053 | 1927 => ScrubError::Unavailable(text),
+                // A parent row a foreign key still refers to.
+                1451 => ScrubError::Config(format!("{text}: {}", super::STILL_REFERENCED)),
                 _ => ScrubError::Config(text),
             }
         }

@@ -528,6 +528,9 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
         {
             ScrubError::Config(format!("{text}: {}", super::READ_TIMEOUT))
         }
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            ScrubError::Config(format!("{text}: {}", super::STILL_REFERENCED))
+        }
         Some(c)
             if *c == SqlState::LOCK_NOT_AVAILABLE
                 || *c == SqlState::QUERY_CANCELED

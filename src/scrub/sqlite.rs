@@ -38,6 +38,9 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
         Some(DatabaseBusy | DatabaseLocked) => ScrubError::Busy(text),
         Some(PermissionDenied | ReadOnly | AuthorizationForStatementDenied) => ScrubError::Access(text),
         Some(CannotOpen | SystemIoFailure | DiskFull) => ScrubError::Unavailable(text),
+        _ if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+            ScrubError::Config(format!("{text}: {}", super::STILL_REFERENCED))
+        }
         _ => ScrubError::Config(text),
     }
 }
@@ -107,6 +110,11 @@ impl Sqlite {
                     .or_else(|_| Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY))
                     .map_err(|e| classify(e, "open"))?;
             conn.busy_timeout(busy).map_err(|e| classify(e, "open"))?;
+            // Foreign keys as the schema declares them, as on the other
+            // servers: a delete cascades where a key says so (else its
+            // records would stay behind, personal data and all), and a
+            // key that neither cascades nor sets NULL refuses the batch.
+            conn.pragma_update(None, "foreign_keys", true).map_err(|e| classify(e, "open"))?;
             conn.create_scalar_function(
                 "lethe_sha256",
                 1,
