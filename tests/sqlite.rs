@@ -550,13 +550,15 @@ fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns() {
     });
 }
 
-/// Foreign keys hold as the schema declares them, whatever the connection
-/// of the application that wrote the file enables: a parent whose records
+/// Foreign keys are introspected (for the erasure's order and its warning
+/// about keys no relation declares) and hold as the schema declares them,
+/// whatever the connection of the application that wrote the file
+/// enables: a parent whose records
 /// another table still references without a cascade is refused, naming
 /// the reason and what to do, and nothing is deleted; children first, then
 /// the parents, and the cascade takes the expired customer's session.
 #[test]
-fn foreign_keys_are_enforced_as_declared() {
+fn foreign_keys_are_introspected_and_enforced_as_declared() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = database(
@@ -569,6 +571,9 @@ fn foreign_keys_are_enforced_as_declared() {
              INSERT INTO sessions VALUES (20, 1), (21, 3);",
         )
         .await;
+        let found = db.foreign_keys(&table("customers")).await.unwrap();
+        assert_eq!(found, vec![("invoices".into(), "customers".into()), ("sessions".into(), "customers".into())]);
+        assert_eq!(db.foreign_keys(&table("sessions")).await.unwrap(), vec![("sessions".into(), "customers".into())]);
         let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
         config_error(db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["FOREIGN KEY", "still referenced"]);
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([1, 2, 3]), "nothing deleted");

@@ -372,12 +372,13 @@ impl Driver {
         }
     }
 
-    /// Foreign keys touching a table, as (child table, parent table); SQLite reports none.
+    /// Foreign keys touching a table, as (child table, parent table).
     pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
         match self {
             Driver::Postgres(d) => d.foreign_keys(table).await,
             Driver::Mysql(d) => d.foreign_keys(table).await,
-            Driver::Sqlite(_) | Driver::Files(_) | Driver::Redis(_) | Driver::S3(_) => Ok(vec![]),
+            Driver::Sqlite(d) => d.foreign_keys(table).await,
+            Driver::Files(_) | Driver::Redis(_) | Driver::S3(_) => Ok(vec![]),
         }
     }
 

@@ -293,6 +293,29 @@ impl Sqlite {
         .await
     }
 
+    /// Foreign keys touching a table, as (child table, parent table)
+    /// names: the tables that reference it and the tables it references,
+    /// from each table's `pragma_foreign_key_list`.
+    pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
+        let catalog = Self::catalog(table);
+        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let name = table.name.as_str().to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT DISTINCT m.name, f.\"table\" FROM {catalog} m, pragma_foreign_key_list(m.name, ?2) f
+                      WHERE m.type = 'table' AND (m.name = ?1 COLLATE NOCASE OR f.\"table\" = ?1 COLLATE NOCASE)
+                      ORDER BY 1, 2"
+                ))
+                .map_err(|e| classify(e, "foreign keys"))?;
+            stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| classify(e, "foreign keys"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| classify(e, "foreign keys"))
+        })
+        .await
+    }
+
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
         self.columns(table).await?;
         let version = self.server_version().await?;
