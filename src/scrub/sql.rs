@@ -465,8 +465,10 @@ impl UniqueKey {
 
     /// The rules on the key's columns that may give two records the same
     /// values in it: a fixed value or a redaction (one value for many
-    /// records), NULL where NULLs count as equal. A hash keeps distinct
-    /// values distinct, and a NULL otherwise equals nothing. `same` says
+    /// records), NULL where NULLs count as equal or where the key reads a
+    /// generated column (whose expression may make something of a NULL:
+    /// `COALESCE(nick, email)`). A hash keeps distinct values distinct, and
+    /// a NULL otherwise equals nothing. `same` says
     /// whether a column name is a rule's field (the server's case rules).
     pub fn risky<'a>(&self, rules: &'a [FieldRule], same: impl Fn(&str, &Identifier) -> bool) -> Vec<&'a FieldRule> {
         rules
@@ -474,7 +476,7 @@ impl UniqueKey {
             .filter(|r| self.columns.iter().any(|c| same(c, &r.field)))
             .filter(|r| match r.strategy {
                 AnonymizeStrategy::Fixed | AnonymizeStrategy::Redact => true,
-                AnonymizeStrategy::Null => self.nulls_equal,
+                AnonymizeStrategy::Null => self.nulls_equal || self.generated,
                 AnonymizeStrategy::Hash => false,
             })
             .collect()

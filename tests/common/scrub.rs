@@ -321,7 +321,9 @@ pub async fn unique_keys_of_several_columns_are_checked_before_anonymizing(store
 /// an address only while the member has not left: a unique index with a
 /// condition, as MySQL/MariaDB spell it) takes no refusal for one address
 /// given to two members who left at the same time, and one for a live
-/// member given another live member's address. `cased_text`: a text type
+/// member given another live member's address. A `null` is checked too
+/// where the expression makes something of it (`COALESCE(nick, email)`).
+/// `cased_text`: a text type
 /// of the store that tells capitals apart, for `email`.
 pub async fn unique_keys_on_generated_columns_are_checked_as_the_server_computes_them(
     store: &impl SqlStore,
@@ -405,6 +407,29 @@ pub async fn unique_keys_on_generated_columns_are_checked_as_the_server_computes
     let out = db.run(&third, &removed, &Limits::default(), 0, |_| {}).await.unwrap();
     assert_eq!((out.records_done, out.remaining), (1, 0));
     assert_eq!(store.ids(removed_ids).await, BTreeSet::from([1, 2, 3]));
+
+    // An expression that makes something of a NULL: a nickname taken away
+    // leaves the address as the handle, which another member's nickname is.
+    store
+        .exec(&format!(
+            "CREATE TABLE members_handle (id bigint PRIMARY KEY, nick varchar(40), email varchar(80), left_at {time_type},
+                 handle varchar(80) GENERATED ALWAYS AS (COALESCE(nick, email)) STORED UNIQUE);
+             INSERT INTO members_handle (id, nick, email, left_at) VALUES (1, 'ann', 'a@example.com', {old}),
+                 (2, 'a@example.com', 'b@example.com', NULL), (3, 'cy', 'c@example.com', {old});"
+        ))
+        .await;
+    let no_nick = Action::Anonymize {
+        rules: vec![FieldRule { field: id("nick"), strategy: lethe::api::AnonymizeStrategy::Null, value: None }],
+        salt: "s".into(),
+    };
+    let left = Selection { table: table("members_handle"), ..left };
+    config_error(db.pending(&left, &no_nick).await, &["anonymizing nick", "unique key", "generated column"]);
+    config_error(db.run(&left, &no_nick, &Limits::default(), 0, |_| {}).await, &["anonymizing nick"]);
+    assert_eq!(store.ids("SELECT id FROM members_handle WHERE nick IS NULL").await, BTreeSet::new(), "nothing changed");
+    let third = Selection { table: table("members_handle"), ..third };
+    let out = db.run(&third, &no_nick, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (1, 0));
+    assert_eq!(store.ids("SELECT id FROM members_handle WHERE nick IS NULL").await, BTreeSet::from([3]));
 }
 
 /// What the SQL drivers that check a unique key on a generated column as
