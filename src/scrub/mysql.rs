@@ -988,40 +988,43 @@ impl Mysql {
         for key in sql::UniqueKey::of_columns(rows) {
             let through = key.clone().through_generated(&generated);
             let risky = through.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
-            if through.generated && !risky.is_empty() {
-                // As the server computes the key's generated columns, each in
-                // its own character set and collation.
-                let computed = |c: &str| {
-                    let col = cols.iter().find(|x| x.name.eq_ignore_ascii_case(c))?;
-                    let expr = format!("({})", sql::inline_generated(d, col.generated.as_ref()?, &expressions, &same)?);
-                    Some(col.in_own_charset(&expr).unwrap_or(expr))
-                };
-                let found = match a.generated_collision_check(d, &name, &key, &through, computed, changed, values) {
-                    None => None,
-                    Some((q, params)) => match self.conn.lock().await.exec_first::<i64, _, _>(q, params).await {
-                        Ok(found) => Some(found.is_some()),
-                        Err(e) => match classify(e, "unique key check") {
-                            ScrubError::Config(m) if !m.contains(super::READ_TIMEOUT) => {
-                                // An expression the check cannot restate:
-                                // judged by the columns it is computed
-                                // from instead, which may refuse what the
-                                // key would take, and leaves values only
-                                // its expression makes equal to the batches.
-                                tracing::warn!(key = %key.name, error = %m, "generated key checked by its columns");
-
-                                None
-                            }
-                            e => return Err(e),
-                        },
-                    },
-                };
-                match found {
-                    Some(true) => return Err(through.refusal(&risky)),
-                    Some(false) => {}
-                    None => approximate.push(through.clone()),
-                }
-            } else {
+            if !through.generated || risky.is_empty() {
                 approximate.push(through.clone());
+                keys.push(through);
+                continue;
+            }
+            // As the server computes the key's generated columns, each in its
+            // own character set and collation.
+            let computed = |c: &str| {
+                let col = cols.iter().find(|x| x.name.eq_ignore_ascii_case(c))?;
+                let expr = format!("({})", sql::inline_generated(d, col.generated.as_ref()?, &expressions, &same)?);
+                Some(col.in_own_charset(&expr).unwrap_or(expr))
+            };
+            // A check the server refuses (an expression it cannot restate)
+            // or that cannot be built: the key is judged by the columns it
+            // is computed from instead, which may refuse what the key would
+            // take, and leaves values only its expression makes equal to
+            // the batches.
+            let found = match a.generated_collision_check(d, &name, &key, &through, computed, changed, values) {
+                None => None,
+                Some((q, params)) => match self.conn.lock().await.exec_first::<i64, _, _>(q, params).await {
+                    Ok(found) => Some(found.is_some()),
+                    Err(e) => match classify(e, "unique key check") {
+                        ScrubError::Config(m) if !m.contains(super::READ_TIMEOUT) => {
+                            tracing::warn!(key = %key.name, error = %m, "unique key check not prepared");
+                            None
+                        }
+                        e => return Err(e),
+                    },
+                },
+            };
+            if found.is_none() {
+                tracing::warn!(key = %key.name, "generated key checked by the columns it is computed from");
+            }
+            match found {
+                Some(true) => return Err(through.refusal(&risky)),
+                Some(false) => {}
+                None => approximate.push(through.clone()),
             }
             keys.push(through);
         }

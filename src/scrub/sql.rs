@@ -547,12 +547,12 @@ pub fn collision_query(
 }
 
 /// [`collision_query`] for a key that reads generated columns
-/// (MySQL/MariaDB), as the server would compute them: each changed
+/// (MySQL/MariaDB, SQLite), as the server would compute them: each changed
 /// record's new values in `reads` (every column the key is computed from,
 /// none generated), then each of the key's columns on those values:
-/// `computed` gives a generated column's expression (of columns in
-/// `reads`, as the server's catalog prints it), a plain column is its new
-/// value. So a key that leaves out the records a rule changes
+/// `computed` gives a key column's value as SQL of columns in `reads` (a
+/// generated column's expression, as the server keeps it), else a column
+/// is its new value. So a key that leaves out the records a rule changes
 /// (`IF(deleted_at IS NULL, email, NULL)`) takes no refusal for values
 /// they come to share, and values only the expression makes equal
 /// (`lower`) are found. `None` when a name cannot be quoted.
@@ -767,21 +767,7 @@ pub fn sqlite_generated_columns(create: &str, generated: &[String]) -> Vec<(Stri
     let toks = spans(Dialect::Sqlite, create);
     let Some(start) = toks.iter().position(|t| t.0 == Token::Open) else { return Vec::new() };
     // The column definitions: the table's list, split at its own commas.
-    let (mut defs, mut def, mut depth) = (Vec::new(), Vec::new(), 0);
-    for t in &toks[start + 1..] {
-        match t.0 {
-            Token::Open => depth += 1,
-            Token::Close if depth == 0 => break,
-            Token::Close => depth -= 1,
-            Token::Comma if depth == 0 => {
-                defs.push(std::mem::take(&mut def));
-                continue;
-            }
-            _ => {}
-        }
-        def.push(t);
-    }
-    defs.push(def);
+    let (defs, _) = bracketed_list(&toks, start);
     let mut out = Vec::new();
     for def in defs {
         let Some((Token::Word(name) | Token::Quoted(name), _)) = def.first() else { continue };
@@ -815,6 +801,34 @@ pub fn sqlite_generated_columns(create: &str, generated: &[String]) -> Vec<(Stri
     out
 }
 
+/// A token and where it is in its text (see [`spans`]).
+type Spanned = (Token, std::ops::Range<usize>);
+
+/// The items of the bracketed list `toks[open]` opens, split at its own
+/// commas (not those of brackets within), and where its closing bracket
+/// is (`None` when the text ends first).
+fn bracketed_list(toks: &[Spanned], open: usize) -> (Vec<Vec<&Spanned>>, Option<usize>) {
+    let (mut items, mut item, mut depth) = (Vec::new(), Vec::new(), 0);
+    for (n, t) in toks.iter().enumerate().skip(open + 1) {
+        match t.0 {
+            Token::Open => depth += 1,
+            Token::Close if depth == 0 => {
+                items.push(item);
+                return (items, Some(n));
+            }
+            Token::Close => depth -= 1,
+            Token::Comma if depth == 0 => {
+                items.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        item.push(t);
+    }
+    items.push(item);
+    (items, None)
+}
+
 /// The names a SQLite `CREATE INDEX` text mentions from its column list
 /// on, its condition included (see [`names_in`]): every column the index
 /// reads, among functions, keywords and collations (a caller keeps the
@@ -832,25 +846,7 @@ pub fn sqlite_index_parts(create: &str) -> Option<(Vec<String>, Option<String>)>
     let text = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>().trim().to_string();
     let toks = spans(Dialect::Sqlite, create);
     let open = toks.iter().position(|t| t.0 == Token::Open)?;
-    let (mut keys, mut key, mut depth) = (Vec::new(), Vec::new(), 0);
-    let mut close = None;
-    for (n, t) in toks.iter().enumerate().skip(open + 1) {
-        match t.0 {
-            Token::Open => depth += 1,
-            Token::Close if depth == 0 => {
-                keys.push(std::mem::take(&mut key));
-                close = Some(n);
-                break;
-            }
-            Token::Close => depth -= 1,
-            Token::Comma if depth == 0 => {
-                keys.push(std::mem::take(&mut key));
-                continue;
-            }
-            _ => {}
-        }
-        key.push(t);
-    }
+    let (keys, close) = bracketed_list(&toks, open);
     let close = close?;
     let keys = keys
         .into_iter()

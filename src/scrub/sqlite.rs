@@ -797,10 +797,10 @@ impl Sqlite {
             };
             // A check that does not prepare (an expression it cannot
             // restate), cannot be built or would read a column under one of
-            // its own names: the key is judged by the columns
-            // it is computed from instead, which may refuse what the key
-            // would take, and leaves values only its expression makes
-            // equal to the batches.
+            // its own names: the key is judged by the columns it is
+            // computed from instead, which may refuse what the key would
+            // take, and leaves values only its expression makes equal to
+            // the batches.
             let found = match a.generated_collision_check(d, &name, &key, &through, computed, changed, values) {
                 _ if shadowed => None,
                 None => None,
