@@ -552,11 +552,12 @@ fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns() {
 
 /// Foreign keys are introspected (for the erasure's order and its warning
 /// about keys no relation declares) and hold as the schema declares them,
-/// whatever the connection of the application that wrote the file
-/// enables: a parent whose records
+/// whatever the application that wrote the file enables on its own
+/// connections: a parent whose records
 /// another table still references without a cascade is refused, naming
 /// the reason and what to do, and nothing is deleted; children first, then
-/// the parents, and the cascade takes the expired customer's session.
+/// the parents, and the cascade takes the expired customer's session. A
+/// key SQLite cannot enforce is refused, saying so.
 #[test]
 fn foreign_keys_are_introspected_and_enforced_as_declared() {
     rt().block_on(async {
@@ -584,6 +585,24 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
         assert_eq!((out.records_done, out.remaining), (2, 0));
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([3]));
         assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([21]), "the cascade took session 20");
+
+        // A key SQLite cannot enforce (its parent column is not unique),
+        // which an application that never enables keys does not notice.
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE events (id INTEGER PRIMARY KEY, seen TEXT NOT NULL, code TEXT);
+             CREATE TABLE notes (id INTEGER PRIMARY KEY, code TEXT REFERENCES events (code));
+             INSERT INTO events VALUES (1, '2020-01-01', 'a'), (2, '2030-01-01', 'b');",
+        )
+        .await;
+        let events = Selection { table: table("events"), ..customers };
+        config_error(
+            db.run(&events, &Action::Delete, &Limits::default(), 0, |_| {}).await,
+            &["foreign key mismatch", "neither the primary key nor unique", "correct the declaration"],
+        );
+        assert_eq!(ids(&db, "SELECT id FROM events").await, BTreeSet::from([1, 2]), "nothing deleted");
     });
 }
 

@@ -41,6 +41,12 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
         _ if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
             ScrubError::Config(format!("{text}: {}", super::STILL_REFERENCED))
         }
+        // A key whose parent columns are neither the primary key nor
+        // unique, which only a connection that enforces keys notices.
+        _ if text.contains("foreign key mismatch") => ScrubError::Config(format!(
+            "{text}: the schema declares a foreign key SQLite cannot enforce (the columns it references are neither \
+             the primary key nor unique); Lethe enforces foreign keys as declared, so correct the declaration"
+        )),
         _ => ScrubError::Config(text),
     }
 }
@@ -114,6 +120,8 @@ impl Sqlite {
             // servers: a delete cascades where a key says so (else its
             // records would stay behind, personal data and all), and a
             // key that neither cascades nor sets NULL refuses the batch.
+            // SQLite leaves them off unless asked (the bundled build asks
+            // by default; a build against another library may not).
             conn.pragma_update(None, "foreign_keys", true).map_err(|e| classify(e, "open"))?;
             conn.create_scalar_function(
                 "lethe_sha256",
