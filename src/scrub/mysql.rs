@@ -1018,15 +1018,7 @@ impl Mysql {
                     },
                 },
             };
-            if found.is_none() {
-                tracing::warn!(key = %key.name, "generated key checked by the columns it is computed from");
-            }
-            match found {
-                Some(true) => return Err(through.refusal(&risky)),
-                Some(false) => {}
-                None => approximate.push(through.clone()),
-            }
-            keys.push(through);
+            through.settle_generated(&key.name, found, &risky, &mut keys, &mut approximate)?;
         }
         for (q, params, refusal) in a.collision_checks(d, &name, approximate, rules, changed, values) {
             let found: Option<i64> =

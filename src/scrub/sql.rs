@@ -482,6 +482,34 @@ impl UniqueKey {
             .collect()
     }
 
+    /// Where this key (as the columns it is computed from, see
+    /// [`Self::through_generated`]) stands after the check of key `name`
+    /// on generated columns as the server computes them: `found` says
+    /// whether it found two records sharing an entry, `None` where it
+    /// could not run (logged). A collision is refused (`risky`: the rules
+    /// that may cause one); otherwise the key joins `keys`, and
+    /// `by_columns` too where the check could not run, to be judged by the
+    /// columns it is computed from instead.
+    pub fn settle_generated(
+        self,
+        name: &str,
+        found: Option<bool>,
+        risky: &[&FieldRule],
+        keys: &mut Vec<UniqueKey>,
+        by_columns: &mut Vec<UniqueKey>,
+    ) -> Result<(), super::ScrubError> {
+        match found {
+            Some(true) => return Err(self.refusal(risky)),
+            Some(false) => {}
+            None => {
+                tracing::warn!(key = %name, "generated key checked by the columns it is computed from");
+                by_columns.push(self.clone());
+            }
+        }
+        keys.push(self);
+        Ok(())
+    }
+
     /// The refusal when [`collision_query`] finds a collision.
     pub fn refusal(&self, risky: &[&FieldRule]) -> super::ScrubError {
         let fields: Vec<&str> = risky.iter().map(|r| r.field.as_str()).collect();
