@@ -983,16 +983,10 @@ impl Mysql {
         let expressions: Vec<(String, String)> =
             cols.iter().filter_map(|c| Some((c.name.clone(), c.generated.clone()?))).collect();
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        let mut keys = Vec::new();
-        let mut approximate = Vec::new();
-        for key in sql::UniqueKey::of_columns(rows) {
-            let through = key.clone().through_generated(&generated);
-            let risky = through.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
-            if !through.generated || risky.is_empty() {
-                approximate.push(through.clone());
-                keys.push(through);
-                continue;
-            }
+        let (mut approximate, computed) =
+            sql::UniqueKey::split_generated(d, sql::UniqueKey::of_columns(rows), &generated, rules);
+        let mut keys = approximate.clone();
+        for (key, through, risky) in computed {
             // As the server computes the key's generated columns, each in its
             // own character set and collation.
             let computed = |c: &str| {

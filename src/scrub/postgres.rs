@@ -1344,8 +1344,9 @@ impl Postgres {
     /// columns the rules would leave two records sharing, and every
     /// unique index on expressions, with a condition or on a generated
     /// column. Returns the rules' columns (see [`Self::check_rules`]) and
-    /// the table's unique keys, such an index as a key of every column it
-    /// reads (see [`Self::give_fresh_hashes`]).
+    /// the table's unique keys, such an index as a key of the hashed
+    /// columns it reads (see [`sql::UniqueKey::hashed_reads`],
+    /// [`Self::give_fresh_hashes`]).
     async fn check_anonymization(
         &self,
         sel: &Selection,

@@ -482,6 +482,33 @@ impl UniqueKey {
             .collect()
     }
 
+    /// The table's unique `keys` (as the catalog has them) as the columns
+    /// they are computed from (see [`Self::through_generated`]), split:
+    /// those to check by those columns
+    /// ([`Anonymization::collision_checks`]), and those on generated
+    /// columns that `rules` may break, to check as the server computes
+    /// them ([`Anonymization::generated_collision_check`]), each with the
+    /// key as the catalog has it and the rules that may break it.
+    #[allow(clippy::type_complexity)]
+    pub fn split_generated<'r>(
+        d: Dialect,
+        keys: Vec<UniqueKey>,
+        generated: &[(String, Vec<String>)],
+        rules: &'r [FieldRule],
+    ) -> (Vec<UniqueKey>, Vec<(UniqueKey, UniqueKey, Vec<&'r FieldRule>)>) {
+        let (mut by_columns, mut computed) = (Vec::new(), Vec::new());
+        for key in keys {
+            let through = key.clone().through_generated(generated);
+            let risky = through.risky(rules, |c, f| same_column(d, c, f));
+            if through.generated && !risky.is_empty() {
+                computed.push((key, through, risky));
+            } else {
+                by_columns.push(through);
+            }
+        }
+        (by_columns, computed)
+    }
+
     /// Where this key (as the columns it is computed from, see
     /// [`Self::through_generated`]) stands after the check of key `name`
     /// on generated columns as the server computes them: `found` says

@@ -51,6 +51,12 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
     }
 }
 
+/// The name of the database (`main`, or an attached one) a table is in,
+/// as the `pragma_*` functions take it.
+fn schema_name(table: &Table) -> String {
+    table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string())
+}
+
 /// Whether a column of the table is named as the checks' own names
 /// (`lethe_...`), which SQLite would let it shadow in their subqueries.
 fn shadows_check_names(cols: &[Column]) -> bool {
@@ -156,7 +162,7 @@ impl Sqlite {
     }
 
     async fn columns(&self, table: &Table) -> Result<Vec<Column>, ScrubError> {
-        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let schema = schema_name(table);
         let name = table.name.as_str().to_string();
         let shown = Self::qualified(table);
         self.with(move |c| {
@@ -196,7 +202,7 @@ impl Sqlite {
     /// primary key (always, for a table declared `WITHOUT ROWID`).
     /// Returned as the columns to select and the expression to match them.
     async fn row_key(&self, table: &Table, cols: &[Column]) -> Result<(String, String), ScrubError> {
-        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let schema = schema_name(table);
         let name = table.name.as_str().to_string();
         let without_rowid = self
             .with(move |c| {
@@ -306,7 +312,7 @@ impl Sqlite {
     /// from each table's `pragma_foreign_key_list`.
     pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
         let catalog = Self::catalog(table);
-        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let schema = schema_name(table);
         let name = table.name.as_str().to_string();
         self.with(move |c| {
             let mut stmt = c
@@ -521,7 +527,7 @@ impl Sqlite {
         cols: &[Column],
         generated: &[(String, Vec<String>)],
     ) -> Result<Vec<LiteIndex>, ScrubError> {
-        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let schema = schema_name(table);
         let name = table.name.as_str().to_string();
         let catalog = Self::catalog(table);
         let rows: Vec<(String, String, Vec<String>)> = self
@@ -602,6 +608,8 @@ impl Sqlite {
     ) -> Result<(), ScrubError> {
         let d = Dialect::Sqlite;
         let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+        // The check's own names would be shadowed.
+        let shadowed = shadows_check_names(cols);
         let mut row = None;
         for LiteIndex { index, collations, generated: read_generated } in indexes {
             let risky = index.risky(d, rules);
@@ -617,8 +625,6 @@ impl Sqlite {
                 let (from, _) = sql::through_generated(vec![g.clone()], generated, |a, b| a.eq_ignore_ascii_case(b));
                 from.iter().any(|c| a.rule_of(d, c).is_some())
             });
-            // The check's own names would be shadowed.
-            let shadowed = shadows_check_names(cols);
             let why = match () {
                 _ if index.keys.is_empty() => Some("its text does not read as an index"),
                 _ if shadowed => Some("a column is named as the check's own names (lethe_...)"),
@@ -755,7 +761,7 @@ impl Sqlite {
         changed: &str,
         values: &[Value],
     ) -> Result<Vec<sql::UniqueKey>, ScrubError> {
-        let schema = table.schema.as_ref().map_or("main".to_string(), |s| s.as_str().to_string());
+        let schema = schema_name(table);
         let name = table.name.as_str().to_string();
         // Each key column with the collation the index compares it under.
         let rows: Vec<(String, Option<String>, String)> = self
@@ -783,16 +789,14 @@ impl Sqlite {
         // SQLite lets a column of a subquery share a name with another, so
         // a column named as the check's own names would not fail it.
         let shadowed = shadows_check_names(cols);
-        let mut keys = Vec::new();
-        let mut approximate = Vec::new();
-        for key in sql::UniqueKey::of_columns(rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect()) {
-            let through = key.clone().through_generated(&generated);
-            let risky = through.risky(rules, |c, f| c.eq_ignore_ascii_case(f.as_str()));
-            if !through.generated || risky.is_empty() {
-                approximate.push(through.clone());
-                keys.push(through);
-                continue;
-            }
+        let (mut approximate, computed) = sql::UniqueKey::split_generated(
+            d,
+            sql::UniqueKey::of_columns(rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect()),
+            &generated,
+            rules,
+        );
+        let mut keys = approximate.clone();
+        for (key, through, risky) in computed {
             // As SQLite computes the key's generated columns, every column
             // compared under the key's collation.
             let computed = |c: &str| {
