@@ -61,6 +61,7 @@ async fn main() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let mut took = Vec::new();
         for (t, limits) in

@@ -88,6 +88,7 @@ async fn main() {
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let two = Limits { connections: 2, ..Limits::default() };
     // Rounds on fresh copies: a p99 over well under a second of load moves a
@@ -250,6 +251,7 @@ async fn main() {
             subject: vec![(Identifier::new("user_id").unwrap(), vec![(u * 37).to_string()])],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
     }
@@ -282,6 +284,7 @@ async fn main() {
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let t = Instant::now();
     let rows_out = db

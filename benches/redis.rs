@@ -77,6 +77,7 @@ fn main() {
         subject: vec![(Identifier::new("key").unwrap(), vec![pattern])],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let limits = Limits { initial_batch: 5_000, ..Limits::default() };
     let t = Instant::now();

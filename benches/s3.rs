@@ -125,6 +125,7 @@ fn main() {
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let t = Instant::now();
     let out = rt.block_on(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {})).unwrap();

@@ -166,7 +166,7 @@ fn erasure_binds_values_by_column_type() {
             older_than: None,
             subject: vec![(id("User"), vec!["8abc".into(), "8 OR 1=1".into()])],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(out.records_done, 0, "no row matches a malformed integer identifier");
@@ -208,6 +208,7 @@ fn messages_quoting_a_records_value_leave_the_value_out() {
             subject: vec![(id("email"), vec!["o'hara@example.com".into()])],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let Err(ScrubError::Config(message)) = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await
         else {
@@ -245,7 +246,7 @@ fn schemas_that_break_naive_code() {
             older_than: Some((id("order"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: 1, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (2, 0));
@@ -325,7 +326,7 @@ fn rows_written_behind_a_key_walk_are_found_and_deleted() {
             older_than: Some((id("seen_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["3".into()])],
+            held: vec![(id("user_id"), vec!["3".into()])], guards: vec![],
         };
         let held = |i: &i64| i % 45 == 3;
         let planned = db.plan(&sel).await.unwrap().selected;
@@ -501,7 +502,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             older_than: Some((id("logged_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["14".into()])],
+            held: vec![(id("user_id"), vec!["14".into()])], guards: vec![],
         };
         let planned = db.plan(&sel).await.unwrap().selected;
         assert_eq!(planned, 99_800);
@@ -548,7 +549,7 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         )
         .await
         .unwrap();
-        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let rules = vec![
             FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
             FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
@@ -664,7 +665,7 @@ fn counts_of_a_large_table_keep_within_the_statement_timeout() {
             older_than: Some((id("at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["3".into()])],
+            held: vec![(id("user_id"), vec!["3".into()])], guards: vec![],
         };
         assert_eq!(patiently(async || db.count(&sel).await).await.unwrap(), selected);
         let plan = patiently(async || db.plan(&sel).await).await.unwrap();
@@ -741,6 +742,7 @@ fn a_read_longer_than_the_statement_timeout_fails_with_advice_instead_of_retryin
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         for r in [db.count(&sel).await.map(|n| format!("{n}")), db.plan(&sel).await.map(|c| format!("{c:?}"))] {
             match r {
@@ -780,6 +782,7 @@ fn store_faults_are_classified_and_a_crash_mid_run_resumes() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let planned = db.plan(&sel).await.unwrap().selected;
         let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
@@ -881,7 +884,7 @@ fn whole_partitions_past_the_cutoff_are_dropped_or_detached_unless_a_row_must_st
             older_than: Some((id("created_at"), cutoff)),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), held)],
+            held: vec![(id("user_id"), held)], guards: vec![],
         };
         // User 3 (in p2025) is held: p2024 goes whole, p2025 row by row, p2026 straddles the cutoff.
         let out = db.run(&sel("pcols", vec!["3".into()]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
@@ -921,7 +924,7 @@ fn inet6_and_uuid_identifiers_are_matched_as_their_type() {
             older_than: None,
             subject: vec![(id(c), v.into_iter().map(String::from).collect())],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sel("ip", vec!["not-an-ip", "192.0.2.0/24"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(out.records_done, 0);
@@ -951,7 +954,7 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
         )
         .await
         .unwrap();
-        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let snapshot = "SELECT id FROM members WHERE email LIKE '%@example.com' AND email_key = LOWER(email)";
         let before = ids(&db, snapshot).await;
         for field in ["email_key", "domain"] {
@@ -1031,6 +1034,7 @@ fn integer_time_columns_count_the_datasets_unit() {
                 subject: vec![],
                 keep_newer_than: None,
                 held: vec![],
+                guards: vec![],
             };
             let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
             assert_eq!(out.partitions, vec!["p_before", "p_last_day"], "{method}");
@@ -1108,5 +1112,13 @@ fn a_trigger_that_inserts_what_is_deleted_fails_the_batch() {
         let sel = older_than("echo", "at");
         config_error(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["'echo'", "trigger"]);
         assert_eq!(ids(&db, "SELECT count(*) FROM echo").await, BTreeSet::from([2000]), "nothing deleted");
+    });
+}
+
+/// See [`common::scrub::records_held_rows_of_another_table_reference_are_kept`].
+#[test]
+fn records_held_rows_of_another_table_reference_are_kept() {
+    rt().block_on(async {
+        common::scrub::records_held_rows_of_another_table_reference_are_kept(&MariaStore(shared()), "datetime").await;
     });
 }

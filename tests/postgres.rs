@@ -177,7 +177,7 @@ fn erasure_removes_a_subject_by_any_identifier_and_keeps_what_must_be_kept() {
             older_than: None,
             subject: vec![(id("customer_id"), vec!["42".into()]), (id("email"), vec!["jane@example.com".into()])],
             keep_newer_than: Some((id("issued_at"), minimum)),
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let plan = db.plan(&sel).await.unwrap();
         assert_eq!((plan.selected, plan.under_minimum), (2, 1));
@@ -217,7 +217,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             older_than: Some((id("logged_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["14".into()])],
+            held: vec![(id("user_id"), vec!["14".into()])], guards: vec![],
         };
         let planned = db.plan(&sel).await.unwrap().selected;
         assert_eq!(planned, 499_000, "every even id except user 14's 1000 rows");
@@ -402,7 +402,7 @@ fn rows_written_behind_a_block_pass_are_found_and_deleted() {
             older_than: Some((id("seen_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["3".into()])],
+            held: vec![(id("user_id"), vec!["3".into()])], guards: vec![],
         };
         let planned = db.plan(&sel).await.unwrap().selected;
         let held = |i: &i64| i % 45 == 3;
@@ -480,7 +480,7 @@ fn schemas_that_break_naive_code() {
             older_than: Some((id("order"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sel, &Action::Delete, &Limits { initial_batch: 1, min_batch: 1, ..Limits::default() }, 0, |_| {}).await.unwrap();
         assert_eq!(out.records_done, 2);
@@ -507,7 +507,7 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         )
         .await
         .unwrap();
-        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let sel = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let rules = vec![
             FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
             FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
@@ -668,7 +668,7 @@ fn counts_of_a_large_table_keep_within_the_statement_timeout() {
             older_than: Some((id("at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["3".into()])],
+            held: vec![(id("user_id"), vec!["3".into()])], guards: vec![],
         };
         assert_eq!(patiently(async || db.count(&sel).await).await.unwrap(), selected);
         let plan = patiently(async || db.plan(&sel).await).await.unwrap();
@@ -788,6 +788,7 @@ fn a_subject_in_a_table_never_analyzed_is_found_through_its_index() {
             subject: vec![(id("user_id"), vec!["7".into()])],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         // The first batch says the way: `initial_batch` records through the
         // index, or the subject's records in the first 128 blocks (about 19).
@@ -929,7 +930,7 @@ fn a_read_longer_than_the_statement_timeout_fails_with_advice_instead_of_retryin
             .unwrap();
         let tight = Limits { statement_timeout: Duration::from_millis(1), ..Limits::default() };
         let db = Postgres::connect(&pg.options(), &tight).await.unwrap();
-        let sel = Selection { table: table("events"), older_than: Some((id("at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let sel = Selection { table: table("events"), older_than: Some((id("at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         for r in [db.count(&sel).await.map(|n| format!("{n}")), db.plan(&sel).await.map(|c| format!("{c:?}"))] {
             match r {
                 Err(e @ ScrubError::Config(_)) => assert!(!e.retryable() && e.to_string().contains("limits.statementTimeout"), "{e}"),
@@ -971,6 +972,7 @@ fn row_level_security_that_hides_rows_is_refused_not_obeyed() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let db = Postgres::connect(&as_role("scrubber"), &Limits::default()).await.unwrap();
         let refused = |r: Result<String, ScrubError>| match r {
@@ -1015,7 +1017,7 @@ fn store_faults_are_classified_and_a_restart_mid_run_resumes() {
         let probe = db.probe(&table("sessions")).await.unwrap();
         assert!(probe.can_select && probe.can_delete && probe.can_update);
         assert!(probe.server_version.starts_with("PostgreSQL"), "{}", probe.server_version);
-        let sel = Selection { table: table("sessions"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let sel = Selection { table: table("sessions"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let planned = db.plan(&sel).await.unwrap().selected;
         // Stop the server after the first batch.
         let small = Limits { initial_batch: 1000, max_batch: 1000, ..Limits::default() };
@@ -1082,6 +1084,7 @@ fn foreign_keys_are_introspected_and_undeclared_ones_reported() {
                 subject: vec![(id(column), vec!["1".into()])],
                 keep_newer_than: None,
                 held: vec![],
+                guards: vec![],
             };
             db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         }
@@ -1094,6 +1097,7 @@ fn foreign_keys_are_introspected_and_undeclared_ones_reported() {
             subject: vec![(id("id"), vec!["2".into()])],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         config_error(
             db.run(&parent_first, &Action::Delete, &Limits::default(), 0, |_| {}).await,
@@ -1131,7 +1135,7 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
             older_than: Some((id("created_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![(id("user_id"), vec!["7".into()])],
+            held: vec![(id("user_id"), vec!["7".into()])], guards: vec![],
         };
         let expected: BTreeSet<i64> = ids(&db, "SELECT id FROM events WHERE created_at >= '2026-01-01' OR user_id = 7").await;
         let planned = db.plan(&sel).await.unwrap().selected;
@@ -1243,7 +1247,7 @@ fn uuid_and_inet_identifiers_are_matched_as_their_type() {
         )
         .await
         .unwrap();
-        let sel = |v: &str| Selection { table: table("devices"), older_than: None, subject: vec![(id("owner"), vec![v.into()])], keep_newer_than: None, held: vec![] };
+        let sel = |v: &str| Selection { table: table("devices"), older_than: None, subject: vec![(id("owner"), vec![v.into()])], keep_newer_than: None, held: vec![], guards: vec![] };
         // Upper case is the same uuid; a malformed one matches nothing.
         assert_eq!(db.run(&sel("not-a-uuid"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
         assert_eq!(db.run(&sel("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
@@ -1261,7 +1265,7 @@ fn uuid_and_inet_identifiers_are_matched_as_their_type() {
             older_than: None,
             subject: vec![(id("ip"), v.into_iter().map(String::from).collect())],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sel(vec!["not-an-ip", "192.0.2.0/24"]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(out.records_done, 0);
@@ -1292,6 +1296,7 @@ fn case_insensitive_identifier_columns_match_without_case() {
             subject: vec![(id("email"), vec!["jane@EXAMPLE.com".into()])],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
@@ -1341,7 +1346,7 @@ fn columns_the_server_computes_are_refused_for_anonymization_and_usable_for_sele
         )
         .await
         .unwrap();
-        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let snapshot = "SELECT id FROM members WHERE email LIKE '%@example.com' AND email_key = lower(email)";
         let before = ids(&db, snapshot).await;
         for (field, says) in [("email_key", "generated"), ("id", "identity")] {
@@ -1428,7 +1433,7 @@ fn unique_keys_of_several_columns_are_checked_before_anonymizing() {
             older_than: Some((id("left_at"), cutoff())),
             subject: vec![(id("tenant"), tenants.iter().map(|t| t.to_string()).collect())],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let null = Action::Anonymize { rules: vec![FieldRule { field: id("code"), strategy: AnonymizeStrategy::Null, value: None }], salt: String::new() };
         config_error(db.run(&sel(&["1"]), &null, &Limits::default(), 0, |_| {}).await, &["code", "unique key badges_tenant_code_key"]);
@@ -1459,7 +1464,7 @@ fn unique_indexes_on_expressions_are_checked_before_anonymizing() {
             older_than: Some((id("left_at"), cutoff())),
             subject: vec![(id("id"), ids.iter().map(|i| i.to_string()).collect())],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let email = |strategy, value: &str| Action::Anonymize {
             rules: vec![FieldRule { field: id("email"), strategy, value: Some(value.into()) }],
@@ -1515,7 +1520,7 @@ fn relations_that_are_not_tables_are_refused_naming_what_they_are() {
             ("visits_copy", "is a materialized view"),
             ("visits_file", "is a foreign table"),
         ] {
-            let sel = Selection { table: table(name), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            let sel = Selection { table: table(name), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
             config_error(db.plan(&sel).await, &[name, says]);
             config_error(db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[name, says]);
         }
@@ -1538,7 +1543,7 @@ fn a_time_column_that_holds_no_instant_is_refused_naming_it() {
         .await
         .unwrap();
         for (column, kind) in [("text_time", "type text"), ("json_time", "type jsonb")] {
-            let stamps = Selection { table: table("stamps"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            let stamps = Selection { table: table("stamps"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
             config_error(db.plan(&stamps).await, &[column, kind]);
             config_error(db.run(&stamps, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[column, kind]);
             let retained = Selection { older_than: Some((id("at"), cutoff())), keep_newer_than: Some((id(column), cutoff())), ..stamps };
@@ -1566,6 +1571,7 @@ fn integer_time_columns_count_the_datasets_unit() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(out.partitions, vec!["clicks_before", "clicks_last_day"]);
@@ -1616,7 +1622,7 @@ fn infinite_times_are_compared_by_the_server_and_read_as_no_instant() {
         .unwrap();
         let year_2020 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
         for column in ["closed_at", "closed_on"] {
-            let sel = Selection { table: table("endless"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+            let sel = Selection { table: table("endless"), older_than: Some((id(column), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
             assert_eq!(db.count(&sel).await.unwrap(), 2, "{column}");
             assert_eq!(db.extreme(&sel, &id(column), false).await.unwrap(), None, "{column}: -infinity");
             assert_eq!(db.extreme(&sel, &id(column), true).await.unwrap(), Some(year_2020), "{column}");
@@ -1647,7 +1653,7 @@ fn a_hashed_value_used_again_takes_a_fresh_hash() {
             older_than: Some((id("left_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (1, 0));
@@ -1688,6 +1694,7 @@ fn unique_indexes_with_conditions_are_checked_before_anonymizing() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let rule = |field: &str, strategy, value: Option<&str>| Action::Anonymize {
             rules: vec![FieldRule { field: id(field), strategy, value: value.map(String::from) }],
@@ -1733,5 +1740,14 @@ fn unique_indexes_with_conditions_are_checked_before_anonymizing() {
             ids(&db, "SELECT id FROM members_odd WHERE lethe_c IN ('ann', 'bob')").await,
             BTreeSet::from([1, 2])
         );
+    });
+}
+
+/// See [`common::scrub::records_held_rows_of_another_table_reference_are_kept`].
+#[test]
+fn records_held_rows_of_another_table_reference_are_kept() {
+    rt().block_on(async {
+        common::scrub::records_held_rows_of_another_table_reference_are_kept(&PgStore(shared_pg()), "timestamptz")
+            .await;
     });
 }

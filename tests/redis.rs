@@ -100,6 +100,7 @@ fn retention(days: i64) -> Selection {
         keep_newer_than: None,
         // User 7 is held, by key pattern.
         held: vec![(id("key"), vec!["session:7:*".into()])],
+        guards: vec![],
     }
 }
 
@@ -205,6 +206,7 @@ fn erasure_by_key_template_and_by_hash_field_but_not_a_held_subject() {
         subject: vec![(id("key"), vec![pattern])],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     // Only the subject's keys are scanned, but the brake compares with the whole Dataset.
     let plan = rt.block_on(db.plan(&sel)).unwrap();
@@ -329,6 +331,7 @@ fn sorted_sets_are_trimmed_by_score_and_a_subject_leaves_every_set() {
         subject: vec![],
         keep_newer_than: None,
         held: vec![(id("key"), vec!["activity:7".into()])],
+        guards: vec![],
     };
     let plan = rt.block_on(db.plan(&sel)).unwrap();
     assert_eq!((plan.total, plan.selected, plan.held), (2000, 19 * (100 - young), 100 - young), "{plan:?}");

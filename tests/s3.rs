@@ -147,6 +147,7 @@ fn retention(days: i64) -> Selection {
         keep_newer_than: None,
         // User 7 is held, by key.
         held: vec![(id("key"), vec![subject("7")])],
+        guards: vec![],
     }
 }
 

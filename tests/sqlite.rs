@@ -130,7 +130,7 @@ fn erasure_and_anonymization() {
         )
         .await;
         // '8abc' is not the integer 8.
-        let sneaky = Selection { table: table("customers"), older_than: None, subject: vec![(id("user_id"), vec!["8abc".into()])], keep_newer_than: None, held: vec![] };
+        let sneaky = Selection { table: table("customers"), older_than: None, subject: vec![(id("user_id"), vec!["8abc".into()])], keep_newer_than: None, held: vec![], guards: vec![] };
         assert_eq!(db.run(&sneaky, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 0);
         // A subject's expired records: a subject that matches no one must not widen to everyone expired.
         let nobody_expired = Selection { older_than: Some((id("closed_at"), cutoff())), ..sneaky.clone() };
@@ -141,7 +141,7 @@ fn erasure_and_anonymization() {
         assert_eq!(db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap().records_done, 1);
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([2, 3, 4]));
 
-        let closed = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let closed = Selection { table: table("customers"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let rules = vec![
             FieldRule { field: id("email"), strategy: AnonymizeStrategy::Hash, value: None },
             FieldRule { field: id("phone"), strategy: AnonymizeStrategy::Null, value: None },
@@ -208,6 +208,7 @@ fn configuration_errors_name_what_is_wrong() {
             subject: vec![],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         assert!(matches!(db.count(&sel).await, Err(ScrubError::Config(_))));
     });
@@ -238,7 +239,7 @@ fn tables_without_a_usable_rowid_are_addressed_by_their_key() {
             older_than: Some((id("at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let out = db.run(&sel("keyed"), &Action::Delete, &small, 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (3, 0));
@@ -275,7 +276,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
              INSERT INTO logs SELECT n, n % 1000, 1767225600 + (CASE WHEN n % 2 = 0 THEN -1 ELSE 1 END) * (n % 500 + 1) * 3600 FROM g;",
         )
         .await;
-        let sel = Selection { table: table("logs"), older_than: Some((id("logged_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![(id("user_id"), vec!["14".into()])] };
+        let sel = Selection { table: table("logs"), older_than: Some((id("logged_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![(id("user_id"), vec!["14".into()])], guards: vec![] };
         let planned = db.plan(&sel).await.unwrap().selected;
         assert_eq!(planned, 99_800);
         let mut seed = 0x853c49e6748fea9bu64;
@@ -353,7 +354,7 @@ fn generated_columns_are_refused_for_anonymization_and_usable_for_selection() {
                                                            ('carol@example.com', '2030-01-01');",
         )
         .await;
-        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let expired = Selection { table: table("members"), older_than: Some((id("closed_at"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         let snapshot = "SELECT id FROM members WHERE email LIKE '%@example.com' AND email_key = lower(email)";
         let before = ids(&db, snapshot).await;
         for field in ["email_key", "domain"] {
@@ -403,7 +404,7 @@ fn a_driver_is_built_from_the_api_types() {
             older_than: Some((dataset.timestamps.created.clone().unwrap(), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         assert_eq!(db.plan(&sel).await.unwrap().selected, 1, "the dry run counts and changes nothing");
         assert_eq!(db.count(&sel).await.unwrap(), 1);
@@ -575,7 +576,7 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
         let found = db.foreign_keys(&table("customers")).await.unwrap();
         assert_eq!(found, vec![("invoices".into(), "customers".into()), ("sessions".into(), "customers".into())]);
         assert_eq!(db.foreign_keys(&table("sessions")).await.unwrap(), vec![("sessions".into(), "customers".into())]);
-        let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![] };
+        let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
         config_error(db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["FOREIGN KEY", "still referenced"]);
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([1, 2, 3]), "nothing deleted");
         assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([20, 21]));
@@ -670,6 +671,7 @@ fn unique_indexes_on_expressions_or_with_conditions_are_checked_before_anonymizi
             subject: vec![(id(column), ids.iter().map(|i| i.to_string()).collect())],
             keep_newer_than: None,
             held: vec![],
+            guards: vec![],
         };
         let members = |ids: &[&str]| of("members", "id", ids);
         let rule = |field: &str, strategy, value: Option<&str>| Action::Anonymize {
@@ -750,7 +752,7 @@ fn an_anonymization_a_trigger_undoes_stops_with_the_reason() {
             older_than: Some((id("left_at"), cutoff())),
             subject: vec![],
             keep_newer_than: None,
-            held: vec![],
+            held: vec![], guards: vec![],
         };
         let rule = |field: &str| FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some("y".into()) };
         let loud = Action::Anonymize { rules: vec![rule("tier"), rule("nick")], salt: String::new() };
@@ -788,5 +790,15 @@ fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
         config_error(err, &["more than twice what the table held", "trigger"]);
         assert!(done > 4_000, "stopped past twice the table's 2,000 records: {done}");
         assert_eq!(ids(&db, newer).await, kept, "nothing newer than the cutoff deleted");
+    });
+}
+
+/// See [`common::scrub::records_held_rows_of_another_table_reference_are_kept`].
+#[test]
+fn records_held_rows_of_another_table_reference_are_kept() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::records_held_rows_of_another_table_reference_are_kept(&store, "TEXT").await;
     });
 }

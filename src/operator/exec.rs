@@ -434,6 +434,7 @@ async fn execute_with(
             _ => None,
         },
         held: held_cols.into_iter().collect(),
+        guards: vec![],
     };
     match purpose {
         RunPurpose::Retention => match (&run.spec.time_field, run.spec.cutoff) {

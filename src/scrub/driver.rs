@@ -321,7 +321,21 @@ impl Driver {
         }
     }
 
+    /// Relations between tables (a selection's guards) are for SQL stores
+    /// only; anywhere else they would be silently ignored, so refuse them.
+    fn tables_only(&self, sel: &Selection) -> Result<(), ScrubError> {
+        match self {
+            Driver::Postgres(_) | Driver::Mysql(_) | Driver::Sqlite(_) => Ok(()),
+            _ if sel.guards.is_empty() => Ok(()),
+            _ => Err(ScrubError::Config(format!(
+                "a {} store has no tables for a relation to keep records by",
+                self.store_type()
+            ))),
+        }
+    }
+
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        self.tables_only(sel)?;
         match self {
             Driver::Postgres(d) => d.count(sel).await,
             Driver::Mysql(d) => d.count(sel).await,
@@ -336,6 +350,7 @@ impl Driver {
     /// anonymized, for an anonymization); refuses anonymization rules the
     /// table cannot take, as the run would before any change.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        self.tables_only(sel)?;
         match self {
             Driver::Postgres(d) => d.pending(sel, action).await,
             Driver::Mysql(d) => d.pending(sel, action).await,
@@ -362,6 +377,7 @@ impl Driver {
         column: &crate::api::Identifier,
         newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        self.tables_only(sel)?;
         match self {
             Driver::Postgres(d) => d.extreme(sel, column, newest).await,
             Driver::Mysql(d) => d.extreme(sel, column, newest).await,
@@ -384,6 +400,7 @@ impl Driver {
 
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        self.tables_only(sel)?;
         match self {
             Driver::Postgres(d) => d.plan(sel).await,
             Driver::Mysql(d) => d.plan(sel).await,
@@ -405,6 +422,7 @@ impl Driver {
         done_before: i64,
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
+        self.tables_only(sel)?;
         match self {
             Driver::Postgres(d) => d.run(sel, action, limits, done_before, on_progress).await,
             Driver::Mysql(d) => d.run(sel, action, limits, done_before, on_progress).await,

@@ -230,6 +230,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         subject: vec![],
         keep_newer_than: minimum.clone(),
         held,
+        guards: vec![],
     };
     let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
     let credentials = Credentials {

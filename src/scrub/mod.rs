@@ -67,6 +67,34 @@ pub struct Selection {
     pub keep_newer_than: Option<(Identifier, DateTime<Utc>)>,
     /// Never records of held subjects: a column equal to any of the values.
     pub held: Vec<(Identifier, Vec<String>)>,
+    /// Never records that held rows of another table reference: deleting
+    /// them would reach those rows through the foreign key (a cascade, or
+    /// setting it NULL).
+    pub guards: Vec<Guard>,
+}
+
+/// Rows of another table that must stay as they are, and how they refer
+/// to the selected table: the records they reference are kept (and counted
+/// as held).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guard {
+    /// The referencing table.
+    pub table: Table,
+    /// Its columns, each referencing the selected table's column at the same
+    /// place in `references`.
+    pub columns: Vec<Identifier>,
+    pub references: Vec<Identifier>,
+    /// Which of its rows must stay: all (`None`, a hold on the whole
+    /// table's Dataset), or those with a column equal to any of the values
+    /// (held subjects).
+    pub rows: Option<Vec<(Identifier, Vec<String>)>>,
+}
+
+impl Guard {
+    /// Whether some row could be guarded (a list of no values guards none).
+    pub fn guards_any(&self) -> bool {
+        self.rows.as_ref().is_none_or(|r| r.iter().any(|(_, v)| !v.is_empty()))
+    }
 }
 
 /// Fills a subject template (`users/{user_id}/`) with one subject's
@@ -107,7 +135,7 @@ impl Selection {
     /// The same selection with what keeps records from it set aside (holds,
     /// minimum retention): every record past its cutoff, of its subject.
     pub fn with_kept(&self) -> Selection {
-        Selection { keep_newer_than: None, held: vec![], ..self.clone() }
+        Selection { keep_newer_than: None, held: vec![], guards: vec![], ..self.clone() }
     }
 
     /// A selection with no condition at all would select every record;
@@ -120,12 +148,24 @@ impl Selection {
             // Dropping the subject condition would widen the run to everyone.
             return Err(ScrubError::Config("a subject without identifier values selects nothing".into()));
         }
+        if let Some(g) = self.guards.iter().find(|g| g.columns.is_empty() || g.columns.len() != g.references.len()) {
+            return Err(ScrubError::Config(format!(
+                "a relation from {} names {} columns referencing {}",
+                g.table.name,
+                g.columns.len(),
+                g.references.len()
+            )));
+        }
         Ok(())
     }
 
     /// Selects by the cutoff alone: no subject, nothing held, no minimum retention.
     pub fn time_only(&self) -> bool {
-        self.older_than.is_some() && self.subject.is_empty() && self.held.is_empty() && self.keep_newer_than.is_none()
+        self.older_than.is_some()
+            && self.subject.is_empty()
+            && self.held.is_empty()
+            && self.guards.is_empty()
+            && self.keep_newer_than.is_none()
     }
 }
 
@@ -328,7 +368,7 @@ pub(crate) trait Counting {
 pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, ScrubError> {
     sel.check()?;
     let selected = c.count(sel).await?;
-    let without_holds = Selection { held: vec![], ..sel.clone() };
+    let without_holds = Selection { held: vec![], guards: vec![], ..sel.clone() };
     let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
     Ok(Counts {
         selected,
@@ -600,7 +640,14 @@ mod tests {
     #[test]
     fn a_selection_without_conditions_is_refused() {
         let t = Table { schema: None, name: Identifier::new("t").unwrap() };
-        let s = Selection { table: t, older_than: None, subject: vec![], keep_newer_than: None, held: vec![] };
+        let s = Selection {
+            table: t,
+            older_than: None,
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+            guards: vec![],
+        };
         assert!(matches!(s.check(), Err(ScrubError::Config(_))));
         // A subject whose identifiers are all missing must not become "everyone older than the cutoff".
         let col = Identifier::new("email").unwrap();

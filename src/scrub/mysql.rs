@@ -355,6 +355,16 @@ impl Mysql {
                 b.values.extend(vals);
             }
         }
+        for g in &sel.guards {
+            // Bound as text: the server converts them to the column's type;
+            // a value that matches more rows than meant only keeps more.
+            let mut member = |_: &Identifier, v: &[String]| {
+                b.values.extend(v.iter().map(|s| Value::from(s.as_str())));
+                format!("IN ({})", list(v.len()))
+            };
+            let cond = sql::guard_condition(d, g, &Self::qualified(&g.table), &mut member);
+            b.sql.extend(cond);
+        }
         Ok(b)
     }
 

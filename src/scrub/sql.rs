@@ -69,6 +69,43 @@ impl Params {
     }
 }
 
+/// The condition keeping what a guard's rows reference: the selected
+/// table's referenced columns are not among those rows' values. `table` is
+/// the referencing table, quoted; `member` binds a column's values and gives
+/// the test of that column against them (`= ANY($1)`, `IN (?, ?)`). The
+/// subquery is not correlated, so it reads the same in every statement
+/// shape a driver wraps a predicate in (a partition, a key range, a join).
+/// `None` when the guard keeps nothing.
+pub fn guard_condition(
+    d: Dialect,
+    g: &super::Guard,
+    table: &str,
+    member: &mut dyn FnMut(&Identifier, &[String]) -> String,
+) -> Option<String> {
+    if !g.guards_any() {
+        return None;
+    }
+    let list = |ids: &[Identifier]| ids.iter().map(|c| quote(d, c)).collect::<Vec<_>>().join(", ");
+    // A referencing NULL refers to nothing; left in, it would make every
+    // test against the list unknown.
+    let mut rows: Vec<String> = g.columns.iter().map(|c| format!("{} IS NOT NULL", quote(d, c))).collect();
+    if let Some(held) = &g.rows {
+        let any: Vec<String> = held
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(c, v)| format!("{} {}", quote(d, c), member(c, v)))
+            .collect();
+        rows.push(format!("({})", any.join(" OR ")));
+    }
+    let no = if d == Dialect::Postgres { "false" } else { "FALSE" };
+    Some(format!(
+        "NOT COALESCE(({}) IN (SELECT {} FROM {table} WHERE {}), {no})",
+        list(&g.references),
+        list(&g.columns),
+        rows.join(" AND ")
+    ))
+}
+
 /// The WHERE condition of a selection (PostgreSQL array form). Conditions:
 /// time before cutoff, subject match, not under minimum retention, not held.
 pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
@@ -97,6 +134,11 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
             quote(d, col),
             params.push(Param::Values(values.clone()))
         ));
+    }
+    for g in &sel.guards {
+        let table = table_name(d, g.table.schema.as_ref(), &g.table.name);
+        let mut member = |_: &Identifier, v: &[String]| format!("= ANY({})", params.push(Param::Values(v.to_vec())));
+        parts.extend(guard_condition(d, g, &table, &mut member));
     }
     if parts.is_empty() { "false".into() } else { parts.join(" AND ") }
 }
@@ -1314,6 +1356,7 @@ mod tests {
             subject: vec![(id("email"), vec!["x'); drop table t; --".into()])],
             keep_newer_than: Some((id("issued_at"), Utc::now())),
             held: vec![(id("user_id"), vec!["7".into()])],
+            guards: vec![],
         };
         let mut p = Params::new(Dialect::Postgres);
         let sql = pg_predicate(&sel, &mut p);

@@ -73,6 +73,7 @@ pub fn expiry_selection(
         subject: vec![],
         keep_newer_than: minimum.map(|m| (id("issued_at"), m)),
         held: vec![(id("user_id"), held.iter().map(|u| u.to_string()).collect())],
+        guards: vec![],
     }
 }
 
@@ -84,6 +85,7 @@ pub fn older_than(name: &str, column: &str) -> lethe::scrub::Selection {
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     }
 }
 
@@ -140,6 +142,7 @@ pub fn unix_time_selection(name: &str) -> lethe::scrub::Selection {
         subject: vec![],
         keep_newer_than: Some((id("issued"), unix_minimum())),
         held: vec![(id("user_id"), vec!["1".into()])],
+        guards: vec![],
     }
 }
 
@@ -261,6 +264,7 @@ pub async fn unique_keys_of_several_columns_are_checked_before_anonymizing(store
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let of_tenants = |t: &[&str]| Selection {
         subject: vec![(id("tenant"), t.iter().map(|s| s.to_string()).collect())],
@@ -357,6 +361,7 @@ pub async fn unique_keys_on_generated_columns_are_checked_as_the_server_computes
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let email = |strategy, value: Option<&str>| Action::Anonymize {
         rules: vec![FieldRule { field: id("email"), strategy, value: value.map(String::from) }],
@@ -459,6 +464,7 @@ pub async fn a_generated_key_the_check_cannot_restate_is_judged_by_its_columns(s
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let fixed = |value: &str| Action::Anonymize {
         rules: vec![FieldRule { field: id("lethe_o0"), strategy: Fixed, value: Some(value.into()) }],
@@ -606,6 +612,7 @@ pub async fn a_hashed_value_used_again_takes_a_fresh_hash(store: &impl SqlStore,
         subject: vec![],
         keep_newer_than: None,
         held: vec![],
+        guards: vec![],
     };
     let db = store.driver(None).await;
     let out = db.run(&left, &action, &Limits::default(), 0, |_| {}).await.unwrap();
@@ -721,4 +728,90 @@ pub fn check_overlapping_runs(outcomes: [lethe::scrub::Outcome; 3], left: std::c
         (1..=n).filter(|g| (g % 2 == 1 && g % 1000 != 21) || g % 1000 == 14).collect();
     assert_eq!(left, expected);
     assert_eq!(a.records_done + b.records_done + c.records_done, n - expected.len() as i64);
+}
+
+/// What every SQL driver keeps of a table other tables reference (a
+/// selection's guards): deleting a customer would cascade into its orders
+/// (`ON DELETE CASCADE`) or clear its notes' reference (`SET NULL`), so a
+/// customer some held order or any note of a wholly held table refers to
+/// is kept and counted as held. Orders not held go with their customer; a
+/// kept customer keeps all its orders. A key of two columns is matched as
+/// a pair, never column by column.
+pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl SqlStore, time_type: &str) {
+    use lethe::scrub::{Action, Counts, Guard, Limits, Selection};
+    use std::collections::BTreeSet;
+    let old = "'2020-01-01 00:00:00'";
+    store
+        .exec(&format!(
+            "CREATE TABLE kept_customers (id bigint PRIMARY KEY, name varchar(20), left_at {time_type});
+             CREATE TABLE kept_orders (id bigint PRIMARY KEY, customer_id bigint, case_ref varchar(20),
+                                       FOREIGN KEY (customer_id) REFERENCES kept_customers (id) ON DELETE CASCADE);
+             CREATE TABLE kept_notes (id bigint PRIMARY KEY, customer_id bigint,
+                                      FOREIGN KEY (customer_id) REFERENCES kept_customers (id) ON DELETE SET NULL);
+             INSERT INTO kept_customers VALUES (1, 'a', {old}), (2, 'b', {old}), (3, 'c', {old}), (4, 'd', {old}),
+                                               (5, 'e', {old}), (6, 'f', {old}), (7, 'g', NULL);
+             INSERT INTO kept_orders VALUES (10, 1, 'F-1'), (20, 2, 'none'), (30, 3, 'F-1'), (31, 3, NULL), (60, NULL, 'F-1');
+             INSERT INTO kept_notes VALUES (100, 5), (101, NULL);"
+        ))
+        .await;
+    let expired = Selection {
+        table: table("kept_customers"),
+        older_than: Some((id("left_at"), cutoff())),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+        guards: vec![],
+    };
+    let guard = |child: &str, rows| Guard {
+        table: table(child),
+        columns: vec![id("customer_id")],
+        references: vec![id("id")],
+        rows,
+    };
+    let sel = Selection {
+        guards: vec![
+            guard("kept_orders", Some(vec![(id("case_ref"), vec!["F-1".to_string()])])),
+            guard("kept_notes", None),
+        ],
+        ..expired.clone()
+    };
+    let db = store.driver(None).await;
+    assert_eq!(db.plan(&sel).await.unwrap(), Counts { selected: 3, total: 7, held: 3, under_minimum: 0 });
+    let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (3, 0));
+    assert_eq!(store.ids("SELECT id FROM kept_customers").await, BTreeSet::from([1, 3, 5, 7]));
+    assert_eq!(store.ids("SELECT id FROM kept_orders").await, BTreeSet::from([10, 30, 31, 60]));
+    assert_eq!(store.ids("SELECT id FROM kept_notes WHERE customer_id = 5").await, BTreeSet::from([100]));
+    // Without them, the run would take the rest: the guards, not the data, kept them.
+    assert_eq!(db.count(&expired).await.unwrap(), 3);
+    // A held list of no values guards no row.
+    let none_held = Selection { guards: vec![guard("kept_orders", Some(vec![(id("case_ref"), vec![])]))], ..expired };
+    assert_eq!(db.count(&none_held).await.unwrap(), 3);
+
+    store
+        .exec(&format!(
+            "CREATE TABLE kept_accounts (tenant bigint, id bigint, left_at {time_type}, PRIMARY KEY (tenant, id));
+             CREATE TABLE kept_invoices (id bigint PRIMARY KEY, tenant bigint, account bigint, case_ref varchar(20),
+                                         FOREIGN KEY (tenant, account) REFERENCES kept_accounts (tenant, id) ON DELETE CASCADE);
+             INSERT INTO kept_accounts VALUES (1, 1, {old}), (1, 2, {old}), (2, 1, {old}), (2, 2, {old});
+             INSERT INTO kept_invoices VALUES (1, 1, 2, 'F-1'), (2, 2, 1, 'F-1'), (3, 2, 2, NULL);"
+        ))
+        .await;
+    let pairs = Selection {
+        table: table("kept_accounts"),
+        older_than: Some((id("left_at"), cutoff())),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+        guards: vec![Guard {
+            table: table("kept_invoices"),
+            columns: vec![id("tenant"), id("account")],
+            references: vec![id("tenant"), id("id")],
+            rows: Some(vec![(id("case_ref"), vec!["F-1".to_string()])]),
+        }],
+    };
+    let out = db.run(&pairs, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (2, 0));
+    assert_eq!(store.ids("SELECT tenant * 10 + id FROM kept_accounts").await, BTreeSet::from([12, 21]));
+    assert_eq!(store.ids("SELECT id FROM kept_invoices").await, BTreeSet::from([1, 2]));
 }
