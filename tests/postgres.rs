@@ -1187,6 +1187,32 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         let out = impatient.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!(out.partitions, vec!["busy_2025_11", "busy_2025_12"]);
         assert_eq!((out.records_done, db.count(&sel).await.unwrap()), (planned, 0), "the rerun counts what it removed");
+
+        // A record held rows of another table reference keeps its partition
+        // too: December goes whole, November row by row around it.
+        db.execute_batch(&setup("tickets")).await.unwrap();
+        db.execute_batch(
+            "CREATE TABLE ticket_notes (id bigint PRIMARY KEY, ticket_id bigint, case_ref text);
+             INSERT INTO ticket_notes VALUES (1, 1000, 'F-1'), (2, 1800, NULL);",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("tickets"),
+            guards: vec![lethe::scrub::Guard {
+                table: table("ticket_notes"),
+                columns: vec![id("ticket_id")],
+                references: vec![id("id")],
+                rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
+            }],
+            ..sel
+        };
+        let in_november = ids(&db, "SELECT id FROM tickets_2025_11 WHERE id = 1000").await;
+        assert_eq!(in_november, BTreeSet::from([1000]));
+        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!(out.partitions, vec!["tickets_2025_10", "tickets_2025_12"]);
+        let past = ids(&db, "SELECT id FROM tickets WHERE created_at < '2026-01-01'").await;
+        assert_eq!(past, BTreeSet::from([1000]), "only the referenced record is left past the cutoff");
     });
 }
 
