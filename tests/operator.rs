@@ -1152,3 +1152,94 @@ fn a_store_message_quoting_the_subject_reaches_no_status_event_or_log() {
         assert!(!text.to_ascii_lowercase().contains("jane.roe"), "the subject's e-mail address appears in the {what}");
     }
 }
+
+/// A delete that would reach a held Dataset's rows through a foreign key
+/// keeps the records those rows refer to. Customers past their window:
+/// deleting one cascades into its orders (`ON DELETE CASCADE`) and clears
+/// its tickets' reference (`SET NULL`). A hold on one subject's orders (by
+/// Secret) and a hold on every ticket keep exactly the customers those
+/// rows refer to, counted as held and naming both holds; the other
+/// customers go, their unheld orders with them. The same in-process and
+/// from a scrub Job (which gets the referring Datasets from the operator).
+fn holds_on_referring_datasets_keep_what_their_rows_refer_to(executor: &str) {
+    let c = Cluster::start();
+    let pg = PgServer::start();
+    let sql = Sql::connect(&pg);
+    sql.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, user_id bigint, created_at timestamptz);
+         INSERT INTO customers SELECT i, i, now() - interval '100 days' FROM generate_series(1, 6) i;
+         CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, created_at timestamptz,
+                              customer_id bigint REFERENCES customers (id) ON DELETE CASCADE);
+         INSERT INTO orders VALUES (11, 1, now(), 1), (12, 2, now(), 2), (13, 3, now(), 3), (14, 2, now(), NULL);
+         CREATE TABLE tickets (id bigint PRIMARY KEY, user_id bigint, created_at timestamptz,
+                               customer_id bigint REFERENCES customers (id) ON DELETE SET NULL);
+         INSERT INTO tickets VALUES (21, 4, now(), 4);",
+    );
+    let ns = c.namespace("referrers");
+    let _op = Operator::start(&c, &ns, executor, "op-referrers");
+    let refers = "  relations: [{dataset: customers, columns: [customer_id], references: [id]}]\n";
+    let hold = |name: &str, dataset: &str, subjects: &str| {
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {{name: {name}}}\nspec:\n  reason: Investigation\n  datasets: [{dataset}]\n{subjects}"
+        )
+    };
+    let manifest = [
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: fraud-subjects}\nstringData: {user_id: \"2\"}\n".to_string(),
+        hold("fraud", "orders", "  subjects: {secretRef: {name: fraud-subjects}}\n"),
+        hold("audit", "tickets", ""),
+        store_manifest(&pg),
+        dataset_manifest("orders", "orders", "created_at", refers),
+        dataset_manifest("tickets", "tickets", "created_at", refers),
+    ]
+    .join("---\n");
+    c.apply_text(&manifest, &["-n", &ns]);
+    for h in ["fraud", "audit"] {
+        c.ok(&["-n", &ns, "wait", "--for=condition=Active", &format!("legalhold/{h}"), "--timeout=60s"]);
+    }
+    // The referring Datasets exist before the referenced one's first run.
+    c.apply_text(
+        &dataset_manifest("customers", "customers", "created_at", "  safety: {maxDeletePercent: 100}\n"),
+        &["-n", &ns],
+    );
+    let done = wait_phase(&c, &ns, "customers", "Succeeded");
+    let st = &done["status"];
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id IN (2, 4)"), 2, "{st:#}");
+    assert_eq!(sql.count("SELECT count(*) FROM customers"), 2, "the others went: {st:#}");
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE id IN (12, 14)"), 2, "held orders stay");
+    assert_eq!(sql.count("SELECT count(*) FROM orders"), 2, "unheld orders went with their customers");
+    assert_eq!(sql.count("SELECT count(*) FROM tickets WHERE customer_id = 4"), 1, "the held ticket is unchanged");
+    assert_eq!(st["plan"]["heldRecords"], 2, "{st:#}");
+    assert_eq!(st["counts"]["deleted"], 4, "{st:#}");
+    assert_eq!(st["counts"]["skippedHeld"], 2, "{st:#}");
+    let mut holds: Vec<String> =
+        st["plan"]["holds"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+    holds.sort();
+    assert_eq!(holds, ["audit", "fraud"], "{st:#}");
+
+    // Erasing the held subject: its orders are held, and its customer
+    // record stays with them, saying why.
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: subject-2}\nspec:\n  subject: {identifiers: {user_id: \"2\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/subject-2", "--timeout=120s"]);
+    let req = status(&c, &ns, "deletionrequest/subject-2");
+    let entry = |d: &str| req["datasets"].as_array().unwrap().iter().find(|e| e["dataset"] == d).cloned().unwrap();
+    let customers = entry("customers");
+    assert_eq!((customers["phase"].as_str(), customers["remaining"].as_i64()), (Some("Blocked"), Some(1)), "{req:#}");
+    let reason = customers["remainingReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fraud") && reason.contains("refer"), "{reason}");
+    assert_eq!(entry("orders")["phase"], "Blocked", "{req:#}");
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id = 2"), 1);
+    assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 2"), 2);
+}
+
+#[test]
+fn holds_on_referring_datasets_keep_what_their_rows_refer_to_in_process() {
+    holds_on_referring_datasets_keep_what_their_rows_refer_to("in-process");
+}
+
+#[test]
+fn holds_on_referring_datasets_keep_what_their_rows_refer_to_as_jobs() {
+    holds_on_referring_datasets_keep_what_their_rows_refer_to("job");
+}

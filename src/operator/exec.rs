@@ -79,6 +79,7 @@ pub async fn inputs_from_api(
     ds: &Dataset,
     store: &DataStore,
     holds: &[LegalHold],
+    referrer_holds: &[LegalHold],
 ) -> Result<std::result::Result<Inputs, String>> {
     let ns = run.namespace().unwrap_or_default();
     let credentials = match store_credentials(client, &ns, &store.spec).await? {
@@ -116,6 +117,13 @@ pub async fn inputs_from_api(
                     r.name
                 )));
             };
+            inputs.held.insert(h.name_any(), by_type);
+        }
+    }
+    // A referring Dataset's hold whose Secret is missing keeps every record
+    // that Dataset refers to (see `guards`), so it stops nothing here.
+    for h in referrer_holds {
+        if let Some(by_type) = held_subjects(client, &ns, h).await? {
             inputs.held.insert(h.name_any(), by_type);
         }
     }
@@ -248,6 +256,50 @@ pub struct Targets {
     pub holds: Vec<LegalHold>,
     /// Declared relations between the namespace's tables, as (child table, parent table).
     pub relations: Vec<(String, String)>,
+    /// Datasets whose tables reference this one's, with the holds on each.
+    pub referrers: Vec<(Referrer, Vec<LegalHold>)>,
+}
+
+impl Targets {
+    /// The holds on the referring Datasets that are not already the run's own.
+    pub fn referrer_holds(&self) -> Vec<LegalHold> {
+        let mut out: Vec<LegalHold> = Vec::new();
+        for h in self.referrers.iter().flat_map(|(_, hs)| hs) {
+            if !self.holds.iter().chain(&out).any(|o| o.name_any() == h.name_any()) {
+                out.push(h.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A Dataset in the same store whose table references the run's (a
+/// declared relation): deleting a record here reaches the rows that refer
+/// to it (a cascade, or setting the reference NULL), so the holds on that
+/// Dataset keep the records they refer to.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Referrer {
+    /// Its name, labels and spec: what holds select it by, and its table.
+    pub dataset: Dataset,
+    /// Its columns, and the run's table's columns they reference.
+    pub columns: Vec<crate::api::Identifier>,
+    pub references: Vec<crate::api::Identifier>,
+}
+
+/// The Datasets in `datasets` whose tables reference `ds`'s in the same
+/// store, one entry per declared relation; each carries only what holds
+/// select by and the spec.
+pub fn referrers_of(datasets: &[Dataset], ds: &Dataset) -> Vec<Referrer> {
+    let mut out = Vec::new();
+    for d in datasets.iter().filter(|d| d.spec.table.is_some() && d.spec.store_ref.name == ds.spec.store_ref.name) {
+        for r in d.spec.relations.iter().filter(|r| r.dataset == ds.name_any()) {
+            let mut dataset = Dataset::new(&d.name_any(), d.spec.clone());
+            dataset.metadata.namespace = d.namespace();
+            dataset.metadata.labels = d.metadata.labels.clone();
+            out.push(Referrer { dataset, columns: r.columns.clone(), references: r.references.clone() });
+        }
+    }
+    out
 }
 
 /// Loads a run's Dataset, DataStore and applicable holds. `Ok(Err)` names what is missing.
@@ -262,16 +314,21 @@ pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Res
         .flat_map(|d| d.spec.relations.iter().map(move |r| (d, r)))
         .filter_map(|(d, r)| Some((d.spec.table.as_ref()?.name.to_string(), table_of(&r.dataset)?)))
         .collect();
-    targets_of_run(client, run, relations).await
+    let referrers = match datasets.iter().find(|d| d.name_any() == run.spec.dataset_ref.name) {
+        Some(ds) => referrers_of(&datasets, ds),
+        None => vec![],
+    };
+    targets_of_run(client, run, relations, referrers).await
 }
 
 /// A run's Dataset, DataStore and holds, read with no more than a scrub
 /// Job's Role allows (its Dataset and DataStore by name, LegalHolds listed);
-/// the relations come from the caller.
+/// the relations and referring Datasets come from the caller.
 pub async fn targets_of_run(
     client: &Client,
     run: &ScrubRun,
     relations: Vec<(String, String)>,
+    referrers: Vec<Referrer>,
 ) -> Result<std::result::Result<Targets, String>> {
     let ns = run.namespace().unwrap_or_default();
     let Some(dataset) = Api::<Dataset>::namespaced(client.clone(), &ns).get_opt(&run.spec.dataset_ref.name).await?
@@ -283,8 +340,16 @@ pub async fn targets_of_run(
         return Ok(Err(format!("DataStore {:?} does not exist", dataset.spec.store_ref.name)));
     };
     let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
-    let holds = holds_for(&all, &dataset, now());
-    Ok(Ok(Targets { dataset, store, holds, relations }))
+    let at = now();
+    let holds = holds_for(&all, &dataset, at);
+    let referrers = referrers
+        .into_iter()
+        .map(|r| {
+            let on_it = holds_for(&all, &r.dataset, at);
+            (r, on_it)
+        })
+        .collect();
+    Ok(Ok(Targets { dataset, store, holds, relations, referrers }))
 }
 
 /// Hooks for metrics (the in-process executor counts; a Job does not).
@@ -332,7 +397,7 @@ async fn execute_with(
     if matches!(w.st.phase, Some(RunPhase::Succeeded | RunPhase::Failed)) {
         return Ok(Ended::Done);
     }
-    let Targets { dataset: ds, store, holds, relations } = targets;
+    let Targets { dataset: ds, store, holds, relations, referrers } = targets;
     let purpose = run.spec.purpose;
 
     // Holds. A hold on the whole dataset stops the run before it connects.
@@ -481,6 +546,8 @@ async fn execute_with(
         }
     }
     let action = driver::action(run.spec.action, &ds.spec, inputs.anonymization_salt.clone().unwrap_or_default());
+    let through;
+    (sel.guards, through) = guards(&referrers, &action, &inputs, &subject_digests);
     let db = match Driver::connect(&store.spec, &inputs.credentials).await {
         Ok(db) => db.for_dataset(&ds.spec),
         Err(e) if e.retryable() => return Err(e.into()),
@@ -561,7 +628,12 @@ async fn execute_with(
             matching_records: Some(counts.selected),
             held_records: Some(counts.held),
             partitions: vec![],
-            holds: holds.iter().filter(|h| h.spec.subjects.is_some()).map(|h| h.name_any()).collect(),
+            holds: holds
+                .iter()
+                .filter(|h| h.spec.subjects.is_some())
+                .map(|h| h.name_any())
+                .chain(through.iter().filter(|n| !holds.iter().any(|h| h.name_any() == **n)).cloned())
+                .collect(),
         });
         w.st.counts = Some(RunCounts {
             skipped_held: counts.held,
@@ -698,6 +770,8 @@ async fn execute_with(
                 lock_reason.clone()
             } else if let Some(t) = run.spec.minimum_retention_cutoff {
                 Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
+            } else if !through.is_empty() {
+                Some(format!("held by LegalHold {}: held rows of another Dataset refer to them", through.join(", ")))
             } else {
                 Some("held".to_string())
             };
@@ -750,6 +824,93 @@ async fn execute_with(
     Ok(Ended::Done)
 }
 
+/// What the holds on referring Datasets keep of the run's table: for each
+/// relation from a held Dataset, which of its rows must stay as they are
+/// (and so the records they refer to). Only a delete, or an anonymization
+/// that rewrites a referenced column, reaches those rows.
+///
+/// A hold on the whole Dataset keeps every row of it; a hold naming
+/// subjects keeps their rows, found by the Dataset's subject fields. Where
+/// the run cannot tell a held subject's rows apart — a subject named by
+/// digest on a retention pass, or this very subject in an erasure when the
+/// Dataset has no field for its identifiers, or a Secret the run was not
+/// given — every row of the Dataset is kept. On an erasure, a digest that
+/// is not this subject's holds other subjects, whose rows do not refer to
+/// this subject's records.
+fn guards(
+    referrers: &[(Referrer, Vec<LegalHold>)],
+    action: &Action,
+    inputs: &Inputs,
+    subject_digests: &[String],
+) -> (Vec<crate::scrub::Guard>, Vec<String>) {
+    let (mut out, mut names) = (Vec::new(), Vec::<String>::new());
+    for (r, on_it) in referrers.iter().filter(|(_, hs)| !hs.is_empty()) {
+        let reaches = match action {
+            Action::Delete => true,
+            Action::Anonymize { rules, .. } => rules.iter().any(|f| r.references.contains(&f.field)),
+        };
+        let Some(t) = r.dataset.spec.table.as_ref().filter(|_| reaches) else { continue };
+        let fields = &r.dataset.spec.subject_fields;
+        let mut rows: Option<Vec<(crate::api::Identifier, Vec<String>)>> = Some(vec![]);
+        let add = |by_type: &BTreeMap<String, Vec<String>>, rows: &mut Option<Vec<_>>| {
+            let found: Vec<_> = by_type.iter().filter_map(|(t, v)| Some((fields.get(t)?.clone(), v.clone()))).collect();
+            if let Some(list) = rows {
+                list.extend(found);
+            }
+        };
+        for h in on_it {
+            let Some(s) = &h.spec.subjects else {
+                rows = None;
+                break;
+            };
+            if !s.digests.is_empty() {
+                match &inputs.identifiers {
+                    // An erasure: only this subject's digest matters here.
+                    Some(_) if !subject_digests.iter().any(|d| s.digests.contains(d)) => {}
+                    Some(ids) => {
+                        let by_type: BTreeMap<String, Vec<String>> =
+                            ids.iter().map(|(t, v)| (t.clone(), vec![v.clone()])).collect();
+                        if !by_type.keys().any(|t| fields.contains_key(t)) {
+                            rows = None;
+                            break;
+                        }
+                        add(&by_type, &mut rows);
+                    }
+                    None => {
+                        rows = None;
+                        break;
+                    }
+                }
+            }
+            if s.secret_ref.is_some() {
+                match inputs.held.get(&h.name_any()) {
+                    Some(by_type) => add(by_type, &mut rows),
+                    None => {
+                        rows = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if rows.as_ref().is_some_and(|l| l.is_empty()) {
+            // Held subjects none of whose identifiers this Dataset has a field for: no row of it is theirs.
+            continue;
+        }
+        out.push(crate::scrub::Guard {
+            table: crate::scrub::Table { schema: t.schema.clone(), name: t.name.clone() },
+            columns: r.columns.clone(),
+            references: r.references.clone(),
+            rows,
+        });
+        for h in on_it {
+            if !names.contains(&h.name_any()) {
+                names.push(h.name_any());
+            }
+        }
+    }
+    (out, names)
+}
+
 /// The field name under which a Redis or S3 selection carries key patterns.
 fn key_field() -> crate::api::Identifier {
     crate::api::Identifier::new(crate::scrub::redis::KEY_FIELD).expect("a valid identifier")
@@ -780,4 +941,99 @@ pub async fn fail(client: &Client, run: &ScrubRun, reason: &str, message: String
     let mut w = Writer::new(client, run, Vec::new());
     w.st.observed_generation = run.metadata.generation;
     w.fail(reason, message).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{api::Identifier, scrub::FieldRule};
+
+    fn orders() -> Referrer {
+        let dataset: Dataset = serde_yaml::from_str(
+            "apiVersion: lethe.dev/v1alpha1
+kind: Dataset
+metadata: {name: orders, namespace: shop}
+spec:
+  storeRef: {name: db}
+  categories: [financial]
+  table: {name: orders}
+  subjectFields: {user_id: buyer, email: buyer_email}",
+        )
+        .unwrap();
+        Referrer { dataset, columns: vec![id("customer_id")], references: vec![id("id")] }
+    }
+
+    fn id(s: &str) -> Identifier {
+        Identifier::new(s).unwrap()
+    }
+
+    fn hold(name: &str, subjects: &str) -> LegalHold {
+        serde_yaml::from_str(&format!(
+            "apiVersion: lethe.dev/v1alpha1
+kind: LegalHold
+metadata: {{name: {name}, namespace: shop}}
+spec: {{reason: r, datasets: [orders]{subjects}}}"
+        ))
+        .unwrap()
+    }
+
+    fn held(name: &str, t: &str, v: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+        [(name.to_string(), [(t.to_string(), vec![v.to_string()])].into())].into()
+    }
+
+    /// The rows a guard keeps: `None`, all of them.
+    type Rows = Option<Vec<(Identifier, Vec<String>)>>;
+
+    /// The rows each guard keeps, and the holds named.
+    fn kept(holds: Vec<LegalHold>, action: &Action, inputs: &Inputs, digests: &[&str]) -> (Vec<Rows>, Vec<String>) {
+        let digests: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        let (g, names) = guards(&[(orders(), holds)], action, inputs, &digests);
+        for g in &g {
+            assert_eq!(
+                (g.table.name.as_str(), &g.columns, &g.references),
+                ("orders", &vec![id("customer_id")], &vec![id("id")])
+            );
+        }
+        (g.into_iter().map(|g| g.rows).collect(), names)
+    }
+
+    const D: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+
+    #[test]
+    fn holds_on_a_referring_dataset_guard_exactly_the_rows_they_hold() {
+        let none = Inputs::default();
+        let delete = Action::Delete;
+        assert_eq!(kept(vec![], &delete, &none, &[]), (vec![], vec![]), "no hold, no guard");
+        assert_eq!(kept(vec![hold("all", "")], &delete, &none, &[]), (vec![None], vec!["all".into()]));
+        // Named in a Secret: their rows, by the referring Dataset's own fields.
+        let by_secret = hold("fraud", ", subjects: {secretRef: {name: s}}");
+        let inputs = Inputs { held: held("fraud", "email", "a@example.com"), ..Inputs::default() };
+        let rows = vec![(id("buyer_email"), vec!["a@example.com".to_string()])];
+        assert_eq!(kept(vec![by_secret.clone()], &delete, &inputs, &[]).0, vec![Some(rows.clone())]);
+        // Identifiers it has no field for are no row of it; a Secret not given keeps all.
+        let phone = Inputs { held: held("fraud", "phone", "555"), ..Inputs::default() };
+        assert_eq!(kept(vec![by_secret.clone()], &delete, &phone, &[]), (vec![], vec![]));
+        assert_eq!(kept(vec![by_secret.clone()], &delete, &none, &[]).0, vec![None]);
+        // By digest: a retention pass cannot tell the rows apart, so keeps all.
+        let by_digest = hold("case", &format!(", subjects: {{digests: [\"{D}\"]}}"));
+        assert_eq!(kept(vec![by_digest.clone()], &delete, &none, &[]).0, vec![None]);
+        // An erasure: this subject's digest holds its rows; another's holds none of them.
+        let subject = Inputs { identifiers: Some([("user_id".to_string(), "7".to_string())].into()), ..inputs };
+        let own = vec![(id("buyer"), vec!["7".to_string()])];
+        assert_eq!(kept(vec![by_digest.clone()], &delete, &subject, &[D]).0, vec![Some(own.clone())]);
+        assert_eq!(kept(vec![by_digest.clone()], &delete, &subject, &["sha256:other"]).0, vec![]);
+        let phone_subject =
+            Inputs { identifiers: Some([("phone".to_string(), "555".to_string())].into()), ..Inputs::default() };
+        assert_eq!(kept(vec![by_digest.clone()], &delete, &phone_subject, &[D]).0, vec![None]);
+        // Several holds on one Dataset: the rows of each; one on all of it wins.
+        let both = kept(vec![by_digest.clone(), by_secret.clone()], &delete, &subject, &[D]).0;
+        assert_eq!(both, vec![Some([own, rows].concat())]);
+        assert_eq!(kept(vec![by_secret, hold("all", "")], &delete, &subject, &[]).0, vec![None]);
+        // An anonymization reaches referring rows only through a referenced column.
+        let rule = |f: &str| FieldRule { field: id(f), strategy: crate::api::AnonymizeStrategy::Null, value: None };
+        let names = Action::Anonymize { rules: vec![rule("name")], salt: String::new() };
+        assert_eq!(kept(vec![hold("all", "")], &names, &none, &[]), (vec![], vec![]));
+        let key = Action::Anonymize { rules: vec![rule("id")], salt: String::new() };
+        assert_eq!(kept(vec![hold("all", "")], &key, &none, &[]).0, vec![None]);
+    }
 }

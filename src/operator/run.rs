@@ -108,16 +108,22 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
                         return Ok(true);
                     }
                 };
-                let inputs =
-                    match exec::inputs_from_api(&ctx2.client, &run, &targets.dataset, &targets.store, &targets.holds)
-                        .await?
-                    {
-                        Ok(i) => i,
-                        Err(m) => {
-                            exec::fail(&ctx2.client, &run, "SecretMissing", m).await?;
-                            return Ok(true);
-                        }
-                    };
+                let inputs = match exec::inputs_from_api(
+                    &ctx2.client,
+                    &run,
+                    &targets.dataset,
+                    &targets.store,
+                    &targets.holds,
+                    &targets.referrer_holds(),
+                )
+                .await?
+                {
+                    Ok(i) => i,
+                    Err(m) => {
+                        exec::fail(&ctx2.client, &run, "SecretMissing", m).await?;
+                        return Ok(true);
+                    }
+                };
                 // At most maxConcurrentRuns runs against one store at a time.
                 let store_key = format!("{ns}/{}", targets.store.name_any());
                 let limit = targets.store.spec.limits.max_concurrent_runs.max(1) as usize;
