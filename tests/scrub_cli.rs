@@ -225,3 +225,65 @@ fn subject_holds_need_the_held_identifiers_and_keep_exactly_their_rows() {
     assert_eq!(count(&db, held_expired), held);
     assert_eq!(count(&db, KEPT), kept);
 }
+
+/// A local pass keeps what held rows of a referring Dataset refer to, as
+/// the cluster does: customers whose orders a hold covers stay (their
+/// orders would go with them, `ON DELETE CASCADE`). Without the held
+/// subjects' identifiers, every customer an order refers to stays; with
+/// them, only the held subject's.
+#[test]
+fn a_local_pass_keeps_what_held_rows_of_a_referring_dataset_refer_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, user_id INTEGER, left_at TEXT);
+             INSERT INTO customers VALUES (1, 1, '2020-01-01'), (2, 2, '2020-01-01'), (3, 3, '2020-01-01'), (4, 4, '2026-11-01');
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER, placed_at TEXT,
+                                  customer_id INTEGER REFERENCES customers (id) ON DELETE CASCADE);
+             INSERT INTO orders VALUES (11, 1, '2026-11-01', 1), (12, 2, '2026-11-01', 2);",
+        )
+        .unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let dataset = |name: &str, table: &str, time: &str, extra: &str| {
+        format!(
+            "apiVersion: lethe.dev/v1alpha1\nkind: Dataset\nmetadata: {{name: {name}}}\nspec:\n  storeRef: {{name: shop}}\n  categories: [financial]\n  table: {{name: {table}}}\n  timestamps: {{created: {time}}}\n  subjectFields: {{user_id: user_id}}\n  retention: {{keepFor: 365d}}\n{extra}"
+        )
+    };
+    std::fs::write(
+        manifests.join("shop.yaml"),
+        [
+            format!(
+                "apiVersion: lethe.dev/v1alpha1\nkind: DataStore\nmetadata: {{name: shop}}\nspec: {{type: sqlite, sqlite: {{path: {}}}}}\n",
+                db.display()
+            ),
+            dataset("customers", "customers", "left_at", ""),
+            dataset("orders", "orders", "placed_at", "  relations: [{dataset: customers, columns: [customer_id], references: [id]}]\n"),
+            "apiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: fraud}\nspec:\n  reason: dispute\n  datasets: [orders]\n  subjects: {secretRef: {name: fraud-subjects}}\n".into(),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let args = ["scrub", "--dataset", "customers", "-f", manifests.to_str().unwrap(), "--at", AT, "--dry-run"];
+    let report = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Not told whom the hold names: every customer an order refers to is kept.
+    let dry = report(lethe(&args));
+    assert_eq!((dry["selected"].as_i64(), dry["held"].as_i64()), (Some(1), Some(2)), "{dry:#}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(&args[..args.len() - 1])
+        .env("LETHE_HELD_0_NAME", "fraud")
+        .env("LETHE_HELD_0_USER_ID", "2\n")
+        .output()
+        .unwrap();
+    let done = report(out);
+    assert_eq!((done["recordsDone"].as_i64(), done["held"].as_i64()), (Some(2), Some(1)), "{done:#}");
+    assert_eq!(count(&db, "SELECT count(*) FROM customers WHERE id IN (2, 4)"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM customers"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM orders WHERE id = 12"), 1, "the held order stays");
+    assert_eq!(count(&db, "SELECT count(*) FROM orders"), 1, "the other went with its customer");
+}

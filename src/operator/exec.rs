@@ -576,7 +576,7 @@ async fn execute_with(
 
     if !whole.is_empty() {
         // Nothing is touched; what would have been is counted as held.
-        let open = Selection { held: vec![], ..sel.clone() };
+        let open = Selection { held: vec![], guards: vec![], ..sel.clone() };
         let n = db.count(&open).await?;
         let at = now();
         w.st.plan.get_or_insert_with(|| RunPlan {
@@ -837,7 +837,7 @@ async fn execute_with(
 /// given — every row of the Dataset is kept. On an erasure, a digest that
 /// is not this subject's holds other subjects, whose rows do not refer to
 /// this subject's records.
-fn guards(
+pub fn guards(
     referrers: &[(Referrer, Vec<LegalHold>)],
     action: &Action,
     inputs: &Inputs,

@@ -224,15 +224,27 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
             Some((col, d.before(now).ok_or_else(|| ScrubError::Config("minimum out of range".into()))?))
         }
     };
+    let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
+    // Holds on Datasets whose tables reference this one keep what their
+    // held rows refer to, as in the cluster; their subjects come the same way.
+    use crate::operator::exec;
+    let referrers: Vec<_> = exec::referrers_of(&datasets, ds)
+        .into_iter()
+        .map(|r| {
+            let on_it = exec::holds_for(&holds, &r.dataset, now);
+            (r, on_it)
+        })
+        .collect();
+    let (guards, _) =
+        exec::guards(&referrers, &action, &exec::Inputs { held: from_env, ..exec::Inputs::default() }, &[]);
     let sel = Selection {
         table: driver::table(&ds.spec)?,
         older_than: Some((time_col, cutoff)),
         subject: vec![],
         keep_newer_than: minimum.clone(),
         held,
-        guards: vec![],
+        guards,
     };
-    let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
     let credentials = Credentials {
         username: env("LETHE_STORE_USERNAME"),
         password: env("LETHE_STORE_PASSWORD"),
