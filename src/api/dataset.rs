@@ -90,7 +90,8 @@ pub struct DatasetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymization: Option<Anonymization>,
     /// Datasets this one references (a child table's foreign key to its parent),
-    /// so erasure removes children before parents.
+    /// so erasure removes children before parents, and a hold on this one
+    /// keeps the parent records its held rows refer to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub relations: Vec<Relation>,
