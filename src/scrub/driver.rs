@@ -398,6 +398,16 @@ impl Driver {
         }
     }
 
+    /// Foreign keys referencing a table, with their columns (SQL stores; none elsewhere).
+    pub async fn referencing_keys(&self, table: &Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
+        match self {
+            Driver::Postgres(d) => d.referencing_keys(table).await,
+            Driver::Mysql(d) => d.referencing_keys(table).await,
+            Driver::Sqlite(d) => d.referencing_keys(table).await,
+            Driver::Files(_) | Driver::Redis(_) | Driver::S3(_) => Ok(vec![]),
+        }
+    }
+
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         self.tables_only(sel)?;

@@ -90,6 +90,17 @@ pub struct Guard {
     pub rows: Option<Vec<(Identifier, Vec<String>)>>,
 }
 
+/// A foreign key of another table referencing a table, as the catalog
+/// names it: the referencing table (its schema when not the connection's
+/// own), its columns, and the referenced columns in the same order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferencingKey {
+    pub schema: Option<String>,
+    pub table: String,
+    pub columns: Vec<String>,
+    pub references: Vec<String>,
+}
+
 impl Guard {
     /// Whether some row could be guarded (a list of no values guards none).
     pub fn guards_any(&self) -> bool {

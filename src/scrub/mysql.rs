@@ -390,6 +390,41 @@ impl Mysql {
         Ok(Probe { server_version: self.version.clone(), can_select, can_delete, can_update })
     }
 
+    /// The foreign keys of other tables (and of this one) referencing a
+    /// table, each column named, in key order.
+    pub async fn referencing_keys(&self, table: &Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
+        let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
+        let rows: Vec<(Option<String>, String, String, String, String)> = self
+            .conn
+            .lock()
+            .await
+            .exec(
+                "SELECT NULLIF(TABLE_SCHEMA, DATABASE()), TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME
+                   FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ?
+                  ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
+                (schema, table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "foreign keys"))?;
+        let mut keys: Vec<(String, super::ReferencingKey)> = Vec::new();
+        for (schema, child, constraint, column, referenced) in rows {
+            let same =
+                |(c, k): &(String, super::ReferencingKey)| *c == constraint && k.table == child && k.schema == schema;
+            match keys.iter_mut().find(|e| same(e)) {
+                Some((_, k)) => {
+                    k.columns.push(column);
+                    k.references.push(referenced);
+                }
+                None => keys.push((
+                    constraint,
+                    super::ReferencingKey { schema, table: child, columns: vec![column], references: vec![referenced] },
+                )),
+            }
+        }
+        Ok(keys.into_iter().map(|(_, k)| k).collect())
+    }
+
     /// Foreign keys touching a table, as (child table, parent table) names.
     pub async fn foreign_keys(&self, table: &Table) -> Result<Vec<(String, String)>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());

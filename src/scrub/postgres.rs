@@ -963,6 +963,36 @@ impl Postgres {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The foreign keys of other tables (and of this one) referencing a
+    /// table, each column named, in key order. A partitioned table's key
+    /// is given once, not once per partition.
+    pub async fn referencing_keys(&self, table: &super::Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT NULLIF(n.nspname, current_schema()), r.relname,
+                        array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(num, i)
+                                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num ORDER BY k.i),
+                        array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(num, i)
+                                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i)
+                   FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+                  WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conparentid = 0
+                  ORDER BY 1, 2, c.conname",
+                &[&Self::qualified(table)],
+            )
+            .await
+            .map_err(|e| classify(e, "foreign keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| super::ReferencingKey {
+                schema: r.get(0),
+                table: r.get(1),
+                columns: r.get(2),
+                references: r.get(3),
+            })
+            .collect())
+    }
+
     /// Counts what a predicate matches. Where the plan reads the whole
     /// table, or much of it, and the table is large, the count reads it in
     /// chunks of blocks within one snapshot ([`BlockCount`]), so it keeps

@@ -337,6 +337,54 @@ impl Sqlite {
         .await
     }
 
+    /// The foreign keys of other tables (and of this one) referencing a
+    /// table, each column named, in key order; a key naming no parent
+    /// columns references the parent's primary key.
+    pub async fn referencing_keys(&self, table: &Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
+        let catalog = Self::catalog(table);
+        let schema = schema_name(table);
+        let name = table.name.as_str().to_string();
+        let rows: Vec<(String, i64, String, Option<String>)> = self
+            .with(move |c| {
+                let mut stmt = c
+                    .prepare(&format!(
+                        "SELECT m.name, f.id, f.\"from\", COALESCE(f.\"to\",
+                                (SELECT p.name FROM pragma_table_info(?1, ?2) p WHERE p.pk = f.seq + 1))
+                           FROM {catalog} m, pragma_foreign_key_list(m.name, ?2) f
+                          WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE
+                          ORDER BY m.name, f.id, f.seq"
+                    ))
+                    .map_err(|e| classify(e, "foreign keys"))?;
+                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .map_err(|e| classify(e, "foreign keys"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| classify(e, "foreign keys"))
+            })
+            .await?;
+        let other = table.schema.as_ref().map(|s| s.as_str().to_string());
+        let mut keys: Vec<((String, i64), super::ReferencingKey)> = Vec::new();
+        for (child, id, column, referenced) in rows {
+            // A parent column SQLite cannot name: the key cannot be enforced either.
+            let Some(referenced) = referenced else { continue };
+            match keys.iter_mut().find(|(k, _)| *k == (child.clone(), id)) {
+                Some((_, k)) => {
+                    k.columns.push(column);
+                    k.references.push(referenced);
+                }
+                None => keys.push((
+                    (child.clone(), id),
+                    super::ReferencingKey {
+                        schema: other.clone(),
+                        table: child,
+                        columns: vec![column],
+                        references: vec![referenced],
+                    },
+                )),
+            }
+        }
+        Ok(keys.into_iter().map(|(_, k)| k).collect())
+    }
+
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
         self.columns(table).await?;
         let version = self.server_version().await?;

@@ -738,7 +738,7 @@ pub fn check_overlapping_runs(outcomes: [lethe::scrub::Outcome; 3], left: std::c
 /// kept customer keeps all its orders. A key of two columns is matched as
 /// a pair, never column by column.
 pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl SqlStore, time_type: &str) {
-    use lethe::scrub::{Action, Counts, Guard, Limits, Selection};
+    use lethe::scrub::{Action, Counts, Guard, Limits, ReferencingKey, Selection};
     use std::collections::BTreeSet;
     let old = "'2020-01-01 00:00:00'";
     store
@@ -776,6 +776,16 @@ pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl 
         ..expired.clone()
     };
     let db = store.driver(None).await;
+    // The keys the guards stand for, as the catalog tells them.
+    let key = |table: &str, columns: &[&str], references: &[&str]| ReferencingKey {
+        schema: None,
+        table: table.into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        references: references.iter().map(|c| c.to_string()).collect(),
+    };
+    let mut found = db.referencing_keys(&table("kept_customers")).await.unwrap();
+    found.sort_by(|a, b| a.table.cmp(&b.table));
+    assert_eq!(found, [key("kept_notes", &["customer_id"], &["id"]), key("kept_orders", &["customer_id"], &["id"])]);
     assert_eq!(db.plan(&sel).await.unwrap(), Counts { selected: 3, total: 7, held: 3, under_minimum: 0 });
     let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
     assert_eq!((out.records_done, out.remaining), (3, 0));
@@ -810,6 +820,10 @@ pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl 
             rows: Some(vec![(id("case_ref"), vec!["F-1".to_string()])]),
         }],
     };
+    assert_eq!(
+        db.referencing_keys(&table("kept_accounts")).await.unwrap(),
+        [key("kept_invoices", &["tenant", "account"], &["tenant", "id"])]
+    );
     let out = db.run(&pairs, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
     assert_eq!((out.records_done, out.remaining), (2, 0));
     assert_eq!(store.ids("SELECT tenant * 10 + id FROM kept_accounts").await, BTreeSet::from([12, 21]));
