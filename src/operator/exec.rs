@@ -256,15 +256,16 @@ pub struct Targets {
     pub holds: Vec<LegalHold>,
     /// Declared relations between the namespace's tables, as (child table, parent table).
     pub relations: Vec<(String, String)>,
-    /// Datasets whose tables reference this one's, with the holds on each.
-    pub referrers: Vec<(Referrer, Vec<LegalHold>)>,
+    /// The other tables' Datasets in the same store (see [`neighbours_of`]),
+    /// with the holds on each: their tables may reference this one's.
+    pub neighbours: Vec<(Dataset, Vec<LegalHold>)>,
 }
 
 impl Targets {
-    /// The holds on the referring Datasets that are not already the run's own.
-    pub fn referrer_holds(&self) -> Vec<LegalHold> {
+    /// The holds on the neighbouring Datasets that are not already the run's own.
+    pub fn neighbour_holds(&self) -> Vec<LegalHold> {
         let mut out: Vec<LegalHold> = Vec::new();
-        for h in self.referrers.iter().flat_map(|(_, hs)| hs) {
+        for h in self.neighbours.iter().flat_map(|(_, hs)| hs) {
             if !self.holds.iter().chain(&out).any(|o| o.name_any() == h.name_any()) {
                 out.push(h.clone());
             }
@@ -273,33 +274,87 @@ impl Targets {
     }
 }
 
-/// A Dataset in the same store whose table references the run's (a
-/// declared relation): deleting a record here reaches the rows that refer
-/// to it (a cascade, or setting the reference NULL), so the holds on that
-/// Dataset keep the records they refer to.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// A Dataset whose table references the run's: deleting a record reaches
+/// the rows that refer to it (a cascade, or setting the reference NULL),
+/// so the holds on that Dataset keep the records they refer to.
+#[derive(Clone, Debug)]
 pub struct Referrer {
-    /// Its name, labels and spec: what holds select it by, and its table.
     pub dataset: Dataset,
+    /// The referencing table, as the relation or the store names it.
+    pub table: crate::scrub::Table,
     /// Its columns, and the run's table's columns they reference.
     pub columns: Vec<crate::api::Identifier>,
     pub references: Vec<crate::api::Identifier>,
 }
 
-/// The Datasets in `datasets` whose tables reference `ds`'s in the same
-/// store, one entry per declared relation; each carries only what holds
-/// select by and the spec.
-pub fn referrers_of(datasets: &[Dataset], ds: &Dataset) -> Vec<Referrer> {
+/// The Datasets in `datasets` of a table in `ds`'s store (`ds` included:
+/// a table may reference itself), each with only what holds select by
+/// (name, namespace, labels) and its spec.
+pub fn neighbours_of(datasets: &[Dataset], ds: &Dataset) -> Vec<Dataset> {
+    datasets
+        .iter()
+        .filter(|d| d.spec.table.is_some() && d.spec.store_ref.name == ds.spec.store_ref.name)
+        .map(|d| {
+            let mut n = Dataset::new(&d.name_any(), d.spec.clone());
+            n.metadata.namespace = d.namespace();
+            n.metadata.labels = d.metadata.labels.clone();
+            n
+        })
+        .collect()
+}
+
+/// The held neighbours whose tables reference `ds`'s: by each declared
+/// relation to it, and by each foreign key the store shows (`keys`) that
+/// no relation of that Dataset declares. A key naming a column no
+/// identifier can be is refused: its rows could not be kept.
+pub fn referrers(
+    ds: &Dataset,
+    neighbours: &[(Dataset, Vec<LegalHold>)],
+    keys: &[crate::scrub::ReferencingKey],
+) -> std::result::Result<Vec<(Referrer, Vec<LegalHold>)>, String> {
+    use crate::api::Identifier;
     let mut out = Vec::new();
-    for d in datasets.iter().filter(|d| d.spec.table.is_some() && d.spec.store_ref.name == ds.spec.store_ref.name) {
-        for r in d.spec.relations.iter().filter(|r| r.dataset == ds.name_any()) {
-            let mut dataset = Dataset::new(&d.name_any(), d.spec.clone());
-            dataset.metadata.namespace = d.namespace();
-            dataset.metadata.labels = d.metadata.labels.clone();
-            out.push(Referrer { dataset, columns: r.columns.clone(), references: r.references.clone() });
+    for (n, on_it) in neighbours.iter().filter(|(_, hs)| !hs.is_empty()) {
+        let Some(t) = &n.spec.table else { continue };
+        let declared: Vec<&crate::api::Relation> =
+            n.spec.relations.iter().filter(|r| r.dataset == ds.name_any()).collect();
+        let table = crate::scrub::Table { schema: t.schema.clone(), name: t.name.clone() };
+        for r in &declared {
+            let (columns, references) = (r.columns.clone(), r.references.clone());
+            out.push((Referrer { dataset: n.clone(), table: table.clone(), columns, references }, on_it.clone()));
+        }
+        // A key's table outside the connection's schema names it; a Dataset
+        // naming its schema may name the connection's own.
+        let its_table = |k: &&crate::scrub::ReferencingKey| {
+            k.table == t.name.as_str()
+                && match (&k.schema, &t.schema) {
+                    (Some(a), Some(b)) => a == b.as_str(),
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+        };
+        for k in keys.iter().filter(its_table) {
+            let names = |v: &[String]| {
+                v.iter().map(|c| Identifier::new(c.as_str())).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| {
+                    format!(
+                        "the foreign key of {} referencing this table names a column Lethe cannot quote ({e})",
+                        k.table
+                    )
+                })
+            };
+            let (columns, references) = (names(&k.columns)?, names(&k.references)?);
+            if declared.iter().any(|r| r.columns == columns) {
+                continue;
+            }
+            let schema = match &k.schema {
+                Some(s) => Some(Identifier::new(s.as_str()).map_err(|e| format!("schema {s:?}: {e}"))?),
+                None => None,
+            };
+            let table = crate::scrub::Table { schema, name: t.name.clone() };
+            out.push((Referrer { dataset: n.clone(), table, columns, references }, on_it.clone()));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Loads a run's Dataset, DataStore and applicable holds. `Ok(Err)` names what is missing.
@@ -314,21 +369,21 @@ pub async fn targets(client: &Client, run: &ScrubRun) -> Result<std::result::Res
         .flat_map(|d| d.spec.relations.iter().map(move |r| (d, r)))
         .filter_map(|(d, r)| Some((d.spec.table.as_ref()?.name.to_string(), table_of(&r.dataset)?)))
         .collect();
-    let referrers = match datasets.iter().find(|d| d.name_any() == run.spec.dataset_ref.name) {
-        Some(ds) => referrers_of(&datasets, ds),
+    let neighbours = match datasets.iter().find(|d| d.name_any() == run.spec.dataset_ref.name) {
+        Some(ds) => neighbours_of(&datasets, ds),
         None => vec![],
     };
-    targets_of_run(client, run, relations, referrers).await
+    targets_of_run(client, run, relations, neighbours).await
 }
 
 /// A run's Dataset, DataStore and holds, read with no more than a scrub
 /// Job's Role allows (its Dataset and DataStore by name, LegalHolds listed);
-/// the relations and referring Datasets come from the caller.
+/// the relations and neighbouring Datasets come from the caller.
 pub async fn targets_of_run(
     client: &Client,
     run: &ScrubRun,
     relations: Vec<(String, String)>,
-    referrers: Vec<Referrer>,
+    neighbours: Vec<Dataset>,
 ) -> Result<std::result::Result<Targets, String>> {
     let ns = run.namespace().unwrap_or_default();
     let Some(dataset) = Api::<Dataset>::namespaced(client.clone(), &ns).get_opt(&run.spec.dataset_ref.name).await?
@@ -342,14 +397,14 @@ pub async fn targets_of_run(
     let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
     let at = now();
     let holds = holds_for(&all, &dataset, at);
-    let referrers = referrers
+    let neighbours = neighbours
         .into_iter()
-        .map(|r| {
-            let on_it = holds_for(&all, &r.dataset, at);
-            (r, on_it)
+        .map(|n| {
+            let on_it = holds_for(&all, &n, at);
+            (n, on_it)
         })
         .collect();
-    Ok(Ok(Targets { dataset, store, holds, relations, referrers }))
+    Ok(Ok(Targets { dataset, store, holds, relations, neighbours }))
 }
 
 /// Hooks for metrics (the in-process executor counts; a Job does not).
@@ -397,7 +452,7 @@ async fn execute_with(
     if matches!(w.st.phase, Some(RunPhase::Succeeded | RunPhase::Failed)) {
         return Ok(Ended::Done);
     }
-    let Targets { dataset: ds, store, holds, relations, referrers } = targets;
+    let Targets { dataset: ds, store, holds, relations, neighbours } = targets;
     let purpose = run.spec.purpose;
 
     // Holds. A hold on the whole dataset stops the run before it connects.
@@ -546,12 +601,19 @@ async fn execute_with(
         }
     }
     let action = driver::action(run.spec.action, &ds.spec, inputs.anonymization_salt.clone().unwrap_or_default());
-    let through;
-    (sel.guards, through) = guards(&referrers, &action, &inputs, &subject_digests);
     let db = match Driver::connect(&store.spec, &inputs.credentials).await {
         Ok(db) => db.for_dataset(&ds.spec),
         Err(e) if e.retryable() => return Err(e.into()),
         Err(e) => return w.fail(e.reason(), e.to_string()).await,
+    };
+    let keys = match neighbours.iter().any(|(_, hs)| !hs.is_empty()) {
+        true => db.referencing_keys(&sel.table).await?,
+        false => vec![],
+    };
+    let through;
+    (sel.guards, through) = match referrers(&ds, &neighbours, &keys) {
+        Ok(r) => guards(&r, &action, &inputs, &subject_digests),
+        Err(m) => return w.fail("InvalidConfiguration", m).await,
     };
 
     if purpose == RunPurpose::Erasure {
@@ -825,7 +887,7 @@ async fn execute_with(
 }
 
 /// What the holds on referring Datasets keep of the run's table: for each
-/// relation from a held Dataset, which of its rows must stay as they are
+/// relation (or foreign key) from a held Dataset, which of its rows must stay as they are
 /// (and so the records they refer to). Only a delete, or an anonymization
 /// that rewrites a referenced column, reaches those rows.
 ///
@@ -849,7 +911,9 @@ pub fn guards(
             Action::Delete => true,
             Action::Anonymize { rules, .. } => rules.iter().any(|f| r.references.contains(&f.field)),
         };
-        let Some(t) = r.dataset.spec.table.as_ref().filter(|_| reaches) else { continue };
+        if !reaches {
+            continue;
+        }
         let fields = &r.dataset.spec.subject_fields;
         let mut rows: Option<Vec<(crate::api::Identifier, Vec<String>)>> = Some(vec![]);
         let add = |by_type: &BTreeMap<String, Vec<String>>, rows: &mut Option<Vec<_>>| {
@@ -897,7 +961,7 @@ pub fn guards(
             continue;
         }
         out.push(crate::scrub::Guard {
-            table: crate::scrub::Table { schema: t.schema.clone(), name: t.name.clone() },
+            table: r.table.clone(),
             columns: r.columns.clone(),
             references: r.references.clone(),
             rows,
@@ -960,7 +1024,8 @@ spec:
   subjectFields: {user_id: buyer, email: buyer_email}",
         )
         .unwrap();
-        Referrer { dataset, columns: vec![id("customer_id")], references: vec![id("id")] }
+        let table = crate::scrub::Table { schema: None, name: id("orders") };
+        Referrer { dataset, table, columns: vec![id("customer_id")], references: vec![id("id")] }
     }
 
     fn id(s: &str) -> Identifier {
@@ -995,6 +1060,60 @@ spec: {{reason: r, datasets: [orders]{subjects}}}"
             );
         }
         (g.into_iter().map(|g| g.rows).collect(), names)
+    }
+
+    fn key(schema: Option<&str>, table: &str, columns: &[&str], references: &[&str]) -> crate::scrub::ReferencingKey {
+        crate::scrub::ReferencingKey {
+            schema: schema.map(String::from),
+            table: table.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            references: references.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn referrers_come_from_declared_relations_and_the_stores_foreign_keys() {
+        let mut customers = orders().dataset;
+        customers.metadata.name = Some("customers".into());
+        customers.spec.table = Some(serde_yaml::from_str("{name: customers}").unwrap());
+        let mut declared = orders().dataset;
+        declared.spec.relations =
+            vec![serde_yaml::from_str("{dataset: customers, columns: [customer_id], references: [id]}").unwrap()];
+        let held = vec![hold("all", "")];
+        let found = |neighbours: &[(Dataset, Vec<LegalHold>)], keys: &[crate::scrub::ReferencingKey]| {
+            referrers(&customers, neighbours, keys)
+                .map(|r| r.iter().map(|(r, _)| (r.columns.clone(), r.references.clone())).collect::<Vec<_>>())
+        };
+        let by = |c: &str, r: &str| (vec![id(c)], vec![id(r)]);
+        let schemas = |neighbours: &[(Dataset, Vec<LegalHold>)], keys: &[crate::scrub::ReferencingKey]| {
+            let r = referrers(&customers, neighbours, keys).unwrap();
+            r.iter().map(|(r, _)| r.table.schema.clone()).collect::<Vec<_>>()
+        };
+        let keys = [
+            key(None, "orders", &["customer_id"], &["id"]),
+            key(None, "orders", &["billing_id"], &["id"]),
+            key(Some("archive"), "orders", &["old_id"], &["id"]),
+            key(None, "invoices", &["customer_id"], &["id"]),
+        ];
+        // The declared relation once, the undeclared key of its table beside it;
+        // another schema's table and other tables are not this Dataset's.
+        assert_eq!(
+            found(&[(declared.clone(), held.clone())], &keys),
+            Ok(vec![by("customer_id", "id"), by("billing_id", "id")])
+        );
+        // Without a hold, nothing to keep.
+        assert_eq!(found(&[(declared.clone(), vec![])], &keys), Ok(vec![]));
+        // A table named with its schema matches that schema's keys, and
+        // those of the connection's schema (which may be the one it names);
+        // each guard reads the table the key is on.
+        let mut archived = orders().dataset;
+        archived.spec.table = Some(serde_yaml::from_str("{schema: archive, name: orders}").unwrap());
+        let archived = [(archived, held.clone())];
+        let all = vec![by("customer_id", "id"), by("billing_id", "id"), by("old_id", "id")];
+        assert_eq!(found(&archived, &keys), Ok(all));
+        assert_eq!(schemas(&archived, &keys), [None, None, Some(id("archive"))]);
+        let odd = [key(None, "orders", &["a b"], &["id"])];
+        assert!(found(&[(declared, held)], &odd).unwrap_err().contains("cannot quote"));
     }
 
     const D: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";

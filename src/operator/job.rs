@@ -48,9 +48,9 @@ const ENV_HELD: &str = "LETHE_HELD_";
 /// The namespace's declared relations as JSON `[[child table, parent table]]`,
 /// so the Job need not read other Datasets.
 const ENV_RELATIONS: &str = "LETHE_RELATIONS";
-/// The Datasets whose tables reference the run's, as JSON (see
-/// [`exec::Referrer`]): the Job lists the holds on them itself.
-const ENV_REFERRERS: &str = "LETHE_REFERRERS";
+/// The Datasets of the store's other tables, as JSON (see
+/// [`exec::neighbours_of`]): the Job lists the holds on them itself.
+const ENV_NEIGHBOURS: &str = "LETHE_NEIGHBOURS";
 
 /// The Job's name for a run: short enough for a pod label value.
 pub fn job_name(run: &str) -> String {
@@ -87,8 +87,8 @@ async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std
     let ns = run.namespace().unwrap_or_default();
     let mut env = vec![];
     env.push(plain_env(ENV_RELATIONS, &serde_json::to_string(&targets.relations).unwrap_or_default()));
-    let referrers: Vec<&exec::Referrer> = targets.referrers.iter().map(|(r, _)| r).collect();
-    env.push(plain_env(ENV_REFERRERS, &serde_json::to_string(&referrers).unwrap_or_default()));
+    let neighbours: Vec<&crate::api::Dataset> = targets.neighbours.iter().map(|(n, _)| n).collect();
+    env.push(plain_env(ENV_NEIGHBOURS, &serde_json::to_string(&neighbours).unwrap_or_default()));
     if let Some(r) = &targets.store.spec.secret_ref {
         env.push(secret_env(ENV_USERNAME, &r.name, &r.username_key));
         env.push(secret_env(ENV_PASSWORD, &r.name, &r.password_key));
@@ -118,9 +118,9 @@ async fn build(ctx: &Ctx, run: &ScrubRun, targets: &exec::Targets) -> Result<std
             }
         }
     }
-    // A referring Dataset's hold without its Secret keeps everything that Dataset refers to instead.
-    let referrer_holds = targets.referrer_holds();
-    let every = targets.holds.iter().map(|h| (h, true)).chain(referrer_holds.iter().map(|h| (h, false)));
+    // A neighbour's hold without its Secret keeps everything that Dataset refers to instead.
+    let neighbour_holds = targets.neighbour_holds();
+    let every = targets.holds.iter().map(|h| (h, true)).chain(neighbour_holds.iter().map(|h| (h, false)));
     for (i, (h, own)) in every.enumerate() {
         if let Some(s) = h.spec.subjects.as_ref().and_then(|s| s.secret_ref.as_ref()) {
             let Some(values) = read_secret(&ctx.client, &ns, &s.name).await? else {
@@ -397,18 +397,18 @@ pub async fn run_in_job(namespace: &str, name: &str) -> Result<exec::Ended> {
     let relations: Vec<(String, String)> =
         std::env::var(ENV_RELATIONS).ok().and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
     // Unreadable, the run would not know what other Datasets' holds keep here: it stops.
-    let referrers: Vec<exec::Referrer> = match std::env::var(ENV_REFERRERS) {
+    let neighbours: Vec<crate::api::Dataset> = match std::env::var(ENV_NEIGHBOURS) {
         Err(_) => vec![],
         Ok(v) => match serde_json::from_str(&v) {
             Ok(r) => r,
             Err(e) => {
-                let m = format!("{ENV_REFERRERS} cannot be read ({e}); nothing was deleted");
+                let m = format!("{ENV_NEIGHBOURS} cannot be read ({e}); nothing was deleted");
                 exec::fail(&client, &run, "InvalidConfiguration", m).await?;
                 return Ok(exec::Ended::Done);
             }
         },
     };
-    let targets = match exec::targets_of_run(&client, &run, relations, referrers).await? {
+    let targets = match exec::targets_of_run(&client, &run, relations, neighbours).await? {
         Ok(t) => t,
         Err(m) => {
             exec::fail(&client, &run, "NotFound", m).await?;

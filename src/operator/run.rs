@@ -114,7 +114,7 @@ fn spawn(ctx: &Arc<Ctx>, run: &Arc<ScrubRun>) {
                     &targets.dataset,
                     &targets.store,
                     &targets.holds,
-                    &targets.referrer_holds(),
+                    &targets.neighbour_holds(),
                 )
                 .await?
                 {

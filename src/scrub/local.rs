@@ -225,25 +225,13 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         }
     };
     let action = driver::action(rule.action, &ds.spec, env("LETHE_ANONYMIZATION_SALT").unwrap_or_default());
-    // Holds on Datasets whose tables reference this one keep what their
-    // held rows refer to, as in the cluster; their subjects come the same way.
-    use crate::operator::exec;
-    let referrers: Vec<_> = exec::referrers_of(&datasets, ds)
-        .into_iter()
-        .map(|r| {
-            let on_it = exec::holds_for(&holds, &r.dataset, now);
-            (r, on_it)
-        })
-        .collect();
-    let (guards, _) =
-        exec::guards(&referrers, &action, &exec::Inputs { held: from_env, ..exec::Inputs::default() }, &[]);
-    let sel = Selection {
+    let mut sel = Selection {
         table: driver::table(&ds.spec)?,
         older_than: Some((time_col, cutoff)),
         subject: vec![],
         keep_newer_than: minimum.clone(),
         held,
-        guards,
+        guards: vec![],
     };
     let credentials = Credentials {
         username: env("LETHE_STORE_USERNAME"),
@@ -251,6 +239,22 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         ca_pem: env("LETHE_STORE_CA_FILE").and_then(|f| std::fs::read_to_string(f).ok()),
     };
     let db = Driver::connect(&store.spec, &credentials).await?.for_dataset(&ds.spec);
+    // Holds on Datasets whose tables reference this one keep what their
+    // held rows refer to, as in the cluster; their subjects come the same way.
+    use crate::operator::exec;
+    let neighbours: Vec<_> = exec::neighbours_of(&datasets, ds)
+        .into_iter()
+        .map(|n| {
+            let on_it = exec::holds_for(&holds, &n, now);
+            (n, on_it)
+        })
+        .collect();
+    if neighbours.iter().any(|(_, hs)| !hs.is_empty()) {
+        let keys = db.referencing_keys(&sel.table).await?;
+        let referrers = exec::referrers(ds, &neighbours, &keys).map_err(ScrubError::Config)?;
+        let inputs = exec::Inputs { held: from_env, ..exec::Inputs::default() };
+        sel.guards = exec::guards(&referrers, &action, &inputs, &[]).0;
+    }
     let plan = db.plan(&sel).await?;
     let mut report = Report {
         dataset: dataset.to_string(),
