@@ -567,7 +567,7 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
             &dir,
             "CREATE TABLE customers (id INTEGER PRIMARY KEY, seen TEXT NOT NULL);
              CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers (id));
-             CREATE TABLE sessions (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers (id) ON DELETE CASCADE);
+             CREATE TABLE sessions (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers ON DELETE CASCADE);
              INSERT INTO customers VALUES (1, '2020-01-01'), (2, '2020-01-01'), (3, '2030-01-01');
              INSERT INTO invoices VALUES (10, 2);
              INSERT INTO sessions VALUES (20, 1), (21, 3);",
@@ -576,11 +576,34 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
         let found = db.foreign_keys(&table("customers")).await.unwrap();
         assert_eq!(found, vec![("invoices".into(), "customers".into()), ("sessions".into(), "customers".into())]);
         assert_eq!(db.foreign_keys(&table("sessions")).await.unwrap(), vec![("sessions".into(), "customers".into())]);
-        let customers = Selection { table: table("customers"), older_than: Some((id("seen"), cutoff())), subject: vec![], keep_newer_than: None, held: vec![], guards: vec![] };
-        config_error(db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["FOREIGN KEY", "still referenced"]);
+        // The sessions' key names no parent column: it references the primary key.
+        let key = |t: &str| lethe::scrub::ReferencingKey {
+            schema: None,
+            table: t.into(),
+            columns: vec!["customer_id".into()],
+            references: vec!["id".into()],
+        };
+        assert_eq!(db.referencing_keys(&table("customers")).await.unwrap(), [key("invoices"), key("sessions")]);
+        let customers = Selection {
+            table: table("customers"),
+            older_than: Some((id("seen"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+            guards: vec![],
+        };
+        config_error(
+            db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await,
+            &["FOREIGN KEY", "still referenced"],
+        );
         assert_eq!(ids(&db, "SELECT id FROM customers").await, BTreeSet::from([1, 2, 3]), "nothing deleted");
         assert_eq!(ids(&db, "SELECT id FROM sessions").await, BTreeSet::from([20, 21]));
-        let invoices = Selection { table: table("invoices"), older_than: None, subject: vec![(id("customer_id"), vec!["2".into()])], ..customers.clone() };
+        let invoices = Selection {
+            table: table("invoices"),
+            older_than: None,
+            subject: vec![(id("customer_id"), vec!["2".into()])],
+            ..customers.clone()
+        };
         db.run(&invoices, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         let out = db.run(&customers, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         assert_eq!((out.records_done, out.remaining), (2, 0));

@@ -407,22 +407,9 @@ impl Mysql {
             )
             .await
             .map_err(|e| classify(e, "foreign keys"))?;
-        let mut keys: Vec<(String, super::ReferencingKey)> = Vec::new();
-        for (schema, child, constraint, column, referenced) in rows {
-            let same =
-                |(c, k): &(String, super::ReferencingKey)| *c == constraint && k.table == child && k.schema == schema;
-            match keys.iter_mut().find(|e| same(e)) {
-                Some((_, k)) => {
-                    k.columns.push(column);
-                    k.references.push(referenced);
-                }
-                None => keys.push((
-                    constraint,
-                    super::ReferencingKey { schema, table: child, columns: vec![column], references: vec![referenced] },
-                )),
-            }
-        }
-        Ok(keys.into_iter().map(|(_, k)| k).collect())
+        Ok(sql::referencing_keys(rows.into_iter().map(|(schema, child, constraint, column, referenced)| {
+            ((schema.clone(), child.clone(), constraint), schema, child, column, referenced)
+        })))
     }
 
     /// Foreign keys touching a table, as (child table, parent table) names.

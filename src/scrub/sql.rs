@@ -69,6 +69,29 @@ impl Params {
     }
 }
 
+/// Foreign keys from catalog rows of one column each, in key order: the
+/// key a row belongs to (`K`, unique per key), the referencing table's
+/// schema (when not the connection's) and name, its column, and the
+/// column it references.
+pub fn referencing_keys<K: PartialEq>(
+    rows: impl IntoIterator<Item = (K, Option<String>, String, String, String)>,
+) -> Vec<super::ReferencingKey> {
+    let mut keys: Vec<(K, super::ReferencingKey)> = Vec::new();
+    for (key, schema, table, column, referenced) in rows {
+        match keys.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, k)) => {
+                k.columns.push(column);
+                k.references.push(referenced);
+            }
+            None => keys.push((
+                key,
+                super::ReferencingKey { schema, table, columns: vec![column], references: vec![referenced] },
+            )),
+        }
+    }
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
 /// The condition keeping what a guard's rows reference: the selected
 /// table's referenced columns are not among those rows' values. `table` is
 /// the referencing table, quoted; `member` binds a column's values and gives

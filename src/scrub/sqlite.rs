@@ -361,28 +361,12 @@ impl Sqlite {
                     .map_err(|e| classify(e, "foreign keys"))
             })
             .await?;
+        // A key is on the same database's tables; one whose parent column
+        // SQLite cannot name cannot be enforced either.
         let other = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let mut keys: Vec<((String, i64), super::ReferencingKey)> = Vec::new();
-        for (child, id, column, referenced) in rows {
-            // A parent column SQLite cannot name: the key cannot be enforced either.
-            let Some(referenced) = referenced else { continue };
-            match keys.iter_mut().find(|(k, _)| *k == (child.clone(), id)) {
-                Some((_, k)) => {
-                    k.columns.push(column);
-                    k.references.push(referenced);
-                }
-                None => keys.push((
-                    (child.clone(), id),
-                    super::ReferencingKey {
-                        schema: other.clone(),
-                        table: child,
-                        columns: vec![column],
-                        references: vec![referenced],
-                    },
-                )),
-            }
-        }
-        Ok(keys.into_iter().map(|(_, k)| k).collect())
+        Ok(sql::referencing_keys(rows.into_iter().filter_map(|(child, id, column, referenced)| {
+            Some(((child.clone(), id), other.clone(), child, column, referenced?))
+        })))
     }
 
     pub async fn probe(&self, table: &Table) -> Result<Probe, ScrubError> {
