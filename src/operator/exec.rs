@@ -303,11 +303,42 @@ pub fn neighbours_of(datasets: &[Dataset], ds: &Dataset) -> Vec<Dataset> {
         .collect()
 }
 
+/// Each Dataset with the active holds on it (from `all`).
+pub fn with_holds(datasets: Vec<Dataset>, all: &[LegalHold], at: DateTime<Utc>) -> Vec<(Dataset, Vec<LegalHold>)> {
+    datasets
+        .into_iter()
+        .map(|d| {
+            let on_it = holds_for(all, &d, at);
+            (d, on_it)
+        })
+        .collect()
+}
+
+/// What the holds on `ds`'s neighbours keep of its table (see [`guards`]),
+/// and the names of those holds. The store is asked for the keys
+/// referencing the table only when some neighbour is held.
+pub async fn neighbour_guards(
+    db: &Driver,
+    ds: &Dataset,
+    table: &crate::scrub::Table,
+    neighbours: &[(Dataset, Vec<LegalHold>)],
+    action: &Action,
+    inputs: &Inputs,
+    subject_digests: &[String],
+) -> std::result::Result<(Vec<crate::scrub::Guard>, Vec<String>), crate::scrub::ScrubError> {
+    if neighbours.iter().all(|(_, hs)| hs.is_empty()) {
+        return Ok((vec![], vec![]));
+    }
+    let keys = db.referencing_keys(table).await?;
+    let referrers = referrers(ds, neighbours, &keys).map_err(crate::scrub::ScrubError::Config)?;
+    Ok(guards(&referrers, action, inputs, subject_digests))
+}
+
 /// The held neighbours whose tables reference `ds`'s: by each declared
 /// relation to it, and by each foreign key the store shows (`keys`) that
 /// no relation of that Dataset declares. A key naming a column no
 /// identifier can be is refused: its rows could not be kept.
-pub fn referrers(
+fn referrers(
     ds: &Dataset,
     neighbours: &[(Dataset, Vec<LegalHold>)],
     keys: &[crate::scrub::ReferencingKey],
@@ -397,13 +428,7 @@ pub async fn targets_of_run(
     let all = Api::<LegalHold>::namespaced(client.clone(), &ns).list(&Default::default()).await?.items;
     let at = now();
     let holds = holds_for(&all, &dataset, at);
-    let neighbours = neighbours
-        .into_iter()
-        .map(|n| {
-            let on_it = holds_for(&all, &n, at);
-            (n, on_it)
-        })
-        .collect();
+    let neighbours = with_holds(neighbours, &all, at);
     Ok(Ok(Targets { dataset, store, holds, relations, neighbours }))
 }
 
@@ -606,15 +631,9 @@ async fn execute_with(
         Err(e) if e.retryable() => return Err(e.into()),
         Err(e) => return w.fail(e.reason(), e.to_string()).await,
     };
-    let keys = match neighbours.iter().any(|(_, hs)| !hs.is_empty()) {
-        true => db.referencing_keys(&sel.table).await?,
-        false => vec![],
-    };
     let through;
-    (sel.guards, through) = match referrers(&ds, &neighbours, &keys) {
-        Ok(r) => guards(&r, &action, &inputs, &subject_digests),
-        Err(m) => return w.fail("InvalidConfiguration", m).await,
-    };
+    (sel.guards, through) =
+        neighbour_guards(&db, &ds, &sel.table, &neighbours, &action, &inputs, &subject_digests).await?;
 
     if purpose == RunPurpose::Erasure {
         // Erasure order rests on declared relations; a foreign key the schema
@@ -899,7 +918,7 @@ async fn execute_with(
 /// given — every row of the Dataset is kept. On an erasure, a digest that
 /// is not this subject's holds other subjects, whose rows do not refer to
 /// this subject's records.
-pub fn guards(
+fn guards(
     referrers: &[(Referrer, Vec<LegalHold>)],
     action: &Action,
     inputs: &Inputs,
@@ -914,48 +933,7 @@ pub fn guards(
         if !reaches {
             continue;
         }
-        let fields = &r.dataset.spec.subject_fields;
-        let mut rows: Option<Vec<(crate::api::Identifier, Vec<String>)>> = Some(vec![]);
-        let add = |by_type: &BTreeMap<String, Vec<String>>, rows: &mut Option<Vec<_>>| {
-            let found: Vec<_> = by_type.iter().filter_map(|(t, v)| Some((fields.get(t)?.clone(), v.clone()))).collect();
-            if let Some(list) = rows {
-                list.extend(found);
-            }
-        };
-        for h in on_it {
-            let Some(s) = &h.spec.subjects else {
-                rows = None;
-                break;
-            };
-            if !s.digests.is_empty() {
-                match &inputs.identifiers {
-                    // An erasure: only this subject's digest matters here.
-                    Some(_) if !subject_digests.iter().any(|d| s.digests.contains(d)) => {}
-                    Some(ids) => {
-                        let by_type: BTreeMap<String, Vec<String>> =
-                            ids.iter().map(|(t, v)| (t.clone(), vec![v.clone()])).collect();
-                        if !by_type.keys().any(|t| fields.contains_key(t)) {
-                            rows = None;
-                            break;
-                        }
-                        add(&by_type, &mut rows);
-                    }
-                    None => {
-                        rows = None;
-                        break;
-                    }
-                }
-            }
-            if s.secret_ref.is_some() {
-                match inputs.held.get(&h.name_any()) {
-                    Some(by_type) => add(by_type, &mut rows),
-                    None => {
-                        rows = None;
-                        break;
-                    }
-                }
-            }
-        }
+        let rows = held_rows(on_it, &r.dataset.spec.subject_fields, inputs, subject_digests);
         if rows.as_ref().is_some_and(|l| l.is_empty()) {
             // Held subjects none of whose identifiers this Dataset has a field for: no row of it is theirs.
             continue;
@@ -973,6 +951,38 @@ pub fn guards(
         }
     }
     (out, names)
+}
+
+/// The rows of a referring Dataset its holds keep, by its subject
+/// fields; `None` for all of them (see [`guards`]).
+fn held_rows(
+    on_it: &[LegalHold],
+    fields: &BTreeMap<String, crate::api::Identifier>,
+    inputs: &Inputs,
+    subject_digests: &[String],
+) -> Option<Vec<(crate::api::Identifier, Vec<String>)>> {
+    let by_field = |by_type: &BTreeMap<String, Vec<String>>| -> Vec<_> {
+        by_type.iter().filter_map(|(t, v)| Some((fields.get(t)?.clone(), v.clone()))).collect()
+    };
+    let mut rows = Vec::new();
+    for h in on_it {
+        let s = h.spec.subjects.as_ref()?;
+        // By digest: only an erasure knows a subject, and only its own digest matters.
+        if !s.digests.is_empty() {
+            let ids = inputs.identifiers.as_ref()?;
+            if subject_digests.iter().any(|d| s.digests.contains(d)) {
+                let own = by_field(&ids.iter().map(|(t, v)| (t.clone(), vec![v.clone()])).collect());
+                if own.is_empty() {
+                    return None;
+                }
+                rows.extend(own);
+            }
+        }
+        if s.secret_ref.is_some() {
+            rows.extend(by_field(inputs.held.get(&h.name_any())?));
+        }
+    }
+    Some(rows)
 }
 
 /// The field name under which a Redis or S3 selection carries key patterns.

@@ -242,19 +242,9 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     // Holds on Datasets whose tables reference this one keep what their
     // held rows refer to, as in the cluster; their subjects come the same way.
     use crate::operator::exec;
-    let neighbours: Vec<_> = exec::neighbours_of(&datasets, ds)
-        .into_iter()
-        .map(|n| {
-            let on_it = exec::holds_for(&holds, &n, now);
-            (n, on_it)
-        })
-        .collect();
-    if neighbours.iter().any(|(_, hs)| !hs.is_empty()) {
-        let keys = db.referencing_keys(&sel.table).await?;
-        let referrers = exec::referrers(ds, &neighbours, &keys).map_err(ScrubError::Config)?;
-        let inputs = exec::Inputs { held: from_env, ..exec::Inputs::default() };
-        sel.guards = exec::guards(&referrers, &action, &inputs, &[]).0;
-    }
+    let neighbours = exec::with_holds(exec::neighbours_of(&datasets, ds), &holds, now);
+    let inputs = exec::Inputs { held: from_env, ..exec::Inputs::default() };
+    sel.guards = exec::neighbour_guards(&db, ds, &sel.table, &neighbours, &action, &inputs, &[]).await?.0;
     let plan = db.plan(&sel).await?;
     let mut report = Report {
         dataset: dataset.to_string(),
