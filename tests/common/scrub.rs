@@ -59,6 +59,28 @@ pub fn contact_anonymization() -> lethe::scrub::Action {
     lethe::scrub::Action::Anonymize { rules, salt: "pepper".into() }
 }
 
+/// A stop point for a run, set by the run's own progress rather than by the
+/// clock, so that how fast the machine is does not decide how far the
+/// interrupted runs of a test get: the returned future ends `after` the run
+/// has reported progress `reports` times (`after` from the start for none).
+/// Pass the callback to the run and drop the run when the future ends.
+pub fn stop_point(
+    reports: u64,
+    after: std::time::Duration,
+) -> (impl Fn(&lethe::scrub::Progress), impl Future<Output = ()>) {
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let on_progress = move |_: &lethe::scrub::Progress| tx.send_modify(|n| *n += 1);
+    let stop = async move {
+        // An error here means the run has ended and dropped the callback.
+        if rx.wait_for(|n| *n >= reports).await.is_ok() {
+            tokio::time::sleep(after).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    (on_progress, stop)
+}
+
 /// The selection of the property tests: `created_at` before the cutoff,
 /// `user_id`s in `held` kept, and records whose `issued_at` is not before
 /// `minimum` kept when there is one.
