@@ -25,6 +25,17 @@ async fn ids(db: &Mysql, sql: &str) -> BTreeSet<i64> {
     db.query_i64(sql).await.unwrap().into_iter().collect()
 }
 
+/// Waits until connection `id` is gone. A statement a dropped run sent may
+/// not have reached the server yet, so an idle connection is not enough;
+/// the connection closes only after all it was sent has ended, commit or
+/// rollback, as after a killed process.
+async fn gone(db: &Mysql, id: i64) {
+    let open = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
+    while db.query_i64(&open).await.unwrap()[0] > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn shared() -> &'static MariaDb {
     static DB: std::sync::OnceLock<MariaDb> = std::sync::OnceLock::new();
     DB.get_or_init(MariaDb::start)
@@ -425,14 +436,8 @@ fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
                 _ = stop => true,
             };
             aborts += u32::from(stopped);
-            // A statement the dropped run sent may not have reached the
-            // server yet, so an idle connection is not enough: wait until
-            // the connection is gone, which is after all it sent has ended.
             drop(attempt);
-            let open = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
-            while db.query_i64(&open).await.unwrap()[0] > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            gone(&db, id).await;
         }
         assert!(aborts >= 10, "at least ten interruptions ({aborts})");
         let remaining = db.pending(&sel, &action).await.unwrap();
@@ -513,23 +518,21 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             let remaining = db.count(&sel).await.unwrap();
             // A fresh connection per attempt: an aborted one may be mid-statement.
             let attempt = connect(&server).await;
+            let id = attempt.query_i64("SELECT CONNECTION_ID()").await.unwrap()[0];
             // Either way of batching, chosen at random: along the key or `LIMIT n`.
             let limits = Limits { max_batch: 2_000, block_pass_above: if seed.is_multiple_of(2) { 0.0 } else { f64::INFINITY }, ..Limits::default() };
             let after = Duration::from_millis(5 + seed % 60);
             if tokio::time::timeout(after, attempt.run(&sel, &Action::Delete, &limits, planned - remaining, |_| {})).await.is_err() {
                 aborts += 1;
             }
+            drop(attempt);
+            gone(&db, id).await;
             let newer = db.query_i64("SELECT COUNT(*) FROM logs WHERE logged_at >= '2026-01-01'").await.unwrap()[0];
             assert_eq!(newer, 100_000, "nothing newer than the cutoff deleted");
             let held = db.query_i64("SELECT COUNT(*) FROM logs WHERE user_id = 14").await.unwrap()[0];
             assert_eq!(held, 200, "nothing held deleted");
         }
         assert!(aborts >= 10, "at least ten interruptions ({aborts})");
-        // Let any statement of an aborted attempt finish before counting.
-        let busy = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID()";
-        while db.query_i64(busy).await.unwrap()[0] > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         let remaining = db.count(&sel).await.unwrap();
         let out = db.run(&sel, &Action::Delete, &Limits::default(), planned - remaining, |_| {}).await.unwrap();
         assert_eq!(out.records_done, planned);
