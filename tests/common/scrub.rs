@@ -699,20 +699,25 @@ pub async fn a_hashed_value_used_again_takes_a_fresh_hash(store: &impl SqlStore,
     assert_eq!(db.pending(&left, &action).await.unwrap(), 0);
 }
 
-/// `op`, once more where it ran out of the statement timeout. The tests of
-/// reads on large tables set a timeout of a few milliseconds, which any
-/// statement can overrun once on a busy machine (a stall of the server or
-/// of the test); a read that cannot keep to the timeout overruns it both
-/// times.
+/// `op`, again where it ran out of the statement timeout, up to four times
+/// in all. The tests of reads on large tables set a timeout of a few
+/// milliseconds, which any statement can overrun on a busy machine (a stall
+/// of the server or of the test); a batch overrunning it again after the
+/// run's own smaller retries ends the run as busy, which a later run
+/// resumes. A read that cannot keep to the timeout overruns it every time.
 pub async fn patiently<T>(
     mut op: impl AsyncFnMut() -> Result<T, lethe::scrub::ScrubError>,
 ) -> Result<T, lethe::scrub::ScrubError> {
-    match op().await {
-        Err(lethe::scrub::ScrubError::Config(m)) if m.contains("limits.statementTimeout") => {
-            eprintln!("once more after running out of the statement timeout: {m}");
-            op().await
+    let mut attempts = 1;
+    loop {
+        match op().await {
+            Err(lethe::scrub::ScrubError::Config(m)) if m.contains("limits.statementTimeout") && attempts < 4 => {
+                eprintln!("again after running out of the statement timeout: {m}");
+            }
+            Err(lethe::scrub::ScrubError::Busy(m)) if attempts < 4 => eprintln!("again after a busy store: {m}"),
+            r => return r,
         }
-        r => r,
+        attempts += 1;
     }
 }
 
