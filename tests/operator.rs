@@ -385,10 +385,21 @@ fn run_of(c: &Cluster, ns: &str, dataset: &str) -> serde_json::Value {
 }
 
 fn wait_phase(c: &Cluster, ns: &str, dataset: &str, phase: &str) -> serde_json::Value {
-    eventually(&format!("a run of {dataset} in phase {phase}"), LIMIT, || {
+    let t = std::time::Instant::now();
+    loop {
         let r = run_of(c, ns, dataset);
-        (r["status"]["phase"] == phase).then_some(r)
-    })
+        if r["status"]["phase"] == phase {
+            return r;
+        }
+        // On a timeout, what the newest run says (a run's status names no subject).
+        assert!(
+            t.elapsed() < LIMIT,
+            "timed out waiting for a run of {dataset} in phase {phase}; the newest run: {} {}",
+            r["metadata"]["name"],
+            r["status"]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
