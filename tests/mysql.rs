@@ -25,6 +25,13 @@ async fn ids(db: &Mysql, sql: &str) -> BTreeSet<i64> {
     db.query_i64(sql).await.unwrap().into_iter().collect()
 }
 
+/// A connection, and its id on the server (for [`gone`]).
+async fn connect_with_id(db: &MariaDb) -> (Mysql, i64) {
+    let conn = connect(db).await;
+    let id = conn.query_i64("SELECT CONNECTION_ID()").await.unwrap()[0];
+    (conn, id)
+}
+
 /// Waits until connection `id` is gone. A statement a dropped run sent may
 /// not have reached the server yet, so an idle connection is not enough;
 /// the connection closes only after all it was sent has ended, commit or
@@ -419,8 +426,7 @@ fn an_interrupted_anonymization_ends_as_an_uninterrupted_one() {
             common::next_random(&mut seed);
             let remaining = db.pending(&sel, &action).await.unwrap();
             // A fresh connection per attempt: an aborted one may be mid-statement.
-            let attempt = connect(&server).await;
-            let id = attempt.query_i64("SELECT CONNECTION_ID()").await.unwrap()[0];
+            let (attempt, id) = connect_with_id(&server).await;
             let limits = Limits {
                 max_batch: 2_000,
                 max_records_per_second: Some(2_000),
@@ -522,8 +528,7 @@ fn interrupted_runs_resume_to_the_exact_end_state() {
             common::next_random(&mut seed);
             let remaining = db.count(&sel).await.unwrap();
             // A fresh connection per attempt: an aborted one may be mid-statement.
-            let attempt = connect(&server).await;
-            let id = attempt.query_i64("SELECT CONNECTION_ID()").await.unwrap()[0];
+            let (attempt, id) = connect_with_id(&server).await;
             // Either way of batching, chosen at random: along the key or `LIMIT n`.
             let limits = Limits { max_batch: 2_000, block_pass_above: if seed.is_multiple_of(2) { 0.0 } else { f64::INFINITY }, ..Limits::default() };
             let after = Duration::from_millis(5 + seed % 60);
