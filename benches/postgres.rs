@@ -239,14 +239,14 @@ async fn main() {
         spread(&loads[1]),
         spread(&loads[2])
     );
-    let sel = sel("lethe_copy");
+    let erased = sel("lethe_copy");
 
     // Subject erasure with an index on the identifier column.
     let t = Instant::now();
     let subjects = 50;
     for u in 0..subjects {
         let sel = Selection {
-            table: sel.table.clone(),
+            table: erased.table.clone(),
             older_than: None,
             subject: vec![(Identifier::new("user_id").unwrap(), vec![(u * 37).to_string()])],
             keep_newer_than: None,
@@ -261,6 +261,59 @@ async fn main() {
     println!(
         "| subject erasure, 1M-row table, indexed identifier | | {:.1} ms per subject | |",
         t.elapsed().as_secs_f64() * 1000.0 / subjects as f64
+    );
+
+    // A retention pass keeping every record a wholly held table refers to
+    // (a guard), against the same pass with nothing held, on identical copies.
+    let refs = ROWS / 4;
+    db.execute_batch(&format!(
+        "DROP TABLE IF EXISTS lethe_copy, lethe_copy2;
+         CREATE TABLE open_copy (LIKE source INCLUDING ALL); INSERT INTO open_copy SELECT * FROM source;
+         CREATE TABLE guarded_copy (LIKE source INCLUDING ALL); INSERT INTO guarded_copy SELECT * FROM source;
+         CREATE TABLE held_refs (id bigint PRIMARY KEY, source_id bigint);
+         INSERT INTO held_refs SELECT g, (g * 104729) % {ROWS} + 1 FROM generate_series(1, {refs}::bigint) g;
+         CREATE INDEX ON held_refs (source_id);
+         VACUUM ANALYZE open_copy, guarded_copy, held_refs;"
+    ))
+    .await
+    .unwrap();
+    let kept: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(DISTINCT r.source_id) FROM held_refs r JOIN source s ON s.id = r.source_id WHERE s.created_at < $1",
+            &[&cutoff],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let t = Instant::now();
+    let open = db.run(&sel("open_copy"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    let open_took = t.elapsed();
+    let guarded = Selection {
+        guards: vec![lethe::scrub::Guard {
+            reason: lethe::scrub::GuardReason::Hold,
+            table: Table { schema: None, name: Identifier::new("held_refs").unwrap() },
+            columns: vec![Identifier::new("source_id").unwrap()],
+            references: vec![Identifier::new("id").unwrap()],
+            rows: None,
+        }],
+        ..sel("guarded_copy")
+    };
+    let t = Instant::now();
+    let out = db.run(&guarded, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+    let guarded_took = t.elapsed();
+    let left: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM guarded_copy WHERE created_at < $1", &[&cutoff])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((left, out.records_done + kept), (kept, open.records_done), "exactly the referenced records stayed");
+    println!(
+        "| retention pass keeping what a held table of {refs} rows refers to ({kept} records kept) | {:.0} ms with nothing held | {:.0} ms | {:.2}x the time |",
+        open_took.as_secs_f64() * 1000.0,
+        guarded_took.as_secs_f64() * 1000.0,
+        guarded_took.as_secs_f64() / open_took.as_secs_f64()
     );
 
     // The same data partitioned by month: whole partitions dropped vs row by row.

@@ -1128,6 +1128,15 @@ fn a_trigger_that_inserts_what_is_deleted_fails_the_batch() {
     });
 }
 
+/// See [`common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted`].
+#[test]
+fn records_rows_still_reference_are_kept_and_the_rest_deleted() {
+    rt().block_on(async {
+        common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted(&MariaStore(shared()), "datetime")
+            .await;
+    });
+}
+
 /// See [`common::scrub::records_held_rows_of_another_table_reference_are_kept`].
 #[test]
 fn records_held_rows_of_another_table_reference_are_kept() {

@@ -1198,6 +1198,7 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         let sel = Selection {
             table: table("tickets"),
             guards: vec![lethe::scrub::Guard {
+                reason: lethe::scrub::GuardReason::Hold,
                 table: table("ticket_notes"),
                 columns: vec![id("ticket_id")],
                 references: vec![id("id")],
@@ -1764,6 +1765,15 @@ fn unique_indexes_with_conditions_are_checked_before_anonymizing() {
             ids(&db, "SELECT id FROM members_odd WHERE lethe_c IN ('ann', 'bob')").await,
             BTreeSet::from([1, 2])
         );
+    });
+}
+
+/// See [`common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted`].
+#[test]
+fn records_rows_still_reference_are_kept_and_the_rest_deleted() {
+    rt().block_on(async {
+        common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted(&PgStore(shared_pg()), "timestamptz")
+            .await;
     });
 }
 

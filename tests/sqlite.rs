@@ -577,13 +577,15 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
         assert_eq!(found, vec![("invoices".into(), "customers".into()), ("sessions".into(), "customers".into())]);
         assert_eq!(db.foreign_keys(&table("sessions")).await.unwrap(), vec![("sessions".into(), "customers".into())]);
         // The sessions' key names no parent column: it references the primary key.
-        let key = |t: &str| lethe::scrub::ReferencingKey {
+        let key = |t: &str, restricts| lethe::scrub::ReferencingKey {
             schema: None,
             table: t.into(),
             columns: vec!["customer_id".into()],
             references: vec!["id".into()],
+            restricts,
         };
-        assert_eq!(db.referencing_keys(&table("customers")).await.unwrap(), [key("invoices"), key("sessions")]);
+        let found = db.referencing_keys(&table("customers")).await.unwrap();
+        assert_eq!(found, [key("invoices", true), key("sessions", false)]);
         let customers = Selection {
             table: table("customers"),
             older_than: Some((id("seen"), cutoff())),
@@ -813,6 +815,16 @@ fn a_trigger_that_inserts_what_is_deleted_stops_the_run_instead_of_looping() {
         config_error(err, &["more than twice what the table held", "trigger"]);
         assert!(done > 4_000, "stopped past twice the table's 2,000 records: {done}");
         assert_eq!(ids(&db, newer).await, kept, "nothing newer than the cutoff deleted");
+    });
+}
+
+/// See [`common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted`].
+#[test]
+fn records_rows_still_reference_are_kept_and_the_rest_deleted() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        common::scrub::records_rows_still_reference_are_kept_and_the_rest_deleted(&store, "TEXT").await;
     });
 }
 

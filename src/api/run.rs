@@ -175,6 +175,12 @@ pub struct RunCounts {
     pub anonymized: i64,
     pub skipped_held: i64,
     pub skipped_minimum_retention: i64,
+    /// Records kept because rows of another table still reference them
+    /// through a foreign key that neither cascades nor sets NULL (the
+    /// server would refuse to delete them); deleted by a later run once
+    /// nothing references them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_referenced: i64,
     /// Redis keys that had no TTL and were given the Dataset's `keys.maxTtl`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expiries_set: i64,

@@ -634,6 +634,7 @@ async fn execute_with(
     let through;
     (sel.guards, through) =
         neighbour_guards(&db, &ds, &sel.table, &neighbours, &action, &inputs, &subject_digests).await?;
+    sel.guards.extend(db.reference_guards(&sel.table, &action).await?);
 
     if purpose == RunPurpose::Erasure {
         // Erasure order rests on declared relations; a foreign key the schema
@@ -719,6 +720,7 @@ async fn execute_with(
         w.st.counts = Some(RunCounts {
             skipped_held: counts.held,
             skipped_minimum_retention: counts.under_minimum,
+            skipped_referenced: counts.referenced,
             ..RunCounts::default()
         });
         w.flush().await?;
@@ -824,6 +826,12 @@ async fn execute_with(
     };
     // Verify: count again what the subject (or the window) still matches.
     let at = now();
+    let mut referencing: Vec<String> = Vec::new();
+    for g in sel.guards.iter().filter(|g| g.reason == crate::scrub::GuardReason::Reference) {
+        if !referencing.contains(&g.table.name.to_string()) {
+            referencing.push(g.table.name.to_string());
+        }
+    }
     let locked: Vec<LockedObjects> = outcome.locked.iter().map(LockedObjects::from).collect();
     let lock_reason = LockedObjects::describe(&locked);
     let verification = match purpose {
@@ -853,6 +861,8 @@ async fn execute_with(
                 Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
             } else if !through.is_empty() {
                 Some(format!("held by LegalHold {}: held rows of another Dataset refer to them", through.join(", ")))
+            } else if !referencing.is_empty() && db.count(&sel.without_references()).await? > db.count(&sel).await? {
+                Some(format!("{}; erased once nothing references them", still_referenced(&referencing)))
             } else {
                 Some("held".to_string())
             };
@@ -888,21 +898,30 @@ async fn execute_with(
     w.st.completion_time = Some(at);
     let seconds = (at - started).to_std().unwrap_or_default();
     w.st.duration = Some(human(seconds));
-    w.set(
-        "Succeeded",
-        true,
-        "Completed",
-        format!(
-            "{affected} records {}",
-            match run.spec.action {
-                ExpiryAction::Delete => "deleted",
-                ExpiryAction::Anonymize => "anonymized",
-            }
-        ),
+    let done = format!(
+        "{affected} records {}",
+        match run.spec.action {
+            ExpiryAction::Delete => "deleted",
+            ExpiryAction::Anonymize => "anonymized",
+        }
     );
+    let referenced = w.st.counts.as_ref().map_or(0, |c| c.skipped_referenced);
+    let message = match referenced {
+        0 => done,
+        n => format!("{done}; {n} kept: {}", still_referenced(&referencing)),
+    };
+    w.set("Succeeded", true, "Completed", message);
     w.clear("Failed");
     w.flush().await?;
     Ok(Ended::Done)
+}
+
+/// Why records a run selects are kept for `tables`' rows referencing them.
+fn still_referenced(tables: &[String]) -> String {
+    format!(
+        "still referenced by rows of {} through a foreign key that neither cascades nor sets NULL",
+        tables.join(", ")
+    )
 }
 
 /// What the holds on referring Datasets keep of the run's table: for each
@@ -939,6 +958,7 @@ fn guards(
             continue;
         }
         out.push(crate::scrub::Guard {
+            reason: crate::scrub::GuardReason::Hold,
             table: r.table.clone(),
             columns: r.columns.clone(),
             references: r.references.clone(),
@@ -1078,6 +1098,7 @@ spec: {{reason: r, datasets: [orders]{subjects}}}"
             table: table.into(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             references: references.iter().map(|c| c.to_string()).collect(),
+            restricts: false,
         }
     }
 

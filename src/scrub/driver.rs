@@ -408,6 +408,18 @@ impl Driver {
         }
     }
 
+    /// What the foreign keys refusing deletion keep of a table a delete
+    /// selects from: a guard for each key that neither cascades nor sets a
+    /// value (SQL stores; none elsewhere, and none for an anonymization,
+    /// which deletes nothing).
+    pub async fn reference_guards(&self, table: &Table, action: &Action) -> Result<Vec<super::Guard>, ScrubError> {
+        if !matches!(action, Action::Delete) {
+            return Ok(vec![]);
+        }
+        let keys = self.referencing_keys(table).await?;
+        keys.iter().filter_map(|k| k.guard().transpose()).collect()
+    }
+
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
         self.tables_only(sel)?;
@@ -417,7 +429,13 @@ impl Driver {
             Driver::Sqlite(d) => d.plan(sel).await,
             Driver::Files(f) => {
                 let c = f.store.plan(&f.selection(sel)?)?;
-                Ok(Counts { selected: c.selected, total: c.total, held: c.held, under_minimum: c.under_minimum })
+                Ok(Counts {
+                    selected: c.selected,
+                    total: c.total,
+                    held: c.held,
+                    under_minimum: c.under_minimum,
+                    ..Counts::default()
+                })
             }
             Driver::Redis(r) => r.plan(sel).await,
             Driver::S3(s) => s.plan(sel).await,

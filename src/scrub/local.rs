@@ -29,6 +29,9 @@ pub struct Report {
     pub selected: i64,
     pub held: i64,
     pub under_minimum: i64,
+    /// Records kept because rows of another table still reference them
+    /// through a foreign key that refuses their deletion.
+    pub referenced: i64,
     pub records_done: i64,
     pub remaining: i64,
     pub partitions: Vec<String>,
@@ -245,6 +248,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
     let neighbours = exec::with_holds(exec::neighbours_of(&datasets, ds), &holds, now);
     let inputs = exec::Inputs { held: from_env, ..exec::Inputs::default() };
     sel.guards = exec::neighbour_guards(&db, ds, &sel.table, &neighbours, &action, &inputs, &[]).await?.0;
+    sel.guards.extend(db.reference_guards(&sel.table, &action).await?);
     let plan = db.plan(&sel).await?;
     let mut report = Report {
         dataset: dataset.to_string(),
@@ -255,6 +259,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         selected: plan.selected,
         held: plan.held,
         under_minimum: plan.under_minimum,
+        referenced: plan.referenced,
         records_done: 0,
         remaining: plan.selected,
         ..Report::default()

@@ -67,17 +67,20 @@ pub struct Selection {
     pub keep_newer_than: Option<(Identifier, DateTime<Utc>)>,
     /// Never records of held subjects: a column equal to any of the values.
     pub held: Vec<(Identifier, Vec<String>)>,
-    /// Never records that held rows of another table reference: deleting
-    /// them would reach those rows through the foreign key (a cascade, or
-    /// setting it NULL).
+    /// Never records that rows of another table reference where they must
+    /// stay: held rows, which deleting the record would reach through the
+    /// foreign key (a cascade, or setting it NULL), and any row of a key
+    /// that refuses the deletion (see [`GuardReason`]).
     pub guards: Vec<Guard>,
 }
 
 /// Rows of another table that must stay as they are, and how they refer
 /// to the selected table: the records they reference are kept (and counted
-/// as held).
+/// as held, or as referenced).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guard {
+    /// Why those rows stay.
+    pub reason: GuardReason,
     /// The referencing table.
     pub table: Table,
     /// Its columns, each referencing the selected table's column at the same
@@ -90,15 +93,58 @@ pub struct Guard {
     pub rows: Option<Vec<(Identifier, Vec<String>)>>,
 }
 
+/// Why a guard's rows stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardReason {
+    /// A legal hold on them (through their Dataset).
+    Hold,
+    /// A foreign key that neither cascades nor sets a value on delete: the
+    /// server refuses to delete a record while any row references it, so
+    /// the run keeps such records (counted as referenced) and deletes the
+    /// rest, where the first batch holding one would otherwise fail.
+    Reference,
+}
+
 /// A foreign key of another table referencing a table, as the catalog
 /// names it: the referencing table (its schema when not the connection's
-/// own), its columns, and the referenced columns in the same order.
+/// own), its columns, the referenced columns in the same order, and
+/// whether it refuses to let a referenced record be deleted (`NO ACTION`
+/// or `RESTRICT`, where `CASCADE`, `SET NULL` and `SET DEFAULT` change the
+/// referencing rows instead).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferencingKey {
     pub schema: Option<String>,
     pub table: String,
     pub columns: Vec<String>,
     pub references: Vec<String>,
+    pub restricts: bool,
+}
+
+impl ReferencingKey {
+    /// The guard keeping every record a row of this key's table refers to,
+    /// for a key that refuses their deletion; `None` for any other key. A
+    /// name Lethe cannot quote is refused: such a key could not be kept.
+    pub fn guard(&self) -> Result<Option<Guard>, ScrubError> {
+        if !self.restricts {
+            return Ok(None);
+        }
+        let name = |n: &str| {
+            Identifier::new(n).map_err(|e| {
+                ScrubError::Config(format!(
+                    "the foreign key of {} referencing this table names {n:?}, which Lethe cannot quote ({e})",
+                    self.table
+                ))
+            })
+        };
+        let names = |v: &[String]| v.iter().map(|n| name(n)).collect::<Result<Vec<_>, _>>();
+        Ok(Some(Guard {
+            reason: GuardReason::Reference,
+            table: Table { schema: self.schema.as_deref().map(name).transpose()?, name: name(&self.table)? },
+            columns: names(&self.columns)?,
+            references: names(&self.references)?,
+            rows: None,
+        }))
+    }
 }
 
 impl Guard {
@@ -147,6 +193,21 @@ impl Selection {
     /// minimum retention): every record past its cutoff, of its subject.
     pub fn with_kept(&self) -> Selection {
         Selection { keep_newer_than: None, held: vec![], guards: vec![], ..self.clone() }
+    }
+
+    /// The same selection with its holds set aside (held subjects, held
+    /// rows of other tables), still keeping what references keep.
+    pub fn without_holds(&self) -> Selection {
+        Selection { held: vec![], guards: self.guarding(GuardReason::Reference), ..self.clone() }
+    }
+
+    /// The same selection with what foreign keys refusing deletion keep set aside.
+    pub fn without_references(&self) -> Selection {
+        Selection { guards: self.guarding(GuardReason::Hold), ..self.clone() }
+    }
+
+    fn guarding(&self, reason: GuardReason) -> Vec<Guard> {
+        self.guards.iter().filter(|g| g.reason == reason).cloned().collect()
     }
 
     /// A selection with no condition at all would select every record;
@@ -309,6 +370,9 @@ pub struct Counts {
     pub held: i64,
     /// Records that would be selected but for minimum retention.
     pub under_minimum: i64,
+    /// Records that would be selected but for rows of another table still
+    /// referencing them through a key that refuses their deletion.
+    pub referenced: i64,
 }
 
 /// Errors, each with what should happen next.
@@ -379,13 +443,17 @@ pub(crate) trait Counting {
 pub(crate) async fn plan<C: Counting>(c: &C, sel: &Selection) -> Result<Counts, ScrubError> {
     sel.check()?;
     let selected = c.count(sel).await?;
-    let without_holds = Selection { held: vec![], guards: vec![], ..sel.clone() };
     let without_minimum = Selection { keep_newer_than: None, ..sel.clone() };
+    let referenced = match sel.guards.iter().any(|g| g.reason == GuardReason::Reference) {
+        true => c.count(&sel.without_references()).await? - selected,
+        false => 0,
+    };
     Ok(Counts {
         selected,
         total: c.total(&sel.table).await?,
-        held: c.count(&without_holds).await? - selected,
+        held: c.count(&sel.without_holds()).await? - selected,
         under_minimum: c.count(&without_minimum).await? - selected,
+        referenced,
     })
 }
 

@@ -394,21 +394,25 @@ impl Mysql {
     /// table, each column named, in key order.
     pub async fn referencing_keys(&self, table: &Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(Option<String>, String, String, String, String)> = self
+        let rows: Vec<(Option<String>, String, String, String, String, String)> = self
             .conn
             .lock()
             .await
             .exec(
-                "SELECT NULLIF(TABLE_SCHEMA, DATABASE()), TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME
-                   FROM information_schema.KEY_COLUMN_USAGE
-                  WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ?
-                  ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
+                "SELECT NULLIF(k.TABLE_SCHEMA, DATABASE()), k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME,
+                        k.REFERENCED_COLUMN_NAME, r.DELETE_RULE
+                   FROM information_schema.KEY_COLUMN_USAGE k
+                   JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+                     ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
+                    AND r.TABLE_NAME = k.TABLE_NAME
+                  WHERE k.REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND k.REFERENCED_TABLE_NAME = ?
+                  ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
                 (schema, table.name.as_str()),
             )
             .await
             .map_err(|e| classify(e, "foreign keys"))?;
-        Ok(sql::referencing_keys(rows.into_iter().map(|(schema, child, constraint, column, referenced)| {
-            ((schema.clone(), child.clone(), constraint), schema, child, column, referenced)
+        Ok(sql::referencing_keys(rows.into_iter().map(|(schema, child, constraint, column, referenced, rule)| {
+            ((schema.clone(), child.clone(), constraint), schema, child, column, referenced, rule)
         })))
     }
 

@@ -974,7 +974,8 @@ impl Postgres {
                         array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(num, i)
                                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num ORDER BY k.i),
                         array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(num, i)
-                                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i)
+                                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i),
+                        c.confdeltype::text
                    FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
                   WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conparentid = 0
                   ORDER BY 1, 2, c.conname",
@@ -989,6 +990,7 @@ impl Postgres {
                 table: r.get(1),
                 columns: r.get(2),
                 references: r.get(3),
+                restricts: sql::restricts(r.get(4)),
             })
             .collect())
     }

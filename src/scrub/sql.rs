@@ -69,15 +69,16 @@ impl Params {
     }
 }
 
-/// Foreign keys from catalog rows of one column each, in key order: the
-/// key a row belongs to (`K`, unique per key), the referencing table's
-/// schema (when not the connection's) and name, its column, and the
-/// column it references.
-pub fn referencing_keys<K: PartialEq>(
-    rows: impl IntoIterator<Item = (K, Option<String>, String, String, String)>,
-) -> Vec<super::ReferencingKey> {
+/// A catalog row of one foreign key column: the key it belongs to (`K`,
+/// unique per key), the referencing table's schema (when not the
+/// connection's) and name, its column, the column it references, and the
+/// key's delete rule as the catalog spells it.
+pub type KeyColumn<K> = (K, Option<String>, String, String, String, String);
+
+/// Foreign keys from catalog rows of one column each, in key order.
+pub fn referencing_keys<K: PartialEq>(rows: impl IntoIterator<Item = KeyColumn<K>>) -> Vec<super::ReferencingKey> {
     let mut keys: Vec<(K, super::ReferencingKey)> = Vec::new();
-    for (key, schema, table, column, referenced) in rows {
+    for (key, schema, table, column, referenced, rule) in rows {
         match keys.iter_mut().find(|(k, _)| *k == key) {
             Some((_, k)) => {
                 k.columns.push(column);
@@ -85,20 +86,44 @@ pub fn referencing_keys<K: PartialEq>(
             }
             None => keys.push((
                 key,
-                super::ReferencingKey { schema, table, columns: vec![column], references: vec![referenced] },
+                super::ReferencingKey {
+                    schema,
+                    table,
+                    columns: vec![column],
+                    references: vec![referenced],
+                    restricts: restricts(&rule),
+                },
             )),
         }
     }
     keys.into_iter().map(|(_, k)| k).collect()
 }
 
+/// Whether a delete rule, as a catalog spells it (`NO ACTION`, `RESTRICT`,
+/// PostgreSQL's one-letter codes `a` and `r`), refuses to delete a
+/// referenced record, rather than changing the rows referencing it.
+pub fn restricts(rule: &str) -> bool {
+    matches!(rule.to_ascii_uppercase().as_str(), "NO ACTION" | "RESTRICT" | "A" | "R")
+}
+
 /// The condition keeping what a guard's rows reference: the selected
 /// table's referenced columns are not among those rows' values. `table` is
 /// the referencing table, quoted; `member` binds a column's values and gives
 /// the test of that column against them (`= ANY($1)`, `IN (?, ?)`). The
-/// subquery is not correlated, so it reads the same in every statement
-/// shape a driver wraps a predicate in (a partition, a key range, a join).
-/// `None` when the guard keeps nothing.
+/// condition never names the selected table, so it reads the same in every
+/// statement shape a driver wraps a predicate in (a partition, a key range,
+/// a join). `None` when the guard keeps nothing.
+///
+/// On PostgreSQL it is a correlated `NOT EXISTS`: the selected record's
+/// columns reach it through a derived table of no `FROM` (where a bare
+/// name can only mean the enclosing statement's table, never the
+/// referencing one, even with a column of the same name), and each record
+/// is looked up through an index on the referencing columns where there is
+/// one. A list of every referencing value, as elsewhere, is hashed once per
+/// statement only while it fits in `work_mem`; past that the server
+/// compares each record with the whole list, and a batch takes minutes.
+/// MariaDB and MySQL turn the list into an index lookup themselves; SQLite
+/// builds an index of it once per statement.
 pub fn guard_condition(
     d: Dialect,
     g: &super::Guard,
@@ -108,25 +133,42 @@ pub fn guard_condition(
     if !g.guards_any() {
         return None;
     }
-    let list = |ids: &[Identifier]| ids.iter().map(|c| quote(d, c)).collect::<Vec<_>>().join(", ");
+    let (inner, outer) = if d == Dialect::Postgres { ("lethe_ref.", "lethe_rec.") } else { ("", "") };
+    let column = |c: &Identifier| format!("{inner}{}", quote(d, c));
     // A referencing NULL refers to nothing; left in, it would make every
     // test against the list unknown.
-    let mut rows: Vec<String> = g.columns.iter().map(|c| format!("{} IS NOT NULL", quote(d, c))).collect();
+    let mut rows: Vec<String> = Vec::new();
+    if d == Dialect::Postgres {
+        rows.extend(g.columns.iter().enumerate().map(|(i, c)| format!("{} = {outer}k{i}", column(c))));
+    } else {
+        rows.extend(g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))));
+    }
     if let Some(held) = &g.rows {
         let any: Vec<String> = held
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(c, v)| format!("{} {}", quote(d, c), member(c, v)))
+            .map(|(c, v)| format!("{} {}", column(c), member(c, v)))
             .collect();
         rows.push(format!("({})", any.join(" OR ")));
     }
-    let no = if d == Dialect::Postgres { "false" } else { "FALSE" };
-    Some(format!(
-        "NOT COALESCE(({}) IN (SELECT {} FROM {table} WHERE {}), {no})",
-        list(&g.references),
-        list(&g.columns),
-        rows.join(" AND ")
-    ))
+    let list = |ids: &[Identifier]| ids.iter().map(|c| quote(d, c)).collect::<Vec<_>>().join(", ");
+    Some(match d {
+        Dialect::Postgres => {
+            let record: Vec<String> =
+                g.references.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", quote(d, c))).collect();
+            format!(
+                "NOT EXISTS (SELECT FROM (SELECT {}) AS lethe_rec, {table} AS lethe_ref WHERE {})",
+                record.join(", "),
+                rows.join(" AND ")
+            )
+        }
+        _ => format!(
+            "NOT COALESCE(({}) IN (SELECT {} FROM {table} WHERE {}), FALSE)",
+            list(&g.references),
+            list(&g.columns),
+            rows.join(" AND ")
+        ),
+    })
 }
 
 /// The WHERE condition of a selection (PostgreSQL array form). Conditions:

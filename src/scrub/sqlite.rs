@@ -38,7 +38,12 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
         Some(DatabaseBusy | DatabaseLocked) => ScrubError::Busy(text),
         Some(PermissionDenied | ReadOnly | AuthorizationForStatementDenied) => ScrubError::Access(text),
         Some(CannotOpen | SystemIoFailure | DiskFull) => ScrubError::Unavailable(text),
-        _ if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+        // An `ON DELETE RESTRICT` key refuses through a trigger of its own.
+        _ if matches!(&e, rusqlite::Error::SqliteFailure(f, m)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                || (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER
+                    && m.as_deref().is_some_and(|m| m.contains("FOREIGN KEY")))) =>
+        {
             ScrubError::Config(format!("{text}: {}", super::STILL_REFERENCED))
         }
         // A key whose parent columns are neither the primary key nor
@@ -344,18 +349,18 @@ impl Sqlite {
         let catalog = Self::catalog(table);
         let schema = schema_name(table);
         let name = table.name.as_str().to_string();
-        let rows: Vec<(String, i64, String, Option<String>)> = self
+        let rows: Vec<(String, i64, String, Option<String>, String)> = self
             .with(move |c| {
                 let mut stmt = c
                     .prepare(&format!(
                         "SELECT m.name, f.id, f.\"from\", COALESCE(f.\"to\",
-                                (SELECT p.name FROM pragma_table_info(?1, ?2) p WHERE p.pk = f.seq + 1))
+                                (SELECT p.name FROM pragma_table_info(?1, ?2) p WHERE p.pk = f.seq + 1)), f.on_delete
                            FROM {catalog} m, pragma_foreign_key_list(m.name, ?2) f
                           WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE
                           ORDER BY m.name, f.id, f.seq"
                     ))
                     .map_err(|e| classify(e, "foreign keys"))?;
-                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                     .map_err(|e| classify(e, "foreign keys"))?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| classify(e, "foreign keys"))
@@ -364,8 +369,8 @@ impl Sqlite {
         // A key is on the same database's tables; one whose parent column
         // SQLite cannot name cannot be enforced either.
         let other = table.schema.as_ref().map(|s| s.as_str().to_string());
-        Ok(sql::referencing_keys(rows.into_iter().filter_map(|(child, id, column, referenced)| {
-            Some(((child.clone(), id), other.clone(), child, column, referenced?))
+        Ok(sql::referencing_keys(rows.into_iter().filter_map(|(child, id, column, referenced, rule)| {
+            Some(((child.clone(), id), other.clone(), child, column, referenced?, rule))
         })))
     }
 
