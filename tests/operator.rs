@@ -1172,6 +1172,9 @@ fn a_store_message_quoting_the_subject_reaches_no_status_event_or_log() {
 /// rows refer to, counted as held and naming both holds; the other
 /// customers go, their unheld orders with them. Orders declare their
 /// relation; tickets do not, and their foreign key is followed instead.
+/// An invoice, of a table no Dataset names, references a customer through
+/// a key that neither cascades nor sets NULL: that customer stays, counted
+/// as referenced, and its subject's erasure is blocked saying why.
 /// The same in-process and from a scrub Job (which gets the store's other
 /// Datasets from the operator).
 fn holds_on_referring_datasets_keep_what_their_rows_refer_to(executor: &str) {
@@ -1186,7 +1189,9 @@ fn holds_on_referring_datasets_keep_what_their_rows_refer_to(executor: &str) {
          INSERT INTO orders VALUES (11, 1, now(), 1), (12, 2, now(), 2), (13, 3, now(), 3), (14, 2, now(), NULL);
          CREATE TABLE tickets (id bigint PRIMARY KEY, user_id bigint, created_at timestamptz,
                                customer_id bigint REFERENCES customers (id) ON DELETE SET NULL);
-         INSERT INTO tickets VALUES (21, 4, now(), 4);",
+         INSERT INTO tickets VALUES (21, 4, now(), 4);
+         CREATE TABLE invoices (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));
+         INSERT INTO invoices VALUES (31, 5);",
     );
     let ns = c.namespace("referrers");
     let _op = Operator::start(&c, &ns, executor, "op-referrers");
@@ -1217,14 +1222,18 @@ fn holds_on_referring_datasets_keep_what_their_rows_refer_to(executor: &str) {
     );
     let done = wait_phase(&c, &ns, "customers", "Succeeded");
     let st = &done["status"];
-    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id IN (2, 4)"), 2, "{st:#}");
-    assert_eq!(sql.count("SELECT count(*) FROM customers"), 2, "the others went: {st:#}");
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id IN (2, 4, 5)"), 3, "{st:#}");
+    assert_eq!(sql.count("SELECT count(*) FROM customers"), 3, "the others went: {st:#}");
     assert_eq!(sql.count("SELECT count(*) FROM orders WHERE id IN (12, 14)"), 2, "held orders stay");
     assert_eq!(sql.count("SELECT count(*) FROM orders"), 2, "unheld orders went with their customers");
     assert_eq!(sql.count("SELECT count(*) FROM tickets WHERE customer_id = 4"), 1, "the held ticket is unchanged");
     assert_eq!(st["plan"]["heldRecords"], 2, "{st:#}");
-    assert_eq!(st["counts"]["deleted"], 4, "{st:#}");
+    assert_eq!(st["counts"]["deleted"], 3, "{st:#}");
     assert_eq!(st["counts"]["skippedHeld"], 2, "{st:#}");
+    assert_eq!(st["counts"]["skippedReferenced"], 1, "{st:#}");
+    let succeeded = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Succeeded").unwrap();
+    let message = succeeded["message"].as_str().unwrap_or_default();
+    assert!(message.contains("1 kept") && message.contains("referenced by rows of invoices"), "{message}");
     let mut holds: Vec<String> =
         st["plan"]["holds"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
     holds.sort();
@@ -1246,6 +1255,22 @@ fn holds_on_referring_datasets_keep_what_their_rows_refer_to(executor: &str) {
     assert_eq!(entry("orders")["phase"], "Blocked", "{req:#}");
     assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id = 2"), 1);
     assert_eq!(sql.count("SELECT count(*) FROM orders WHERE user_id = 2"), 2);
+
+    // Erasing the invoiced subject: nothing holds it, but the invoice
+    // still references its customer record.
+    c.apply_text(
+        "apiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {name: subject-5}\nspec:\n  subject: {identifiers: {user_id: \"5\"}}\n  regime: GDPR\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "wait", "--for=condition=Complete", "deletionrequest/subject-5", "--timeout=120s"]);
+    let req = status(&c, &ns, "deletionrequest/subject-5");
+    let entry = |d: &str| req["datasets"].as_array().unwrap().iter().find(|e| e["dataset"] == d).cloned().unwrap();
+    let customers = entry("customers");
+    assert_eq!((customers["phase"].as_str(), customers["remaining"].as_i64()), (Some("Blocked"), Some(1)), "{req:#}");
+    let reason = customers["remainingReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("still referenced by rows of invoices"), "{reason}");
+    assert_eq!(sql.count("SELECT count(*) FROM customers WHERE id = 5"), 1);
+    assert_eq!(sql.count("SELECT count(*) FROM invoices"), 1);
 }
 
 #[test]

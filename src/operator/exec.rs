@@ -24,7 +24,7 @@ use crate::{
         RunPhase, RunPlan, RunProgress, RunPurpose, ScrubRun, ScrubRunStatus, Verification,
     },
     scrub::{
-        Action, Selection,
+        Action, GuardReason, Selection,
         driver::{self, Credentials, Driver},
     },
 };
@@ -827,7 +827,7 @@ async fn execute_with(
     // Verify: count again what the subject (or the window) still matches.
     let at = now();
     let mut referencing: Vec<String> = Vec::new();
-    for g in sel.guards.iter().filter(|g| g.reason == crate::scrub::GuardReason::Reference) {
+    for g in sel.guards.iter().filter(|g| g.reason == GuardReason::Reference) {
         if !referencing.contains(&g.table.name.to_string()) {
             referencing.push(g.table.name.to_string());
         }
@@ -859,12 +859,24 @@ async fn execute_with(
                 lock_reason.clone()
             } else if let Some(t) = run.spec.minimum_retention_cutoff {
                 Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
-            } else if !through.is_empty() {
-                Some(format!("held by LegalHold {}: held rows of another Dataset refer to them", through.join(", ")))
-            } else if !referencing.is_empty() && db.count(&sel.without_references()).await? > db.count(&sel).await? {
-                Some(format!("{}; erased once nothing references them", still_referenced(&referencing)))
             } else {
-                Some("held".to_string())
+                // Which guards keep some of them: each, set aside, would let more go.
+                let now_selected = db.count(&sel).await?;
+                let mut why = Vec::new();
+                let unguarded = |reason| Selection {
+                    guards: sel.guards.iter().filter(|g| g.reason != reason).cloned().collect(),
+                    ..sel.clone()
+                };
+                if !through.is_empty() && db.count(&unguarded(GuardReason::Hold)).await? > now_selected {
+                    why.push(format!(
+                        "held by LegalHold {}: held rows of another Dataset refer to them",
+                        through.join(", ")
+                    ));
+                }
+                if !referencing.is_empty() && db.count(&unguarded(GuardReason::Reference)).await? > now_selected {
+                    why.push(format!("{}; erased once nothing references them", still_referenced(&referencing)));
+                }
+                Some(if why.is_empty() { "held".to_string() } else { why.join("; ") })
             };
             // The newest record minimum retention keeps: erasable once it passes the minimum.
             let newest_kept = match (&run.spec.minimum_time_field, remaining > 0) {
@@ -958,7 +970,7 @@ fn guards(
             continue;
         }
         out.push(crate::scrub::Guard {
-            reason: crate::scrub::GuardReason::Hold,
+            reason: GuardReason::Hold,
             table: r.table.clone(),
             columns: r.columns.clone(),
             references: r.references.clone(),
