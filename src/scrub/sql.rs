@@ -122,8 +122,8 @@ pub fn restricts(rule: &str) -> bool {
 /// one. A list of every referencing value, as elsewhere, is hashed once per
 /// statement only while it fits in `work_mem`; past that the server
 /// compares each record with the whole list, and a batch takes minutes.
-/// MariaDB and MySQL turn the list into an index lookup themselves; SQLite
-/// builds an index of it once per statement.
+/// MariaDB turns the list into an index lookup itself (`index_subquery`);
+/// SQLite builds an index of it once per statement.
 pub fn guard_condition(
     d: Dialect,
     g: &super::Guard,
