@@ -135,14 +135,15 @@ pub fn guard_condition(
     }
     let (inner, outer) = if d == Dialect::Postgres { ("lethe_ref.", "lethe_rec.") } else { ("", "") };
     let column = |c: &Identifier| format!("{inner}{}", quote(d, c));
-    // A referencing NULL refers to nothing; left in, it would make every
-    // test against the list unknown.
-    let mut rows: Vec<String> = Vec::new();
-    if d == Dialect::Postgres {
-        rows.extend(g.columns.iter().enumerate().map(|(i, c)| format!("{} = {outer}k{i}", column(c))));
-    } else {
-        rows.extend(g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))));
-    }
+    // A referencing NULL refers to nothing: it never equals the record's
+    // value, and left in the list it would make every test against the
+    // list unknown.
+    let mut rows: Vec<String> = match d {
+        Dialect::Postgres => {
+            g.columns.iter().enumerate().map(|(i, c)| format!("{} = {outer}k{i}", column(c))).collect()
+        }
+        _ => g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))).collect(),
+    };
     if let Some(held) = &g.rows {
         let any: Vec<String> = held
             .iter()

@@ -905,14 +905,7 @@ pub async fn records_rows_still_reference_are_kept_and_the_rest_deleted(store: &
     let mut guarded: Vec<String> = guards.iter().map(|g| g.table.name.to_string()).collect();
     guarded.sort();
     assert_eq!(guarded, ["ref_customers", "ref_invoices", "ref_orders"], "the cascading key keeps nothing");
-    let expired = Selection {
-        table: customers.clone(),
-        older_than: Some((id("left_at"), cutoff())),
-        subject: vec![],
-        keep_newer_than: None,
-        held: vec![],
-        guards: vec![],
-    };
+    let expired = older_than("ref_customers", "left_at");
     let sel = Selection { guards, ..expired.clone() };
     // 1 (an invoice), 2 (an order) and 6 (customer 5's referrer) are kept.
     let counts = Counts { selected: 5, total: 9, referenced: 3, ..Counts::default() };
