@@ -111,6 +111,18 @@ proptest! {
         });
     }
 
+    /// See [`common::scrub::referring_tables_keep_exactly_what_they_must`]:
+    /// walked along the primary key and in `LIMIT n` batches.
+    #[test]
+    fn retention_keeps_exactly_what_held_and_refusing_rows_refer_to(
+        case in common::scrub::referring(),
+        batch in 1i64..50,
+        walk in any::<bool>(),
+    ) {
+        let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if walk { 0.0 } else { f64::INFINITY }, ..Limits::default() };
+        rt().block_on(common::scrub::referring_tables_keep_exactly_what_they_must(&MariaStore(shared()), "datetime", ts, &case, &limits));
+    }
+
     /// The same invariants for anonymization, walked or in `LIMIT n`
     /// batches: exactly the selected rows change, in every field of the
     /// rule set; no row is deleted; the others are as they were; a second

@@ -98,84 +98,17 @@ proptest! {
         });
     }
 
-    /// The invariants with other tables referring to the generated one:
-    /// orders (`ON DELETE CASCADE`, some of them held, by case) and
-    /// receipts (a key that refuses deletion). Exactly the selected rows no
-    /// held order and no receipt refers to are deleted, their unheld orders
-    /// with them; every held order and every receipt stays as it was; the
-    /// plan's counts of held and referenced records are what the data says.
+    /// See [`common::scrub::referring_tables_keep_exactly_what_they_must`]:
+    /// in block ranges and through the index.
     #[test]
     fn retention_keeps_exactly_what_held_and_refusing_rows_refer_to(
-        data in rows(),
-        held in prop::collection::btree_set(0i32..20, 0..3),
-        orders in prop::collection::vec((0usize..300, any::<bool>()), 0..40),
-        receipts in prop::collection::vec(0usize..300, 0..40),
+        case in common::scrub::referring(),
         batch in 1i64..50,
         block_pass in any::<bool>(),
     ) {
-        let pg = shared_pg();
-        rt().block_on(async {
-            let db = connect(pg).await;
-            db.execute_batch(
-                "DROP TABLE IF EXISTS g_orders, g_receipts, g_events;
-                 CREATE TABLE g_events (id bigint PRIMARY KEY, user_id int, created_at timestamptz, issued_at timestamptz);
-                 CREATE INDEX ON g_events (created_at);
-                 CREATE TABLE g_orders (id bigint PRIMARY KEY, event_id bigint REFERENCES g_events (id) ON DELETE CASCADE, case_ref text);
-                 CREATE INDEX ON g_orders (event_id);
-                 CREATE TABLE g_receipts (id bigint PRIMARY KEY, event_id bigint REFERENCES g_events (id));
-                 CREATE INDEX ON g_receipts (event_id);",
-            )
-            .await
-            .unwrap();
-            for r in &data {
-                let created = r.created.map(|d| cutoff() + chrono::Duration::hours(d as i64 * 12));
-                db.client().execute("INSERT INTO g_events VALUES ($1, $2, $3, NULL)", &[&r.id, &r.user, &created]).await.unwrap();
-            }
-            // References to rows that exist (an index past the end refers to nothing).
-            let to = |i: usize| (i < data.len()).then_some(i as i64);
-            for (n, (i, is_held)) in orders.iter().enumerate() {
-                let case = is_held.then_some("F-1");
-                db.client().execute("INSERT INTO g_orders VALUES ($1, $2, $3)", &[&(n as i64), &to(*i), &case]).await.unwrap();
-            }
-            for (n, i) in receipts.iter().enumerate() {
-                db.client().execute("INSERT INTO g_receipts VALUES ($1, $2)", &[&(n as i64), &to(*i)]).await.unwrap();
-            }
-            let keys = db.referencing_keys(&table("g_events")).await.unwrap();
-            let mut sel = expiry_selection("g_events", &held, None);
-            sel.guards = keys.iter().filter_map(|k| k.guard().unwrap()).collect();
-            sel.guards.push(lethe::scrub::Guard {
-                reason: lethe::scrub::GuardReason::Hold,
-                table: table("g_orders"),
-                columns: vec![id("event_id")],
-                references: vec![id("id")],
-                rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
-            });
-            let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if block_pass { 0.0 } else { f64::INFINITY }, ..Limits::default() };
-            let planned = db.plan(&sel).await.unwrap();
-            let outcome = db.run(&sel, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
-
-            let held_order = |r: &Row| orders.iter().any(|(i, h)| *h && to(*i) == Some(r.id));
-            let receipt = |r: &Row| receipts.iter().any(|i| to(*i) == Some(r.id));
-            let time_held = |r: &Row| selected(r.user, r.created.map(i64::from), None, &BTreeSet::new(), false)
-                && !selected(r.user, r.created.map(i64::from), None, &held, false);
-            let gone = |r: &Row| selected(r.user, r.created.map(i64::from), None, &held, false) && !held_order(r) && !receipt(r);
-            let expected: BTreeSet<i64> = data.iter().filter(|r| !gone(r)).map(|r| r.id).collect();
-            assert_eq!(ids(&db, "SELECT id FROM g_events").await, expected, "exact survivors");
-            assert_eq!((outcome.records_done, outcome.remaining), ((data.len() - expected.len()) as i64, 0));
-            assert_eq!(outcome.records_done, planned.selected, "the plan predicted the run");
-            let expired = |r: &&Row| r.created.is_some_and(|d| d < 0);
-            let referenced = data.iter().filter(expired).filter(|r| !time_held(r) && !held_order(r) && receipt(r)).count();
-            let kept_by_holds = data.iter().filter(expired).filter(|r| !receipt(r) && (time_held(r) || held_order(r))).count();
-            assert_eq!((planned.referenced, planned.held), (referenced as i64, kept_by_holds as i64), "{planned:?}");
-            let orders_left: BTreeSet<i64> = orders
-                .iter()
-                .enumerate()
-                .filter(|(_, (i, _))| to(*i).is_none_or(|e| expected.contains(&e)))
-                .map(|(n, _)| n as i64)
-                .collect();
-            assert_eq!(ids(&db, "SELECT id FROM g_orders").await, orders_left, "held orders all stay");
-            assert_eq!(ids(&db, "SELECT count(*) FROM g_receipts").await, BTreeSet::from([receipts.len() as i64]));
-        });
+        let limits = Limits { initial_batch: batch, min_batch: 1, block_pass_above: if block_pass { 0.0 } else { f64::INFINITY }, ..Limits::default() };
+        let literal = |t: DateTime<Utc>| format!("'{}+00'", t.format("%Y-%m-%d %H:%M:%S"));
+        rt().block_on(common::scrub::referring_tables_keep_exactly_what_they_must(&PgStore(shared_pg()), "timestamptz", literal, &case, &limits));
     }
 
     /// The same invariants for anonymization: exactly the selected rows

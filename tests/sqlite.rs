@@ -29,6 +29,16 @@ async fn ids(db: &Sqlite, sql: &str) -> BTreeSet<i64> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
+    /// See [`common::scrub::referring_tables_keep_exactly_what_they_must`].
+    #[test]
+    fn retention_keeps_exactly_what_held_and_refusing_rows_refer_to(case in common::scrub::referring(), batch in 1i64..50) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiteStore(dir.path().join("data.db"));
+        let limits = Limits { initial_batch: batch, min_batch: 1, ..Limits::default() };
+        let literal = |t: chrono::DateTime<chrono::Utc>| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"));
+        rt().block_on(common::scrub::referring_tables_keep_exactly_what_they_must(&store, "TEXT", literal, &case, &limits));
+    }
+
     #[test]
     fn retention_deletes_exactly_the_expired_unheld_rows(
         data in prop::collection::vec((0i32..20, prop::option::weighted(0.9, -50i64..50), any::<bool>(), prop::option::weighted(0.9, -50i64..50)), 0..200),

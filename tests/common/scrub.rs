@@ -921,3 +921,114 @@ pub async fn records_rows_still_reference_are_kept_and_the_rest_deleted(store: &
     config_error(db.run(&expired, &Action::Delete, &Limits::default(), 0, |_| {}).await, &["still referenced"]);
     assert_eq!(store.ids("SELECT id FROM ref_customers").await, BTreeSet::from([1, 2, 9]));
 }
+
+/// A generated table and two tables referring to it, for
+/// [`referring_tables_keep_exactly_what_they_must`]: each record's user and
+/// time (half-days from the cutoff, or NULL), the held users, the orders
+/// (the record they refer to, by position, and whether they are held) and
+/// the receipts (the record they refer to). A position past the end refers
+/// to nothing.
+#[derive(Debug, Clone)]
+pub struct Referring {
+    pub records: Vec<(i32, Option<i64>)>,
+    pub held: std::collections::BTreeSet<i32>,
+    pub orders: Vec<(usize, bool)>,
+    pub receipts: Vec<usize>,
+}
+
+pub fn referring() -> impl proptest::strategy::Strategy<Value = Referring> {
+    use proptest::prelude::*;
+    (
+        prop::collection::vec((0i32..20, prop::option::weighted(0.9, -50i64..50)), 0..200),
+        prop::collection::btree_set(0i32..20, 0..3),
+        prop::collection::vec((0usize..200, any::<bool>()), 0..40),
+        prop::collection::vec(0usize..200, 0..40),
+    )
+        .prop_map(|(records, held, orders, receipts)| Referring { records, held, orders, receipts })
+}
+
+/// The invariants with other tables referring to the generated one, on
+/// every SQL store: orders (`ON DELETE CASCADE`, some of them held, by
+/// case) and receipts (a key that refuses deletion). Exactly the selected
+/// records no held order and no receipt refers to are deleted, their
+/// unheld orders with them; every held order and every receipt stays; the
+/// plan's counts of held and referenced records are what the data says.
+/// `literal` writes an instant as the store's time column reads it.
+pub async fn referring_tables_keep_exactly_what_they_must(
+    store: &impl SqlStore,
+    time_type: &str,
+    literal: fn(DateTime<Utc>) -> String,
+    case: &Referring,
+    limits: &lethe::scrub::Limits,
+) {
+    use lethe::scrub::{Action, Guard, GuardReason};
+    use std::collections::BTreeSet;
+    let Referring { records, held, orders, receipts } = case;
+    store.exec("DROP TABLE IF EXISTS g_orders").await;
+    store.exec("DROP TABLE IF EXISTS g_receipts").await;
+    store.exec("DROP TABLE IF EXISTS g_events").await;
+    store
+        .exec(&format!(
+            "CREATE TABLE g_events (id bigint PRIMARY KEY, user_id int, created_at {time_type});
+             CREATE INDEX g_events_created ON g_events (created_at);
+             CREATE TABLE g_orders (id bigint PRIMARY KEY, event_id bigint, case_ref varchar(10),
+                                    FOREIGN KEY (event_id) REFERENCES g_events (id) ON DELETE CASCADE);
+             CREATE INDEX g_orders_event ON g_orders (event_id);
+             CREATE TABLE g_receipts (id bigint PRIMARY KEY, event_id bigint, FOREIGN KEY (event_id) REFERENCES g_events (id));
+             CREATE INDEX g_receipts_event ON g_receipts (event_id);"
+        ))
+        .await;
+    let at = |d: Option<i64>| d.map_or("NULL".into(), |d| literal(cutoff() + chrono::Duration::hours(d * 12)));
+    let to = |i: usize| (i < records.len()).then_some(i as i64);
+    let or_null = |e: Option<i64>| e.map_or("NULL".into(), |e| e.to_string());
+    let insert = |table: &str, values: Vec<String>| match values.is_empty() {
+        true => String::new(),
+        false => format!("INSERT INTO {table} VALUES {};", values.join(", ")),
+    };
+    let events = records.iter().enumerate().map(|(i, (u, d))| format!("({i}, {u}, {})", at(*d))).collect();
+    let order_rows = orders
+        .iter()
+        .enumerate()
+        .map(|(n, (i, h))| format!("({n}, {}, {})", or_null(to(*i)), if *h { "'F-1'" } else { "NULL" }))
+        .collect();
+    let receipt_rows = receipts.iter().enumerate().map(|(n, i)| format!("({n}, {})", or_null(to(*i)))).collect();
+    let rows = [insert("g_events", events), insert("g_orders", order_rows), insert("g_receipts", receipt_rows)];
+    if rows.iter().any(|r| !r.is_empty()) {
+        store.exec(&rows.concat()).await;
+    }
+    let db = store.driver(None).await;
+    let mut sel = expiry_selection("g_events", held, None);
+    let keys = db.referencing_keys(&table("g_events")).await.unwrap();
+    sel.guards = keys.iter().filter_map(|k| k.guard().unwrap()).collect();
+    sel.guards.push(Guard {
+        reason: GuardReason::Hold,
+        table: table("g_orders"),
+        columns: vec![id("event_id")],
+        references: vec![id("id")],
+        rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
+    });
+    let planned = db.plan(&sel).await.unwrap();
+    let outcome = db.run(&sel, &Action::Delete, limits, 0, |_| {}).await.unwrap();
+
+    let held_order = |r: usize| orders.iter().any(|(i, h)| *h && *i == r);
+    let receipt = |r: usize| receipts.contains(&r);
+    let expired = |r: usize| records[r].1.is_some_and(|d| d < 0);
+    let user_held = |r: usize| held.contains(&records[r].0);
+    let gone = |r: &usize| expired(*r) && !user_held(*r) && !held_order(*r) && !receipt(*r);
+    let expected: BTreeSet<i64> = (0..records.len()).filter(|r| !gone(r)).map(|r| r as i64).collect();
+    assert_eq!(store.ids("SELECT id FROM g_events").await, expected, "exact survivors");
+    assert_eq!((outcome.records_done, outcome.remaining), ((records.len() - expected.len()) as i64, 0));
+    assert_eq!(outcome.records_done, planned.selected, "the plan predicted the run");
+    let past: Vec<usize> = (0..records.len()).filter(|r| expired(*r)).collect();
+    let referenced = past.iter().filter(|r| !user_held(**r) && !held_order(**r) && receipt(**r)).count();
+    let kept_by_holds = past.iter().filter(|r| !receipt(**r) && (user_held(**r) || held_order(**r))).count();
+    assert_eq!((planned.referenced, planned.held), (referenced as i64, kept_by_holds as i64), "{planned:?}");
+    let orders_left: BTreeSet<i64> = orders
+        .iter()
+        .enumerate()
+        .filter(|(_, (i, _))| to(*i).is_none_or(|e| expected.contains(&e)))
+        .map(|(n, _)| n as i64)
+        .collect();
+    assert_eq!(store.ids("SELECT id FROM g_orders").await, orders_left, "held orders all stay");
+    assert_eq!(store.ids("SELECT count(*) FROM g_receipts").await, BTreeSet::from([receipts.len() as i64]));
+}
