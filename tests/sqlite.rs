@@ -593,6 +593,7 @@ fn foreign_keys_are_introspected_and_enforced_as_declared() {
             columns: vec!["customer_id".into()],
             references: vec!["id".into()],
             restricts,
+            restricts_update: true,
         };
         let found = db.referencing_keys(&table("customers")).await.unwrap();
         assert_eq!(found, [key("invoices", true), key("sessions", false)]);

@@ -1111,6 +1111,7 @@ spec: {{reason: r, datasets: [orders]{subjects}}}"
             columns: columns.iter().map(|c| c.to_string()).collect(),
             references: references.iter().map(|c| c.to_string()).collect(),
             restricts: false,
+            restricts_update: false,
         }
     }
 

@@ -408,16 +408,13 @@ impl Driver {
         }
     }
 
-    /// What the foreign keys refusing deletion keep of a table a delete
-    /// selects from: a guard for each key that neither cascades nor sets a
-    /// value (SQL stores; none elsewhere, and none for an anonymization,
-    /// which deletes nothing).
+    /// What the foreign keys refusing the action keep of a table: a guard
+    /// for each key that neither cascades nor sets a value, on delete for
+    /// a delete, on update for an anonymization rewriting a column the key
+    /// references (SQL stores; none elsewhere).
     pub async fn reference_guards(&self, table: &Table, action: &Action) -> Result<Vec<super::Guard>, ScrubError> {
-        if !matches!(action, Action::Delete) {
-            return Ok(vec![]);
-        }
         let keys = self.referencing_keys(table).await?;
-        keys.iter().filter_map(|k| k.guard().transpose()).collect()
+        keys.iter().filter_map(|k| k.guard(action).transpose()).collect()
     }
 
     /// The dry run.

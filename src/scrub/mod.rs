@@ -108,9 +108,10 @@ pub enum GuardReason {
 /// A foreign key of another table referencing a table, as the catalog
 /// names it: the referencing table (its schema when not the connection's
 /// own), its columns, the referenced columns in the same order, and
-/// whether it refuses to let a referenced record be deleted (`NO ACTION`
-/// or `RESTRICT`, where `CASCADE`, `SET NULL` and `SET DEFAULT` change the
-/// referencing rows instead).
+/// whether it refuses to let a referenced record be deleted, or its
+/// referenced columns be changed (`NO ACTION` or `RESTRICT`, where
+/// `CASCADE`, `SET NULL` and `SET DEFAULT` change the referencing rows
+/// instead).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferencingKey {
     pub schema: Option<String>,
@@ -118,14 +119,25 @@ pub struct ReferencingKey {
     pub columns: Vec<String>,
     pub references: Vec<String>,
     pub restricts: bool,
+    pub restricts_update: bool,
 }
 
 impl ReferencingKey {
     /// The guard keeping every record a row of this key's table refers to,
-    /// for a key that refuses their deletion; `None` for any other key. A
-    /// name Lethe cannot quote is refused: such a key could not be kept.
-    pub fn guard(&self) -> Result<Option<Guard>, ScrubError> {
-        if !self.restricts {
+    /// for a key that refuses what `action` does to them: their deletion,
+    /// or a change of a referenced column by an anonymization rule; `None`
+    /// otherwise. A name Lethe cannot quote is refused: such a key could
+    /// not be kept.
+    pub fn guard(&self, action: &Action) -> Result<Option<Guard>, ScrubError> {
+        let refused = match action {
+            Action::Delete => self.restricts,
+            Action::Anonymize { rules, .. } => {
+                // Column names compared as the least strict server would.
+                let rewritten = |c: &String| rules.iter().any(|r| r.field.as_str().eq_ignore_ascii_case(c));
+                self.restricts_update && self.references.iter().any(rewritten)
+            }
+        };
+        if !refused {
             return Ok(None);
         }
         let name = |n: &str| {

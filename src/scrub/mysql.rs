@@ -394,13 +394,16 @@ impl Mysql {
     /// table, each column named, in key order.
     pub async fn referencing_keys(&self, table: &Table) -> Result<Vec<super::ReferencingKey>, ScrubError> {
         let schema = table.schema.as_ref().map(|s| s.as_str().to_string());
-        let rows: Vec<(Option<String>, String, String, String, String, String)> = self
+        // Schema (unless the connection's), table, key, column, referenced
+        // column, delete rule, update rule.
+        type KeyRow = (Option<String>, String, String, String, String, String, String);
+        let rows: Vec<KeyRow> = self
             .conn
             .lock()
             .await
             .exec(
                 "SELECT NULLIF(k.TABLE_SCHEMA, DATABASE()), k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME,
-                        k.REFERENCED_COLUMN_NAME, r.DELETE_RULE
+                        k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE
                    FROM information_schema.KEY_COLUMN_USAGE k
                    JOIN information_schema.REFERENTIAL_CONSTRAINTS r
                      ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
@@ -411,9 +414,11 @@ impl Mysql {
             )
             .await
             .map_err(|e| classify(e, "foreign keys"))?;
-        Ok(sql::referencing_keys(rows.into_iter().map(|(schema, child, constraint, column, referenced, rule)| {
-            ((schema.clone(), child.clone(), constraint), schema, child, column, referenced, rule)
-        })))
+        Ok(sql::referencing_keys(rows.into_iter().map(
+            |(schema, child, constraint, column, referenced, on_delete, on_update)| {
+                ((schema.clone(), child.clone(), constraint), schema, child, column, referenced, (on_delete, on_update))
+            },
+        )))
     }
 
     /// Foreign keys touching a table, as (child table, parent table) names.

@@ -985,7 +985,7 @@ impl Postgres {
                                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num ORDER BY k.i),
                         array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(num, i)
                                 JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i),
-                        c.confdeltype::text
+                        c.confdeltype::text, c.confupdtype::text
                    FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
                   WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conparentid = 0
                   ORDER BY 1, 2, c.conname",
@@ -1001,6 +1001,7 @@ impl Postgres {
                 columns: r.get(2),
                 references: r.get(3),
                 restricts: sql::restricts(r.get(4)),
+                restricts_update: sql::restricts(r.get(5)),
             })
             .collect())
     }

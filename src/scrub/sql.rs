@@ -72,13 +72,13 @@ impl Params {
 /// A catalog row of one foreign key column: the key it belongs to (`K`,
 /// unique per key), the referencing table's schema (when not the
 /// connection's) and name, its column, the column it references, and the
-/// key's delete rule as the catalog spells it.
-pub type KeyColumn<K> = (K, Option<String>, String, String, String, String);
+/// key's delete and update rules as the catalog spells them.
+pub type KeyColumn<K> = (K, Option<String>, String, String, String, (String, String));
 
 /// Foreign keys from catalog rows of one column each, in key order.
 pub fn referencing_keys<K: PartialEq>(rows: impl IntoIterator<Item = KeyColumn<K>>) -> Vec<super::ReferencingKey> {
     let mut keys: Vec<(K, super::ReferencingKey)> = Vec::new();
-    for (key, schema, table, column, referenced, rule) in rows {
+    for (key, schema, table, column, referenced, (on_delete, on_update)) in rows {
         match keys.iter_mut().find(|(k, _)| *k == key) {
             Some((_, k)) => {
                 k.columns.push(column);
@@ -91,7 +91,8 @@ pub fn referencing_keys<K: PartialEq>(rows: impl IntoIterator<Item = KeyColumn<K
                     table,
                     columns: vec![column],
                     references: vec![referenced],
-                    restricts: restricts(&rule),
+                    restricts: restricts(&on_delete),
+                    restricts_update: restricts(&on_update),
                 },
             )),
         }
@@ -99,9 +100,10 @@ pub fn referencing_keys<K: PartialEq>(rows: impl IntoIterator<Item = KeyColumn<K
     keys.into_iter().map(|(_, k)| k).collect()
 }
 
-/// Whether a delete rule, as a catalog spells it (`NO ACTION`, `RESTRICT`,
-/// PostgreSQL's one-letter codes `a` and `r`), refuses to delete a
-/// referenced record, rather than changing the rows referencing it.
+/// Whether a delete or update rule, as a catalog spells it (`NO ACTION`,
+/// `RESTRICT`, PostgreSQL's one-letter codes `a` and `r`), refuses to
+/// change a referenced record, rather than changing the rows referencing
+/// it.
 pub fn restricts(rule: &str) -> bool {
     matches!(rule.to_ascii_uppercase().as_str(), "NO ACTION" | "RESTRICT" | "A" | "R")
 }

@@ -349,18 +349,22 @@ impl Sqlite {
         let catalog = Self::catalog(table);
         let schema = schema_name(table);
         let name = table.name.as_str().to_string();
-        let rows: Vec<(String, i64, String, Option<String>, String)> = self
+        // Table, key, column, referenced column, delete and update rules.
+        type KeyRow = (String, i64, String, Option<String>, (String, String));
+        let rows: Vec<KeyRow> = self
             .with(move |c| {
                 let mut stmt = c
                     .prepare(&format!(
                         "SELECT m.name, f.id, f.\"from\", COALESCE(f.\"to\",
-                                (SELECT p.name FROM pragma_table_info(?1, ?2) p WHERE p.pk = f.seq + 1)), f.on_delete
+                                (SELECT p.name FROM pragma_table_info(?1, ?2) p WHERE p.pk = f.seq + 1)), f.on_delete, f.on_update
                            FROM {catalog} m, pragma_foreign_key_list(m.name, ?2) f
                           WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE
                           ORDER BY m.name, f.id, f.seq"
                     ))
                     .map_err(|e| classify(e, "foreign keys"))?;
-                stmt.query_map((&name, &schema), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                stmt.query_map((&name, &schema), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?)))
+                })
                     .map_err(|e| classify(e, "foreign keys"))?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| classify(e, "foreign keys"))

@@ -811,6 +811,7 @@ pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl 
         columns: columns.iter().map(|c| c.to_string()).collect(),
         references: references.iter().map(|c| c.to_string()).collect(),
         restricts: false,
+        restricts_update: true,
     };
     let mut found = db.referencing_keys(&table("kept_customers")).await.unwrap();
     found.sort_by(|a, b| a.table.cmp(&b.table));
@@ -867,24 +868,34 @@ pub async fn records_held_rows_of_another_table_reference_are_kept(store: &impl 
 /// cascading key's rows with it), where the first batch holding a
 /// referenced record used to stop the pass. A record kept only because
 /// another expired record referred to it goes once that one has gone: the
-/// pass ends only when its selection matches nothing.
+/// pass ends only when its selection matches nothing. An anonymization
+/// rewriting a column a key refusing updates references (letters by
+/// email) keeps the records referenced that way, and only those.
 pub async fn records_rows_still_reference_are_kept_and_the_rest_deleted(store: &impl SqlStore, time_type: &str) {
-    use lethe::scrub::{Action, Counts, Limits, Selection};
+    use lethe::{
+        api::AnonymizeStrategy,
+        scrub::{Action, Counts, FieldRule, Limits, Selection},
+    };
     use std::collections::BTreeSet;
     let (old, new) = ("'2020-01-01 00:00:00'", "'2030-01-01 00:00:00'");
     store
         .exec(&format!(
             "CREATE TABLE ref_customers (id bigint PRIMARY KEY, left_at {time_type}, referrer_id bigint,
+                                         email varchar(40) UNIQUE, nickname varchar(20),
                                          FOREIGN KEY (referrer_id) REFERENCES ref_customers (id));
+             CREATE TABLE ref_letters (id bigint PRIMARY KEY, email varchar(40),
+                                       FOREIGN KEY (email) REFERENCES ref_customers (email) ON DELETE CASCADE);
              CREATE TABLE ref_invoices (id bigint PRIMARY KEY, customer_id bigint,
                                         FOREIGN KEY (customer_id) REFERENCES ref_customers (id));
              CREATE TABLE ref_orders (id bigint PRIMARY KEY, customer_id bigint,
                                       FOREIGN KEY (customer_id) REFERENCES ref_customers (id) ON DELETE RESTRICT);
              CREATE TABLE ref_sessions (id bigint PRIMARY KEY, customer_id bigint,
                                         FOREIGN KEY (customer_id) REFERENCES ref_customers (id) ON DELETE CASCADE);
-             INSERT INTO ref_customers VALUES (1, {old}, NULL), (2, {old}, NULL), (3, {old}, NULL), (4, {old}, NULL),
-                                              (6, {old}, NULL), (7, {old}, NULL), (8, {old}, NULL), (9, {new}, NULL);
-             INSERT INTO ref_customers VALUES (5, {old}, 6);
+             INSERT INTO ref_customers (id, left_at, referrer_id, email)
+                  VALUES (1, {old}, NULL, 'c1'), (2, {old}, NULL, 'c2'), (3, {old}, NULL, 'c3'), (4, {old}, NULL, 'c4'),
+                         (6, {old}, NULL, 'c6'), (7, {old}, NULL, 'c7'), (8, {old}, NULL, 'c8'), (9, {new}, NULL, 'c9');
+             INSERT INTO ref_customers (id, left_at, referrer_id, email) VALUES (5, {old}, 6, 'c5');
+             INSERT INTO ref_letters VALUES (40, 'c3');
              INSERT INTO ref_invoices VALUES (10, 1), (11, NULL);
              INSERT INTO ref_orders VALUES (20, 2), (21, 9);
              INSERT INTO ref_sessions VALUES (30, 3), (31, 4), (32, 9);"
@@ -894,18 +905,41 @@ pub async fn records_rows_still_reference_are_kept_and_the_rest_deleted(store: &
     let customers = table("ref_customers");
     let mut keys = db.referencing_keys(&customers).await.unwrap();
     keys.sort_by(|a, b| a.table.cmp(&b.table));
-    let restricting: Vec<(&str, bool)> = keys.iter().map(|k| (k.table.as_str(), k.restricts)).collect();
+    let rules: Vec<(&str, bool, bool)> =
+        keys.iter().map(|k| (k.table.as_str(), k.restricts, k.restricts_update)).collect();
     assert_eq!(
-        restricting,
-        [("ref_customers", true), ("ref_invoices", true), ("ref_orders", true), ("ref_sessions", false)]
+        rules,
+        [
+            ("ref_customers", true, true),
+            ("ref_invoices", true, true),
+            ("ref_letters", false, true),
+            ("ref_orders", true, true),
+            ("ref_sessions", false, true)
+        ]
     );
-    let anonymize = Action::Anonymize { rules: vec![], salt: String::new() };
-    assert_eq!(db.reference_guards(&customers, &anonymize).await.unwrap(), [], "an anonymization deletes nothing");
+
+    // Anonymizing: only the key on the rewritten column keeps anything.
+    let rule = |field: &str, strategy| FieldRule { field: id(field), strategy, value: None };
+    let nicknames = Action::Anonymize { rules: vec![rule("nickname", AnonymizeStrategy::Null)], salt: String::new() };
+    assert_eq!(db.reference_guards(&customers, &nicknames).await.unwrap(), [], "no referenced column rewritten");
+    let emails = Action::Anonymize { rules: vec![rule("email", AnonymizeStrategy::Hash)], salt: "pepper".into() };
+    let guards = db.reference_guards(&customers, &emails).await.unwrap();
+    assert_eq!(guards.iter().map(|g| g.table.name.to_string()).collect::<Vec<_>>(), ["ref_letters"]);
+    let expired = older_than("ref_customers", "left_at");
+    let sel = Selection { guards, ..expired.clone() };
+    assert_eq!(db.plan(&sel).await.unwrap().referenced, 1);
+    let out = db.run(&sel, &emails, &Limits::default(), 0, |_| {}).await.unwrap();
+    assert_eq!((out.records_done, out.remaining), (7, 0));
+    assert_eq!(store.ids("SELECT id FROM ref_customers WHERE email LIKE 'c%'").await, BTreeSet::from([3, 9]));
+    // Without the guard the server refuses to rewrite the letter's customer.
+    config_error(db.run(&expired, &emails, &Limits::default(), 0, |_| {}).await, &["still referenced"]);
+    assert_eq!(store.ids("SELECT id FROM ref_customers WHERE email LIKE 'c%'").await, BTreeSet::from([3, 9]));
+
+    // Deleting: every key refusing deletion keeps what it references.
     let guards = db.reference_guards(&customers, &Action::Delete).await.unwrap();
     let mut guarded: Vec<String> = guards.iter().map(|g| g.table.name.to_string()).collect();
     guarded.sort();
     assert_eq!(guarded, ["ref_customers", "ref_invoices", "ref_orders"], "the cascading key keeps nothing");
-    let expired = older_than("ref_customers", "left_at");
     let sel = Selection { guards, ..expired.clone() };
     // 1 (an invoice), 2 (an order) and 6 (customer 5's referrer) are kept.
     let counts = Counts { selected: 5, total: 9, referenced: 3, ..Counts::default() };
@@ -999,7 +1033,7 @@ pub async fn referring_tables_keep_exactly_what_they_must(
     let db = store.driver(None).await;
     let mut sel = expiry_selection("g_events", held, None);
     let keys = db.referencing_keys(&table("g_events")).await.unwrap();
-    sel.guards = keys.iter().filter_map(|k| k.guard().unwrap()).collect();
+    sel.guards = keys.iter().filter_map(|k| k.guard(&Action::Delete).unwrap()).collect();
     sel.guards.push(Guard {
         reason: GuardReason::Hold,
         table: table("g_orders"),
