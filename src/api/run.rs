@@ -177,10 +177,11 @@ pub struct RunCounts {
     pub skipped_minimum_retention: i64,
     /// Records kept because rows of another table still reference them
     /// through a foreign key that neither cascades nor sets NULL (the
-    /// server would refuse to delete them), as counted when the run was
-    /// planned, like `skippedHeld`; a record whose last reference goes
-    /// during the run (a record the run deletes) goes in the same run, the
-    /// others once nothing references them.
+    /// server would refuse to delete them, or to rewrite the column it
+    /// references), as counted when the run was planned, like
+    /// `skippedHeld`; a record whose last reference goes during the run (a
+    /// record the run deletes) goes in the same run, the others once
+    /// nothing references them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_referenced: i64,
     /// Redis keys that had no TTL and were given the Dataset's `keys.maxTtl`.
