@@ -30,7 +30,7 @@ pub struct Report {
     pub held: i64,
     pub under_minimum: i64,
     /// Records kept because rows of another table still reference them
-    /// through a foreign key that refuses their deletion.
+    /// through a foreign key that refuses what the pass does to them.
     pub referenced: i64,
     pub records_done: i64,
     pub remaining: i64,

@@ -70,7 +70,7 @@ pub struct Selection {
     /// Never records that rows of another table reference where they must
     /// stay: held rows, which deleting the record would reach through the
     /// foreign key (a cascade, or setting it NULL), and any row of a key
-    /// that refuses the deletion (see [`GuardReason`]).
+    /// that refuses the change (see [`GuardReason`]).
     pub guards: Vec<Guard>,
 }
 
@@ -98,10 +98,12 @@ pub struct Guard {
 pub enum GuardReason {
     /// A legal hold on them (through their Dataset).
     Hold,
-    /// A foreign key that neither cascades nor sets a value on delete: the
-    /// server refuses to delete a record while any row references it, so
-    /// the run keeps such records (counted as referenced) and deletes the
-    /// rest, where the first batch holding one would otherwise fail.
+    /// A foreign key that neither cascades nor sets a value on delete (or,
+    /// for an anonymization rewriting a column it references, on update):
+    /// the server refuses to delete or rewrite a record while any row
+    /// references it, so the run keeps such records (counted as
+    /// referenced) and changes the rest, where the first batch holding one
+    /// would otherwise fail.
     Reference,
 }
 
@@ -383,7 +385,7 @@ pub struct Counts {
     /// Records that would be selected but for minimum retention.
     pub under_minimum: i64,
     /// Records that would be selected but for rows of another table still
-    /// referencing them through a key that refuses their deletion.
+    /// referencing them through a key that refuses what the run does.
     pub referenced: i64,
 }
 
