@@ -851,7 +851,8 @@ async fn execute_with(
         RunPurpose::Erasure => {
             // What the action left undone, plus what minimum retention and holds kept.
             let everything = sel.with_kept();
-            let kept = db.count(&everything).await? - db.count(&sel).await?;
+            let now_selected = db.count(&sel).await?;
+            let kept = db.count(&everything).await? - now_selected;
             let remaining = outcome.remaining + kept;
             let reason = if remaining == 0 {
                 None
@@ -861,19 +862,14 @@ async fn execute_with(
                 Some(format!("under minimum retention (records newer than {})", t.to_rfc3339()))
             } else {
                 // Which guards keep some of them: each, set aside, would let more go.
-                let now_selected = db.count(&sel).await?;
                 let mut why = Vec::new();
-                let unguarded = |reason| Selection {
-                    guards: sel.guards.iter().filter(|g| g.reason != reason).cloned().collect(),
-                    ..sel.clone()
-                };
-                if !through.is_empty() && db.count(&unguarded(GuardReason::Hold)).await? > now_selected {
+                if !through.is_empty() && db.count(&sel.without_guards(GuardReason::Hold)).await? > now_selected {
                     why.push(format!(
                         "held by LegalHold {}: held rows of another Dataset refer to them",
                         through.join(", ")
                     ));
                 }
-                if !referencing.is_empty() && db.count(&unguarded(GuardReason::Reference)).await? > now_selected {
+                if !referencing.is_empty() && db.count(&sel.without_references()).await? > now_selected {
                     why.push(format!("{}; erased once nothing references them", still_referenced(&referencing)));
                 }
                 Some(if why.is_empty() { "held".to_string() } else { why.join("; ") })

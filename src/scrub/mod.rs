@@ -212,16 +212,17 @@ impl Selection {
     /// The same selection with its holds set aside (held subjects, held
     /// rows of other tables), still keeping what references keep.
     pub fn without_holds(&self) -> Selection {
-        Selection { held: vec![], guards: self.guarding(GuardReason::Reference), ..self.clone() }
+        Selection { held: vec![], ..self.without_guards(GuardReason::Hold) }
     }
 
     /// The same selection with what foreign keys refusing deletion keep set aside.
     pub fn without_references(&self) -> Selection {
-        Selection { guards: self.guarding(GuardReason::Hold), ..self.clone() }
+        self.without_guards(GuardReason::Reference)
     }
 
-    fn guarding(&self, reason: GuardReason) -> Vec<Guard> {
-        self.guards.iter().filter(|g| g.reason == reason).cloned().collect()
+    /// The same selection with the guards of one reason set aside.
+    pub fn without_guards(&self, reason: GuardReason) -> Selection {
+        Selection { guards: self.guards.iter().filter(|g| g.reason != reason).cloned().collect(), ..self.clone() }
     }
 
     /// A selection with no condition at all would select every record;
