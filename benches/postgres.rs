@@ -296,6 +296,7 @@ async fn main() {
             columns: vec![Identifier::new("source_id").unwrap()],
             references: vec![Identifier::new("id").unwrap()],
             rows: None,
+            lookup: Default::default(),
         }],
         ..sel("guarded_copy")
     };

@@ -16,7 +16,7 @@ use common::scrub::{
 use lethe::{
     api::{AnonymizeStrategy, UnixTimeUnit},
     scrub::{
-        Action, FieldRule, Limits, ScrubError, Selection, Table,
+        Action, FieldRule, Limits, Lookup, ScrubError, Selection, Table,
         driver::Driver,
         postgres::{ConnectOptions, Postgres},
     },
@@ -1200,31 +1200,39 @@ fn whole_partitions_go_at_once_unless_something_in_them_must_stay() {
         assert_eq!((out.records_done, db.count(&sel).await.unwrap()), (planned, 0), "the rerun counts what it removed");
 
         // A record held rows of another table reference keeps its partition
-        // too: December goes whole, November row by row around it.
-        db.execute_batch(&setup("tickets")).await.unwrap();
-        db.execute_batch(
-            "CREATE TABLE ticket_notes (id bigint PRIMARY KEY, ticket_id bigint, case_ref text);
-             INSERT INTO ticket_notes VALUES (1, 1000, 'F-1'), (2, 1800, NULL);",
-        )
-        .await
-        .unwrap();
-        let sel = Selection {
-            table: table("tickets"),
-            guards: vec![lethe::scrub::Guard {
-                reason: lethe::scrub::GuardReason::Hold,
-                table: table("ticket_notes"),
-                columns: vec![id("ticket_id")],
-                references: vec![id("id")],
-                rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
-            }],
-            ..sel
-        };
-        let in_november = ids(&db, "SELECT id FROM tickets_2025_11 WHERE id = 1000").await;
-        assert_eq!(in_november, BTreeSet::from([1000]));
-        let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
-        assert_eq!(out.partitions, vec!["tickets_2025_10", "tickets_2025_12"]);
-        let past = ids(&db, "SELECT id FROM tickets WHERE created_at < '2026-01-01'").await;
-        assert_eq!(past, BTreeSet::from([1000]), "only the referenced record is left past the cutoff");
+        // too: December goes whole, November row by row around it. The
+        // notes are looked up through an index where they have one, and
+        // joined with each statement's records where not.
+        for index in ["", "CREATE INDEX ON ticket_notes (ticket_id);"] {
+            db.execute_batch(&setup("tickets")).await.unwrap();
+            db.execute_batch(&format!(
+                "DROP TABLE IF EXISTS ticket_notes;
+                 CREATE TABLE ticket_notes (id bigint PRIMARY KEY, ticket_id bigint, case_ref text); {index}
+                 INSERT INTO ticket_notes VALUES (1, 1000, 'F-1'), (2, 1800, NULL);"
+            ))
+            .await
+            .unwrap();
+            let sel = Selection {
+                table: table("tickets"),
+                guards: vec![lethe::scrub::Guard {
+                    reason: lethe::scrub::GuardReason::Hold,
+                    table: table("ticket_notes"),
+                    columns: vec![id("ticket_id")],
+                    references: vec![id("id")],
+                    rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
+                    lookup: Default::default(),
+                }],
+                ..sel.clone()
+            };
+            let lookup = db.settled(&sel).await.unwrap().guards[0].lookup;
+            assert_eq!(lookup, if index.is_empty() { Lookup::Joined } else { Lookup::PerRecord });
+            let in_november = ids(&db, "SELECT id FROM tickets_2025_11 WHERE id = 1000").await;
+            assert_eq!(in_november, BTreeSet::from([1000]));
+            let out = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+            assert_eq!(out.partitions, vec!["tickets_2025_10", "tickets_2025_12"], "{lookup:?}");
+            let past = ids(&db, "SELECT id FROM tickets WHERE created_at < '2026-01-01'").await;
+            assert_eq!(past, BTreeSet::from([1000]), "only the referenced record is left past the cutoff ({lookup:?})");
+        }
     });
 }
 
@@ -1778,6 +1786,132 @@ fn unique_indexes_with_conditions_are_checked_before_anonymizing() {
             ids(&db, "SELECT id FROM members_odd WHERE lethe_c IN ('ann', 'bob')").await,
             BTreeSet::from([1, 2])
         );
+    });
+}
+
+/// A guard's referencing table is read through an index leading with a
+/// referencing column where there is one, and otherwise once per
+/// statement, never once per record: with `work_mem` too small to hash
+/// the rows in a subquery, a lookup per record would scan the referencing
+/// table 20,000 times here. Also: the selected table's referenced column
+/// is named like the names the joined test gives the referencing rows'
+/// columns, which must not capture it.
+#[test]
+fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
+    let pg = shared_pg();
+    rt().block_on(async {
+        let db = connect(pg).await;
+        let notes = ["lk_plain", "lk_indexed", "lk_partial", "lk_second"];
+        let setup = |name: &str| {
+            format!(
+                "DROP TABLE IF EXISTS {name};
+                 CREATE TABLE {name} (id bigint PRIMARY KEY, lethe_k0 bigint UNIQUE, created_at timestamptz);
+                 INSERT INTO {name} SELECT g, 100000 + g, '2025-01-01'::timestamptz + g * interval '1 minute'
+                   FROM generate_series(1, 20000) g;"
+            )
+        };
+        let mut batch = setup("lk_accounts");
+        for n in notes {
+            // Every third account has a note, every other note is held;
+            // and held notes of accounts no longer there, too many to
+            // hash within `work_mem` as a subquery's rows.
+            batch += &format!(
+                "DROP TABLE IF EXISTS {n}; CREATE TABLE {n} (id bigint, account_key bigint, case_ref text);
+                 INSERT INTO {n} SELECT g, 100000 + 3 * g, CASE WHEN g % 2 = 0 THEN 'F-1' END FROM generate_series(1, 6000) g;
+                 INSERT INTO {n} SELECT g, 200000 + g, 'F-1' FROM generate_series(6001, 30000) g;"
+            );
+        }
+        batch += "CREATE INDEX ON lk_indexed (account_key);
+                  CREATE INDEX ON lk_partial (account_key) WHERE case_ref IS NOT NULL;
+                  CREATE INDEX ON lk_second (id, account_key);
+                  ANALYZE;";
+        db.execute_batch(&batch).await.unwrap();
+        let guard = |n: &str| lethe::scrub::Guard {
+            reason: lethe::scrub::GuardReason::Hold,
+            table: table(n),
+            columns: vec![id("account_key")],
+            references: vec![id("lethe_k0")],
+            rows: Some(vec![(id("case_ref"), vec!["F-1".into()])]),
+            lookup: Default::default(),
+        };
+        let sel = |t: &str, n: &str| Selection { guards: vec![guard(n)], ..expiry_selection(t, &BTreeSet::new(), None) };
+        let lookups: Vec<Lookup> = {
+            let all = Selection { guards: notes.iter().map(|n| guard(n)).collect(), ..sel("lk_accounts", "lk_plain") };
+            db.settled(&all).await.unwrap().guards.iter().map(|g| g.lookup).collect()
+        };
+        assert_eq!(lookups, [Lookup::Joined, Lookup::PerRecord, Lookup::Joined, Lookup::Joined]);
+        // Held notes refer to accounts 6, 12, ..., 18,000: 3,000 of them.
+        let kept: BTreeSet<i64> = (1..=3000).map(|g| 6 * g).collect();
+        // How often a table was read: whole, and through an index.
+        let reads = |n: &'static str| {
+            let db = &db;
+            async move {
+                // This session's counts reach the statistics when it goes idle.
+                db.execute_batch("SELECT pg_stat_force_next_flush()").await.unwrap();
+                let q = format!("SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = '{n}'");
+                let row = db.client().query_one(&q, &[]).await.unwrap();
+                (row.get::<_, i64>(0), row.get::<_, i64>(1))
+            }
+        };
+        db.execute_batch("SET work_mem = '64kB'").await.unwrap();
+        let mut seen = Vec::new();
+        for (n, lookup) in notes.into_iter().zip(lookups) {
+            let before = reads(n).await;
+            assert_eq!(db.count(&sel("lk_accounts", n)).await.unwrap(), 20000 - kept.len() as i64, "{n}");
+            let after = reads(n).await;
+            seen.push((n, "count", after.0 - before.0, after.1 - before.1));
+            // A pass of the first half in block ranges, then of the rest
+            // through the time index.
+            let t = format!("lk_accounts_{n}");
+            db.execute_batch(&setup(&t)).await.unwrap();
+            let half = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(10_000);
+            for (how, share, before) in [("ranges", 0.0, Some(half)), ("index", 1.0, None)] {
+                let limits = Limits { block_pass_above: share, ..Limits::default() };
+                let mut s = sel(&t, n);
+                if let Some(at) = before {
+                    s.older_than = Some((id("created_at"), at));
+                }
+                let before = reads(n).await;
+                db.run(&s, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
+                let after = reads(n).await;
+                seen.push((n, how, after.0 - before.0, after.1 - before.1));
+            }
+            assert_eq!(ids(&db, &format!("SELECT id FROM {t}")).await, kept, "{n}: exactly the referenced accounts stay");
+            let (whole, indexed): (Vec<_>, Vec<_>) = seen.iter().filter(|r| r.0 == n).map(|r| (r.2, r.3)).unzip();
+            match lookup {
+                // Looked up per record, never read whole.
+                Lookup::PerRecord => assert!(whole.iter().all(|w| *w == 0) && indexed.iter().all(|i| *i > 3000), "{seen:?}"),
+                // Read whole once per statement at most (a count is one
+                // statement, a pass a few dozen), or through an index the
+                // server finds usable (the partial one, for held rows).
+                _ => assert!(whole.iter().all(|w| *w < 200) && whole[0] <= 1, "{seen:?}"),
+            }
+        }
+        // Partitions: February goes whole, January row by row around the
+        // accounts held notes refer to, with no index on the notes.
+        db.execute_batch(
+            "DROP TABLE IF EXISTS lk_parted, lk_parted_notes;
+             CREATE TABLE lk_parted (id bigint, lethe_k0 bigint, created_at timestamptz NOT NULL)
+               PARTITION BY RANGE (created_at);
+             CREATE TABLE lk_parted_2025_01 PARTITION OF lk_parted FOR VALUES FROM ('2025-01-01') TO ('2025-02-01');
+             CREATE TABLE lk_parted_2025_02 PARTITION OF lk_parted FOR VALUES FROM ('2025-02-01') TO ('2025-03-01');
+             INSERT INTO lk_parted SELECT g, 100000 + g, '2025-01-01'::timestamptz + g * interval '3 minutes'
+               FROM generate_series(1, 20000) g;
+             CREATE TABLE lk_parted_notes (id bigint, account_key bigint, case_ref text);
+             INSERT INTO lk_parted_notes SELECT g, 100000 + 6 * g, 'F-1' FROM generate_series(1, 2000) g;
+             INSERT INTO lk_parted_notes SELECT g, 200000 + g, 'F-1' FROM generate_series(2001, 30000) g;
+             ANALYZE lk_parted, lk_parted_notes;",
+        )
+        .await
+        .unwrap();
+        let before = reads("lk_parted_notes").await;
+        let out = db.run(&sel("lk_parted", "lk_parted_notes"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        let after = reads("lk_parted_notes").await;
+        assert_eq!(out.partitions, vec!["lk_parted_2025_02"]);
+        let left = ids(&db, "SELECT id FROM lk_parted").await;
+        assert_eq!(left, (1..=2000).map(|g| 6 * g).collect(), "exactly the referenced accounts stay");
+        assert!(after.0 - before.0 < 200, "the notes read whole {} times", after.0 - before.0);
+        db.execute_batch("RESET work_mem").await.unwrap();
     });
 }
 

@@ -971,6 +971,7 @@ fn guards(
             columns: r.columns.clone(),
             references: r.references.clone(),
             rows,
+            lookup: crate::scrub::Lookup::Unsettled,
         });
         for h in on_it {
             if !names.contains(&h.name_any()) {

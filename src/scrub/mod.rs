@@ -91,6 +91,26 @@ pub struct Guard {
     /// table's Dataset), or those with a column equal to any of the values
     /// (held subjects).
     pub rows: Option<Vec<(Identifier, Vec<String>)>>,
+    /// How the store finds a record's referencing rows, where a driver
+    /// chooses (PostgreSQL): left [`Lookup::Unsettled`] by whoever makes
+    /// the guard, and settled by the driver from the store's indexes.
+    pub lookup: Lookup,
+}
+
+/// How a guard's referencing rows are found for the selected records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not yet asked of the store: read as [`Lookup::Joined`].
+    #[default]
+    Unsettled,
+    /// Each record looked up on its own, through an index of the
+    /// referencing table whose first column is a referencing column.
+    PerRecord,
+    /// The referencing rows compared with a statement's records all at
+    /// once (a hash of them, built once per statement). Where no index
+    /// leads with a referencing column, a lookup per record would read the
+    /// whole referencing table once for every record.
+    Joined,
 }
 
 /// Why a guard's rows stay.
@@ -157,6 +177,7 @@ impl ReferencingKey {
             columns: names(&self.columns)?,
             references: names(&self.references)?,
             rows: None,
+            lookup: Lookup::Unsettled,
         }))
     }
 }

@@ -28,7 +28,7 @@ use tokio_postgres::{
 };
 
 use super::{
-    Action, Counts, Limits, Outcome, PartitionMode, Progress, ScrubError, Selection,
+    Action, Counts, Limits, Lookup, Outcome, PartitionMode, Progress, ScrubError, Selection,
     sql::{self, Dialect, Param, Params},
 };
 use crate::api::{AnonymizeStrategy, Identifier, TlsMode, UnixTimeUnit};
@@ -299,6 +299,16 @@ const RANGES_ONLY: &str = "SET LOCAL enable_indexscan = off; SET LOCAL enable_in
 /// Within a split count's transaction: the planner's own choice again.
 const ANY_SCAN: &str = "SET LOCAL enable_indexscan TO DEFAULT; SET LOCAL enable_indexonlyscan TO DEFAULT; \
                         SET LOCAL enable_bitmapscan TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT";
+
+/// Whether a guard of the selection compares the referencing rows with
+/// the records all at once ([`Lookup::Joined`]). The server does so, as an
+/// anti-join, only where the test stands in a `WHERE`: elsewhere (an
+/// aggregate's `FILTER`, say) it would test each record on its own,
+/// reading the whole referencing table each time, so a statement counting
+/// with such a guard counts in a `WHERE` of its own.
+fn joins_guards(sel: &Selection) -> bool {
+    sel.guards.iter().any(|g| g.guards_any() && g.lookup != Lookup::PerRecord)
+}
 
 /// The (schema, name) of every relation a JSON plan reads.
 fn scanned_relations(plan: &serde_json::Value, out: &mut std::collections::BTreeSet<(String, String)>) {
@@ -842,10 +852,11 @@ impl Postgres {
         table: &str,
         pred: &str,
         values: &[Param],
-        cutoff: chrono::DateTime<chrono::Utc>,
+        sel: &Selection,
         mode: PartitionMode,
-        time_only: bool,
     ) -> Result<Vec<(String, i64)>, ScrubError> {
+        let Some((_, cutoff)) = sel.older_than else { return Ok(Vec::new()) };
+        let time_only = sel.time_only();
         let rows = self
             .client
             .query(
@@ -920,8 +931,16 @@ impl Postgres {
                     (n, 0)
                 } else {
                     self.client.batch_execute(&begin).await.map_err(|e| classify(e, "lock partition"))?;
-                    let q =
-                        format!("SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}");
+                    // Where a guard compares the referencing rows all at
+                    // once, it does so only in a WHERE (see `joins_guards`).
+                    let q = match joins_guards(sel) {
+                        true => format!(
+                            "SELECT count(*), count(*) - (SELECT count(*) FROM {name} WHERE {pred}) FROM {name}"
+                        ),
+                        false => format!(
+                            "SELECT count(*), count(*) FILTER (WHERE NOT COALESCE(({pred}), false)) FROM {name}"
+                        ),
+                    };
                     let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "partition"))?;
                     let bound = bind(&stmt, values, &[])?;
                     let row =
@@ -1236,6 +1255,7 @@ impl Postgres {
         column: &Identifier,
         newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         let agg = if newest { "max" } else { "min" };
         let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
@@ -1276,8 +1296,40 @@ impl Postgres {
         TimeReader { column: column.clone(), ty: stmt.columns()[at].type_().clone(), at, unit: self.unix_time }
     }
 
+    /// The selection with each guard's [`Lookup`] settled: per record
+    /// where the referencing table has a valid index, of a kind that finds
+    /// equal values, whose first column is a referencing column and which
+    /// covers every row (no condition); joined otherwise, and for a table
+    /// not found (whose statements then fail as they would).
+    pub async fn settled<'s>(&self, sel: &'s Selection) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
+        if sel.guards.iter().all(|g| g.lookup != Lookup::Unsettled) {
+            return Ok(std::borrow::Cow::Borrowed(sel));
+        }
+        let mut sel = sel.clone();
+        for g in sel.guards.iter_mut().filter(|g| g.lookup == Lookup::Unsettled) {
+            let columns: Vec<&str> = g.columns.iter().map(Identifier::as_str).collect();
+            let indexed: bool = self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT FROM pg_index i
+                                      JOIN pg_class c ON c.oid = i.indexrelid
+                                      JOIN pg_am a ON a.oid = c.relam
+                                      JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                                     WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indpred IS NULL
+                                       AND a.amname IN ('btree', 'hash') AND t.attname = ANY($2))",
+                    &[&Self::qualified(&g.table), &columns],
+                )
+                .await
+                .map_err(|e| classify(e, "referencing indexes"))?
+                .get(0);
+            g.lookup = if indexed { Lookup::PerRecord } else { Lookup::Joined };
+        }
+        Ok(std::borrow::Cow::Owned(sel))
+    }
+
     /// Records a selection would change now.
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         let mut params = self.params();
         let pred = sql::pg_predicate(sel, &mut params);
         self.count_where(&sel.table, &pred, &params.values).await
@@ -1286,6 +1338,7 @@ impl Postgres {
     /// The dry run: what the run would change, and what holds and minimum
     /// retention keep.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         self.probe(&sel.table).await?;
         self.check_time_columns(sel).await?;
         super::plan(self, sel).await
@@ -1617,6 +1670,7 @@ impl Postgres {
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
+        let sel = &*self.settled(sel).await?;
         let table = Self::qualified(&sel.table);
         self.check_kind(&table).await?;
         self.check_time_columns(sel).await?;
@@ -1625,24 +1679,29 @@ impl Postgres {
         let partitioned = self.partition_key(&table).await?;
         // Whole partitions first, where the time column is the key.
         let (mut partitions, mut done_before) = (Vec::new(), done_before);
-        if let (Action::Delete, Some((col, cutoff)), Some(key)) = (action, &sel.older_than, &partitioned)
+        if let (Action::Delete, Some((col, _)), Some(key)) = (action, &sel.older_than, &partitioned)
             && limits.partitions != PartitionMode::Rows
             && key == col.as_str()
         {
-            for (name, records) in self
-                .whole_partitions(&table, &pred, &params.values, *cutoff, limits.partitions, sel.time_only())
-                .await?
-            {
+            for (name, records) in self.whole_partitions(&table, &pred, &params.values, sel, limits.partitions).await? {
                 done_before += records;
                 partitions.push(name);
                 on_progress(&Progress { records_done: done_before, ..Progress::default() });
             }
         }
         // Row ids are per partition: pair them with the partition's oid.
+        // The pairs pass through arrays, which the planner takes for a few
+        // rows whatever it expects of the selection. Taken for a single
+        // one (when it expects a guard's referencing rows to refer to
+        // every record), they would be compared with those rows by reading
+        // them whole once per record, where no index serves.
         let limited = |what: &str, cond: &str, limit: &str| {
             if partitioned.is_some() {
                 format!(
-                    "{what} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}) AND {cond}"
+                    "{what} WHERE (tableoid, ctid) IN (SELECT lethe_u.o, lethe_u.c \
+                       FROM (SELECT array_agg(tableoid) AS o, array_agg(ctid) AS c \
+                               FROM (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}) AS lethe_b) AS lethe_a, \
+                            unnest(lethe_a.o, lethe_a.c) AS lethe_u(o, c)) AND {cond}"
                 )
             } else {
                 format!(
@@ -1773,11 +1832,16 @@ impl Postgres {
                 let past = sql::pg_predicate(&sel.with_kept(), &mut tally);
                 let pred = sql::pg_predicate(sel, &mut tally);
                 let (from, to) = (tally.push(Param::Text(String::new())), tally.push(Param::Text(String::new())));
-                format!(
-                    "SELECT count(*) FILTER (WHERE {pred}), min({}) FROM {table} WHERE {} AND {past}",
-                    sql::quote(Dialect::Postgres, col),
-                    block_range(&from, &to)
-                )
+                let (col, range) = (sql::quote(Dialect::Postgres, col), block_range(&from, &to));
+                match joins_guards(sel) {
+                    true => format!(
+                        "SELECT (SELECT count(*) FROM {table} WHERE {range} AND {pred}), \
+                                (SELECT min({col}) FROM {table} WHERE {range} AND {past})"
+                    ),
+                    false => format!(
+                        "SELECT count(*) FILTER (WHERE {pred}), min({col}) FROM {table} WHERE {range} AND {past}"
+                    ),
+                }
             }
             None => {
                 tally.values = range.values.clone();
@@ -1853,6 +1917,7 @@ impl Postgres {
     /// them for a delete, those not yet anonymized for an anonymization.
     /// Refuses anonymization rules the table cannot take, as the run would.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         if let Action::Anonymize { rules, salt } = action {
             self.check_anonymization(sel, rules, salt).await?;
         }

@@ -116,16 +116,23 @@ pub fn restricts(rule: &str) -> bool {
 /// statement shape a driver wraps a predicate in (a partition, a key range,
 /// a join). `None` when the guard keeps nothing.
 ///
-/// On PostgreSQL it is a correlated `NOT EXISTS`: the selected record's
-/// columns reach it through a derived table of no `FROM` (where a bare
-/// name can only mean the enclosing statement's table, never the
-/// referencing one, even with a column of the same name), and each record
-/// is looked up through an index on the referencing columns where there is
-/// one. A list of every referencing value, as elsewhere, is hashed once per
+/// On PostgreSQL it is a `NOT EXISTS` of the guard's [`Lookup`]:
+/// - per record, a correlated subquery through an index on the referencing
+///   columns. The record's columns reach it through a derived table of no
+///   `FROM`, where a bare name can only mean the enclosing statement's
+///   table, never the referencing one, even with a column of the same name.
+/// - joined, the referencing rows as a derived table whose columns are
+///   renamed apart from the record's, so that the server turns the test
+///   into an anti-join where it stands in a `WHERE`, hashing those rows
+///   once per statement: without an index, a lookup per record reads the
+///   whole referencing table each time (hours for a million records).
+///
+/// A list of every referencing value, as elsewhere, is hashed once per
 /// statement only while it fits in `work_mem`; past that the server
 /// compares each record with the whole list, and a batch takes minutes.
-/// MariaDB turns the list into an index lookup itself (`index_subquery`);
-/// SQLite builds an index of it once per statement.
+/// MariaDB turns the list into an index lookup itself (`index_subquery`),
+/// or a table of it, once per statement, with no index; SQLite builds an
+/// index of it once per statement.
 pub fn guard_condition(
     d: Dialect,
     g: &super::Guard,
@@ -135,16 +142,15 @@ pub fn guard_condition(
     if !g.guards_any() {
         return None;
     }
-    let (inner, outer) = if d == Dialect::Postgres { ("lethe_ref.", "lethe_rec.") } else { ("", "") };
+    let per_record = d == Dialect::Postgres && g.lookup == super::Lookup::PerRecord;
+    let inner = if d == Dialect::Postgres { "lethe_ref." } else { "" };
     let column = |c: &Identifier| format!("{inner}{}", quote(d, c));
     // A referencing NULL refers to nothing: it never equals the record's
     // value, and left in the list it would make every test against the
     // list unknown.
-    let mut rows: Vec<String> = match d {
-        Dialect::Postgres => {
-            g.columns.iter().enumerate().map(|(i, c)| format!("{} = {outer}k{i}", column(c))).collect()
-        }
-        _ => g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))).collect(),
+    let mut rows: Vec<String> = match per_record {
+        true => g.columns.iter().enumerate().map(|(i, c)| format!("{} = lethe_rec.k{i}", column(c))).collect(),
+        false => g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))).collect(),
     };
     if let Some(held) = &g.rows {
         let any: Vec<String> = held
@@ -156,13 +162,35 @@ pub fn guard_condition(
     }
     let list = |ids: &[Identifier]| ids.iter().map(|c| quote(d, c)).collect::<Vec<_>>().join(", ");
     Some(match d {
-        Dialect::Postgres => {
+        Dialect::Postgres if per_record => {
             let record: Vec<String> =
                 g.references.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", quote(d, c))).collect();
             format!(
                 "NOT EXISTS (SELECT FROM (SELECT {}) AS lethe_rec, {table} AS lethe_ref WHERE {})",
                 record.join(", "),
                 rows.join(" AND ")
+            )
+        }
+        Dialect::Postgres => {
+            // A bare name in the test below means the derived table's
+            // column where one is so named, so none is named as a record's.
+            let mut prefix = String::from("lethe_k");
+            while g.references.iter().any(|r| r.as_str().starts_with(&prefix)) {
+                prefix.push('k');
+            }
+            let renamed: Vec<String> =
+                g.columns.iter().enumerate().map(|(i, c)| format!("{} AS {prefix}{i}", column(c))).collect();
+            let equal: Vec<String> = g
+                .references
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("lethe_refs.{prefix}{i} = {}", quote(d, c)))
+                .collect();
+            format!(
+                "NOT EXISTS (SELECT FROM (SELECT {} FROM {table} AS lethe_ref WHERE {}) AS lethe_refs WHERE {})",
+                renamed.join(", "),
+                rows.join(" AND "),
+                equal.join(" AND ")
             )
         }
         _ => format!(
