@@ -1812,13 +1812,10 @@ fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
         };
         let mut batch = setup("lk_accounts");
         for n in notes {
-            // Every third account has a note, every other note is held;
-            // and held notes of accounts no longer there, too many to
-            // hash within `work_mem` as a subquery's rows.
+            // Every third account has a note, every other note is held.
             batch += &format!(
                 "DROP TABLE IF EXISTS {n}; CREATE TABLE {n} (id bigint, account_key bigint, case_ref text);
-                 INSERT INTO {n} SELECT g, 100000 + 3 * g, CASE WHEN g % 2 = 0 THEN 'F-1' END FROM generate_series(1, 6000) g;
-                 INSERT INTO {n} SELECT g, 200000 + g, 'F-1' FROM generate_series(6001, 30000) g;"
+                 INSERT INTO {n} SELECT g, 100000 + 3 * g, CASE WHEN g % 2 = 0 THEN 'F-1' END FROM generate_series(1, 6000) g;"
             );
         }
         batch += "CREATE INDEX ON lk_indexed (account_key);
@@ -1853,7 +1850,8 @@ fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
                 (row.get::<_, i64>(0), row.get::<_, i64>(1))
             }
         };
-        db.execute_batch("SET work_mem = '64kB'").await.unwrap();
+        // Too little memory to hash the held notes as a subquery's rows.
+        db.execute_batch("SET work_mem = '64kB'; SET hash_mem_multiplier = 1").await.unwrap();
         let mut seen = Vec::new();
         for (n, lookup) in notes.into_iter().zip(lookups) {
             let before = reads(n).await;
@@ -1899,7 +1897,6 @@ fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
                FROM generate_series(1, 20000) g;
              CREATE TABLE lk_parted_notes (id bigint, account_key bigint, case_ref text);
              INSERT INTO lk_parted_notes SELECT g, 100000 + 6 * g, 'F-1' FROM generate_series(1, 2000) g;
-             INSERT INTO lk_parted_notes SELECT g, 200000 + g, 'F-1' FROM generate_series(2001, 30000) g;
              ANALYZE lk_parted, lk_parted_notes;",
         )
         .await
@@ -1911,7 +1908,7 @@ fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
         let left = ids(&db, "SELECT id FROM lk_parted").await;
         assert_eq!(left, (1..=2000).map(|g| 6 * g).collect(), "exactly the referenced accounts stay");
         assert!(after.0 - before.0 < 200, "the notes read whole {} times", after.0 - before.0);
-        db.execute_batch("RESET work_mem").await.unwrap();
+        db.execute_batch("RESET work_mem; RESET hash_mem_multiplier").await.unwrap();
     });
 }
 

@@ -1690,18 +1690,10 @@ impl Postgres {
             }
         }
         // Row ids are per partition: pair them with the partition's oid.
-        // The pairs pass through arrays, which the planner takes for a few
-        // rows whatever it expects of the selection. Taken for a single
-        // one (when it expects a guard's referencing rows to refer to
-        // every record), they would be compared with those rows by reading
-        // them whole once per record, where no index serves.
         let limited = |what: &str, cond: &str, limit: &str| {
             if partitioned.is_some() {
                 format!(
-                    "{what} WHERE (tableoid, ctid) IN (SELECT lethe_u.o, lethe_u.c \
-                       FROM (SELECT array_agg(tableoid) AS o, array_agg(ctid) AS c \
-                               FROM (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}) AS lethe_b) AS lethe_a, \
-                            unnest(lethe_a.o, lethe_a.c) AS lethe_u(o, c)) AND {cond}"
+                    "{what} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}) AND {cond}"
                 )
             } else {
                 format!(
