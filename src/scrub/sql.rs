@@ -130,9 +130,12 @@ pub fn restricts(rule: &str) -> bool {
 /// A list of every referencing value, as elsewhere, is hashed once per
 /// statement only while it fits in `work_mem`; past that the server
 /// compares each record with the whole list, and a batch takes minutes.
-/// MariaDB turns the list into an index lookup itself (`index_subquery`),
-/// or a table of it, once per statement, with no index; SQLite builds an
-/// index of it once per statement.
+/// MariaDB turns the list into an index lookup itself (`index_subquery`).
+/// With no index to use, a count makes a table of the list once per
+/// statement, but a `DELETE` reads the referencing table once per record
+/// (InnoDB gives every foreign key an index, so only a declared relation
+/// with none pays it). SQLite builds an index of the list once per
+/// statement.
 pub fn guard_condition(
     d: Dialect,
     g: &super::Guard,
