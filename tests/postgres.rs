@@ -1821,7 +1821,7 @@ fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
         batch += "CREATE INDEX ON lk_indexed (account_key);
                   CREATE INDEX ON lk_partial (account_key) WHERE case_ref IS NOT NULL;
                   CREATE INDEX ON lk_second (id, account_key);
-                  ANALYZE;";
+                  ANALYZE lk_accounts, lk_plain, lk_indexed, lk_partial, lk_second;";
         db.execute_batch(&batch).await.unwrap();
         let guard = |n: &str| lethe::scrub::Guard {
             reason: lethe::scrub::GuardReason::Hold,
