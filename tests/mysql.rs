@@ -1160,3 +1160,126 @@ fn records_held_rows_of_another_table_reference_are_kept() {
         common::scrub::records_held_rows_of_another_table_reference_are_kept(&MariaStore(shared()), "datetime").await;
     });
 }
+
+/// A guard's referencing table is read through an index leading with a
+/// referencing column where the optimizer may use one, and otherwise once
+/// per statement, never once per record: MariaDB runs a list of the
+/// referencing values in a `DELETE` as a subquery per record, which with
+/// no index reads the whole referencing table each time. Rows read come
+/// from the server's table statistics. Also: the selected table's
+/// referenced column is named like the names the joined test gives the
+/// referencing rows' columns, which must not capture it; and a partitioned
+/// table's check before a partition goes whole reads the guards' tables
+/// under the locks it takes, one of them the table itself.
+#[test]
+fn a_guard_reads_its_referencing_table_through_an_index_or_once_a_statement() {
+    use lethe::scrub::{Guard, GuardReason, Lookup};
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch("SET GLOBAL userstat = 1").await.unwrap();
+        let notes = ["lk_plain", "lk_indexed", "lk_second", "lk_ignored"];
+        let setup = |name: &str| {
+            format!(
+                "DROP TABLE IF EXISTS {name};
+                 CREATE TABLE {name} (id bigint PRIMARY KEY, lethe_k0 bigint UNIQUE, created_at datetime, KEY (created_at));
+                 INSERT INTO {name} SELECT seq, 100000 + seq, '2025-01-01' + INTERVAL seq MINUTE FROM seq_1_to_6000;"
+            )
+        };
+        let mut batch = setup("lk_accounts");
+        for n in notes {
+            // Every third account has a note, every other note is held.
+            batch += &format!(
+                "DROP TABLE IF EXISTS {n}; CREATE TABLE {n} (id bigint, account_key bigint, case_ref text);
+                 INSERT INTO {n} SELECT seq, 100000 + 3 * seq, IF(seq % 2 = 0, 'F-1', NULL) FROM seq_1_to_2000;"
+            );
+        }
+        batch += "CREATE INDEX lk_indexed_key ON lk_indexed (account_key);
+                  CREATE INDEX lk_second_key ON lk_second (id, account_key);
+                  CREATE INDEX lk_ignored_key ON lk_ignored (account_key) IGNORED;
+                  ANALYZE TABLE lk_accounts, lk_plain, lk_indexed, lk_second, lk_ignored;";
+        db.execute_batch(&batch).await.unwrap();
+        let guard = |n: &str, column: &str, rows: Option<Vec<(lethe::api::Identifier, Vec<String>)>>| Guard {
+            reason: GuardReason::Hold,
+            table: table(n),
+            columns: vec![id(column)],
+            references: vec![id("lethe_k0")],
+            rows,
+            lookup: Default::default(),
+        };
+        let held = || Some(vec![(id("case_ref"), vec!["F-1".to_string()])]);
+        let sel = |t: &str, guards: Vec<Guard>| Selection { guards, ..expiry_selection(t, &BTreeSet::new(), None) };
+        let lookups: Vec<Lookup> = {
+            let all = sel("lk_accounts", notes.iter().map(|n| guard(n, "account_key", held())).collect());
+            db.settled(&all).await.unwrap().guards.iter().map(|g| g.lookup).collect()
+        };
+        assert_eq!(lookups, [Lookup::Joined, Lookup::PerRecord, Lookup::Joined, Lookup::Joined]);
+        // Rows of table `n` the server has read so far.
+        let reads = |n: &'static str| {
+            let db = &db;
+            async move {
+                let q = format!(
+                    "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM information_schema.TABLE_STATISTICS
+                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{n}'"
+                );
+                db.query_i64(&q).await.unwrap()[0]
+            }
+        };
+        // Held notes refer to accounts 6, 12, ..., 6,000: 1,000 of them.
+        let kept: BTreeSet<i64> = (1..=1000).map(|g| 6 * g).collect();
+        // A statement reading the notes whole reads 2,000 rows; one
+        // reading them per record, about 5,000 times that.
+        let whole = 2000;
+        for n in notes {
+            let before = reads(n).await;
+            let guarded = sel("lk_accounts", vec![guard(n, "account_key", held())]);
+            assert_eq!(db.count(&guarded).await.unwrap(), 6000 - kept.len() as i64, "{n}");
+            let read = reads(n).await - before;
+            assert!(read <= whole, "{n}: a count read {read} notes");
+            // A pass of the first half in key ranges, then of the rest
+            // through the time index in `LIMIT` batches.
+            let t = format!("lk_accounts_{n}");
+            db.execute_batch(&setup(&t)).await.unwrap();
+            let half = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(3000);
+            for (how, share, until) in [("ranges", 0.0, Some(half)), ("limits", 1.0, None)] {
+                let limits = Limits { block_pass_above: share, ..Limits::default() };
+                let mut s = sel(&t, vec![guard(n, "account_key", held())]);
+                if let Some(at) = until {
+                    s.older_than = Some((id("created_at"), at));
+                }
+                let before = reads(n).await;
+                let out = db.run(&s, &Action::Delete, &limits, 0, |_| {}).await.unwrap();
+                let read = reads(n).await - before;
+                // Each batch, and a few counts around them.
+                assert!(read <= (out.batches as i64 + 10) * whole, "{n}, {how}: {read} notes read, {out:?}");
+            }
+            assert_eq!(ids(&db, &format!("SELECT id FROM {t}")).await, kept, "{n}: exactly the referenced accounts stay");
+        }
+        // Partitions by month: March goes whole; January and February row
+        // by row around the accounts held notes refer to (with no index on
+        // them), and the February account an account kept refers to.
+        db.execute_batch(
+            "DROP TABLE IF EXISTS lk_parted, lk_parted_notes;
+             CREATE TABLE lk_parted (id bigint, lethe_k0 bigint, parent_key bigint, created_at datetime NOT NULL,
+                                     PRIMARY KEY (id, created_at))
+               PARTITION BY RANGE COLUMNS (created_at) (
+                 PARTITION p2025_01 VALUES LESS THAN ('2025-02-01'), PARTITION p2025_02 VALUES LESS THAN ('2025-03-01'),
+                 PARTITION p2025_03 VALUES LESS THAN ('2025-04-01'), PARTITION pmax VALUES LESS THAN (MAXVALUE));
+             INSERT INTO lk_parted SELECT seq, 100000 + seq, IF(seq = 6, 116000, NULL),
+                                          '2025-01-01' + INTERVAL 5 * seq MINUTE FROM seq_1_to_20000;
+             CREATE TABLE lk_parted_notes (id bigint, account_key bigint, case_ref text);
+             INSERT INTO lk_parted_notes SELECT seq, 100000 + 6 * seq, 'F-1' FROM seq_1_to_2000;
+             ANALYZE TABLE lk_parted, lk_parted_notes;",
+        )
+        .await
+        .unwrap();
+        let guards = vec![guard("lk_parted_notes", "account_key", held()), guard("lk_parted", "parent_key", None)];
+        let before = reads("lk_parted_notes").await;
+        let out = db.run(&sel("lk_parted", guards), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        let read = reads("lk_parted_notes").await - before;
+        assert_eq!(out.partitions, vec!["p2025_03"]);
+        let mut left: BTreeSet<i64> = (1..=2000).map(|g| 6 * g).collect();
+        left.insert(16000);
+        assert_eq!(ids(&db, "SELECT id FROM lk_parted").await, left, "exactly the referenced accounts stay");
+        assert!(read <= (out.batches as i64 + 10) * whole, "the notes: {read} rows read, {out:?}");
+    });
+}

@@ -92,8 +92,9 @@ pub struct Guard {
     /// (held subjects).
     pub rows: Option<Vec<(Identifier, Vec<String>)>>,
     /// How the store finds a record's referencing rows, where a driver
-    /// chooses (PostgreSQL): left [`Lookup::Unsettled`] by whoever makes
-    /// the guard, and settled by the driver from the store's indexes.
+    /// chooses (PostgreSQL, MySQL/MariaDB): left [`Lookup::Unsettled`] by
+    /// whoever makes the guard, and settled by the driver from the store's
+    /// indexes.
     pub lookup: Lookup,
 }
 
@@ -106,8 +107,9 @@ pub enum Lookup {
     /// Each record looked up on its own, through an index of the
     /// referencing table whose first column is a referencing column.
     PerRecord,
-    /// The referencing rows compared with a statement's records all at
-    /// once (a hash of them, built once per statement). Where no index
+    /// The referencing rows read once per statement, for the records to be
+    /// compared with (a hash of them on PostgreSQL, a table with an index
+    /// of its own on MariaDB). Where no index
     /// leads with a referencing column, a lookup per record would read the
     /// whole referencing table once for every record.
     Joined,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use mysql_async::{Conn, OptsBuilder, Value, prelude::Queryable};
 
 use super::{
-    Action, ConnectOptions, Counts, FieldRule, Limits, Outcome, PartitionMode, Probe, Progress, ScrubError, Selection,
-    Table,
+    Action, ConnectOptions, Counts, FieldRule, Limits, Lookup, Outcome, PartitionMode, Probe, Progress, ScrubError,
+    Selection, Table,
     sql::{self, Anonymization, Dialect},
 };
 use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
@@ -355,14 +355,14 @@ impl Mysql {
                 b.values.extend(vals);
             }
         }
-        for g in &sel.guards {
+        for (n, g) in sel.guards.iter().enumerate() {
             // Bound as text: the server converts them to the column's type;
             // a value that matches more rows than meant only keeps more.
             let mut member = |_: &Identifier, v: &[String]| {
                 b.values.extend(v.iter().map(|s| Value::from(s.as_str())));
                 format!("IN ({})", list(v.len()))
             };
-            let cond = sql::guard_condition(d, g, &Self::qualified(&g.table), &mut member);
+            let cond = sql::guard_condition(d, g, n, &Self::qualified(&g.table), &mut member);
             b.sql.extend(cond);
         }
         Ok(b)
@@ -438,6 +438,43 @@ impl Mysql {
             .await
             .map_err(|e| classify(e, "foreign keys"))?;
         Ok(rows)
+    }
+
+    /// The selection with each guard's [`Lookup`] settled: per record
+    /// where the referencing table has a B-tree index the optimizer may use
+    /// (not ignored, not invisible) whose first column is a referencing
+    /// column; joined otherwise, and for a table not found (whose
+    /// statements then fail as they would).
+    pub async fn settled<'s>(&self, sel: &'s Selection) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
+        if sel.guards.iter().all(|g| g.lookup != Lookup::Unsettled) {
+            return Ok(std::borrow::Cow::Borrowed(sel));
+        }
+        let mut sel = sel.clone();
+        for g in sel.guards.iter_mut().filter(|g| g.lookup == Lookup::Unsettled) {
+            // Every column, as MariaDB names whether an index is ignored
+            // (`IGNORED`) and MySQL whether it is visible (`IS_VISIBLE`).
+            let indexes: Vec<mysql_async::Row> = self
+                .conn
+                .lock()
+                .await
+                .exec(
+                    "SELECT * FROM information_schema.STATISTICS
+                      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+                        AND SEQ_IN_INDEX = 1 AND INDEX_TYPE = 'BTREE'",
+                    (g.table.schema.as_ref().map(|s| s.as_str()), g.table.name.as_str()),
+                )
+                .await
+                .map_err(|e| classify(e, "referencing indexes"))?;
+            let usable = |r: &mysql_async::Row| {
+                let text = |name: &str| r.get_opt::<Option<String>, _>(name).and_then(Result::ok).flatten();
+                text("IGNORED").is_none_or(|v| !v.eq_ignore_ascii_case("YES"))
+                    && text("IS_VISIBLE").is_none_or(|v| !v.eq_ignore_ascii_case("NO"))
+                    && text("COLUMN_NAME")
+                        .is_some_and(|c| g.columns.iter().any(|x| x.as_str().eq_ignore_ascii_case(&c)))
+            };
+            g.lookup = if indexes.iter().any(usable) { Lookup::PerRecord } else { Lookup::Joined };
+        }
+        Ok(std::borrow::Cow::Owned(sel))
     }
 
     async fn allowed(&self, q: String) -> Result<bool, ScrubError> {
@@ -560,6 +597,7 @@ impl Mysql {
         column: &Identifier,
         newest: bool,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
         let time = TimeValue::of(column, &cols, newest);
@@ -604,6 +642,7 @@ impl Mysql {
     }
 
     pub async fn count(&self, sel: &Selection) -> Result<i64, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
         self.count_where(&sel.table, &Self::where_clause(&b), b.values).await
@@ -611,6 +650,7 @@ impl Mysql {
 
     /// The dry run.
     pub async fn plan(&self, sel: &Selection) -> Result<Counts, ScrubError> {
+        let sel = &*self.settled(sel).await?;
         self.check_unix_times(sel, &self.columns(&sel.table).await?).await?;
         super::plan(self, sel).await
     }
@@ -755,7 +795,9 @@ impl Mysql {
                 continue;
             }
             let mut conn = self.conn.lock().await;
-            conn.query_drop(format!("LOCK TABLES {table} WRITE")).await.map_err(|e| classify(e, "lock table"))?;
+            conn.query_drop(format!("LOCK TABLES {}", Self::locks(sel)))
+                .await
+                .map_err(|e| classify(e, "lock table"))?;
             let result = async {
                 let counts: Option<(i64, Option<i64>)> = conn
                     .exec_first(
@@ -795,6 +837,18 @@ impl Mysql {
         Ok(done)
     }
 
+    /// What a partition's check and drop lock: the selected table to write,
+    /// and the table of each guard to read, by the name its condition reads
+    /// it by ([`sql::guard_alias`]): a session holding locks may read no
+    /// other table, nor one table twice in a statement by one name.
+    fn locks(sel: &Selection) -> String {
+        let mut locks = vec![format!("{} WRITE", Self::qualified(&sel.table))];
+        for (n, g) in sel.guards.iter().enumerate().filter(|(_, g)| g.guards_any()) {
+            locks.push(format!("{} AS {} READ", Self::qualified(&g.table), sql::guard_alias(n)));
+        }
+        locks.join(", ")
+    }
+
     /// Runs a selection to the end in bounded batches (see the module docs).
     pub async fn run(
         &self,
@@ -805,6 +859,7 @@ impl Mysql {
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ScrubError> {
         sel.check()?;
+        let sel = &*self.settled(sel).await?;
         let cols = self.columns(&sel.table).await?;
         self.check_unix_times(sel, &cols).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
@@ -980,6 +1035,7 @@ impl Mysql {
     /// Records the selection still leaves for the action to do.
     pub async fn pending(&self, sel: &Selection, action: &Action) -> Result<i64, ScrubError> {
         let Action::Anonymize { rules, salt } = action else { return self.count(sel).await };
+        let sel = &*self.settled(sel).await?;
         let cols = self.columns(&sel.table).await?;
         let b = Self::predicate(sel, &cols, self.unix_time)?;
         let a = Self::anonymize(rules, salt, &cols)?;

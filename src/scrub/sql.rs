@@ -110,48 +110,55 @@ pub fn restricts(rule: &str) -> bool {
 
 /// The condition keeping what a guard's rows reference: the selected
 /// table's referenced columns are not among those rows' values. `table` is
-/// the referencing table, quoted; `member` binds a column's values and gives
-/// the test of that column against them (`= ANY($1)`, `IN (?, ?)`). The
-/// condition never names the selected table, so it reads the same in every
-/// statement shape a driver wraps a predicate in (a partition, a key range,
-/// a join). `None` when the guard keeps nothing.
+/// the referencing table, quoted, which the condition reads by the name
+/// [`guard_alias`] gives the guard's place `n` among the selection's guards;
+/// `member` binds a column's values and gives the test of that column
+/// against them (`= ANY($1)`, `IN (?, ?)`). The condition never names the
+/// selected table, so it reads the same in every statement shape a driver
+/// wraps a predicate in (a partition, a key range, a join). `None` when the
+/// guard keeps nothing.
 ///
-/// On PostgreSQL it is a `NOT EXISTS` of the guard's [`Lookup`]:
-/// - per record, a correlated subquery through an index on the referencing
-///   columns. The record's columns reach it through a derived table of no
-///   `FROM`, where a bare name can only mean the enclosing statement's
-///   table, never the referencing one, even with a column of the same name.
-/// - joined, the referencing rows as a derived table whose columns are
-///   renamed apart from the record's, so that the server turns the test
-///   into an anti-join where it stands in a `WHERE`, hashing those rows
-///   once per statement: without an index, a lookup per record reads the
-///   whole referencing table each time (hours for a million records).
+/// On PostgreSQL and MySQL/MariaDB its form follows the guard's [`Lookup`]:
+/// - per record, a subquery the server answers through an index on the
+///   referencing columns. On PostgreSQL a correlated `NOT EXISTS`, the
+///   record's columns reaching it through a derived table of no `FROM`,
+///   where a bare name can only mean the enclosing statement's table, never
+///   the referencing one, even with a column of the same name; on MariaDB a
+///   list (`NOT ... IN (SELECT ...)`), which it turns into an index lookup
+///   itself (`index_subquery`).
+/// - joined, a `NOT EXISTS` over the referencing rows as a derived table,
+///   its columns renamed apart from the record's. With no index, a lookup
+///   per record reads the whole referencing table each time (hours for a
+///   million records), and so does a list, past `work_mem` on PostgreSQL
+///   and in a `DELETE` or `UPDATE` on MariaDB. PostgreSQL turns the
+///   `NOT EXISTS` into an anti-join where it stands in a `WHERE`, hashing
+///   those rows once per statement. MariaDB makes a table of them once per
+///   statement, with an index of its own to look each record up in; the
+///   derived table has a `LIMIT` of no bound, so that the server never
+///   merges it back into a subquery scanning the referencing table, and
+///   keeps every row, so that each record is compared with each value as
+///   the list would compare them (a `DISTINCT` would keep one of the values
+///   a case-insensitive column holds equal).
 ///
-/// A list of every referencing value, as elsewhere, is hashed once per
-/// statement only while it fits in `work_mem`; past that the server
-/// compares each record with the whole list, and a batch takes minutes.
-/// MariaDB turns the list into an index lookup itself (`index_subquery`).
-/// With no index to use, a count makes a table of the list once per
-/// statement, but a `DELETE` reads the referencing table once per record
-/// (InnoDB gives every foreign key an index, so only a declared relation
-/// with none pays it). SQLite builds an index of the list once per
-/// statement.
+/// SQLite builds an index of the list once per statement: always a list.
 pub fn guard_condition(
     d: Dialect,
     g: &super::Guard,
+    n: usize,
     table: &str,
     member: &mut dyn FnMut(&Identifier, &[String]) -> String,
 ) -> Option<String> {
     if !g.guards_any() {
         return None;
     }
-    let per_record = d == Dialect::Postgres && g.lookup == super::Lookup::PerRecord;
-    let inner = if d == Dialect::Postgres { "lethe_ref." } else { "" };
-    let column = |c: &Identifier| format!("{inner}{}", quote(d, c));
+    let joined = d != Dialect::Sqlite && g.lookup != super::Lookup::PerRecord;
+    let correlated = d == Dialect::Postgres && !joined;
+    let alias = guard_alias(n);
+    let column = |c: &Identifier| format!("{alias}.{}", quote(d, c));
     // A referencing NULL refers to nothing: it never equals the record's
     // value, and left in the list it would make every test against the
     // list unknown.
-    let mut rows: Vec<String> = match per_record {
+    let mut rows: Vec<String> = match correlated {
         true => g.columns.iter().enumerate().map(|(i, c)| format!("{} = lethe_rec.k{i}", column(c))).collect(),
         false => g.columns.iter().map(|c| format!("{} IS NOT NULL", column(c))).collect(),
     };
@@ -164,45 +171,50 @@ pub fn guard_condition(
         rows.push(format!("({})", any.join(" OR ")));
     }
     let list = |ids: &[Identifier]| ids.iter().map(|c| quote(d, c)).collect::<Vec<_>>().join(", ");
-    Some(match d {
-        Dialect::Postgres if per_record => {
-            let record: Vec<String> =
-                g.references.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", quote(d, c))).collect();
-            format!(
-                "NOT EXISTS (SELECT FROM (SELECT {}) AS lethe_rec, {table} AS lethe_ref WHERE {})",
-                record.join(", "),
-                rows.join(" AND ")
-            )
-        }
-        Dialect::Postgres => {
-            // A bare name in the test below means the derived table's
-            // column where one is so named, so none is named as a record's.
-            let mut prefix = String::from("lethe_k");
-            while g.references.iter().any(|r| r.as_str().starts_with(&prefix)) {
-                prefix.push('k');
-            }
-            let renamed: Vec<String> =
-                g.columns.iter().enumerate().map(|(i, c)| format!("{} AS {prefix}{i}", column(c))).collect();
-            let equal: Vec<String> = g
-                .references
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("lethe_refs.{prefix}{i} = {}", quote(d, c)))
-                .collect();
-            format!(
-                "NOT EXISTS (SELECT FROM (SELECT {} FROM {table} AS lethe_ref WHERE {}) AS lethe_refs WHERE {})",
-                renamed.join(", "),
-                rows.join(" AND "),
-                equal.join(" AND ")
-            )
-        }
-        _ => format!(
-            "NOT COALESCE(({}) IN (SELECT {} FROM {table} WHERE {}), FALSE)",
-            list(&g.references),
-            list(&g.columns),
+    Some(if correlated {
+        let record: Vec<String> =
+            g.references.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", quote(d, c))).collect();
+        format!(
+            "NOT EXISTS (SELECT FROM (SELECT {}) AS lethe_rec, {table} AS {alias} WHERE {})",
+            record.join(", "),
             rows.join(" AND ")
-        ),
+        )
+    } else if joined {
+        // A bare name in the test below means the derived table's column
+        // where one is so named, so none is named as a record's.
+        let mut prefix = String::from("lethe_k");
+        while g.references.iter().any(|r| r.as_str().to_ascii_lowercase().starts_with(&prefix)) {
+            prefix.push('k');
+        }
+        let renamed: Vec<String> =
+            g.columns.iter().enumerate().map(|(i, c)| format!("{} AS {prefix}{i}", column(c))).collect();
+        let equal: Vec<String> =
+            g.references.iter().enumerate().map(|(i, c)| format!("lethe_refs.{prefix}{i} = {}", quote(d, c))).collect();
+        let (select, unmerged) = match d {
+            Dialect::Postgres => ("SELECT", ""),
+            _ => ("SELECT 1", " LIMIT 18446744073709551615"),
+        };
+        format!(
+            "NOT EXISTS ({select} FROM (SELECT {} FROM {table} AS {alias} WHERE {}{unmerged}) AS lethe_refs WHERE {})",
+            renamed.join(", "),
+            rows.join(" AND "),
+            equal.join(" AND ")
+        )
+    } else {
+        format!(
+            "NOT COALESCE(({}) IN (SELECT {} FROM {table} AS {alias} WHERE {}), FALSE)",
+            list(&g.references),
+            g.columns.iter().map(column).collect::<Vec<_>>().join(", "),
+            rows.join(" AND ")
+        )
     })
+}
+
+/// The name [`guard_condition`] reads the referencing table of the
+/// selection's `n`th guard by: one of its own for each guard, as a session
+/// holding table locks must read each table by a name it locked.
+pub fn guard_alias(n: usize) -> String {
+    format!("lethe_ref{n}")
 }
 
 /// The WHERE condition of a selection (PostgreSQL array form). Conditions:
@@ -234,10 +246,10 @@ pub fn pg_predicate(sel: &Selection, params: &mut Params) -> String {
             params.push(Param::Values(values.clone()))
         ));
     }
-    for g in &sel.guards {
+    for (n, g) in sel.guards.iter().enumerate() {
         let table = table_name(d, g.table.schema.as_ref(), &g.table.name);
         let mut member = |_: &Identifier, v: &[String]| format!("= ANY({})", params.push(Param::Values(v.to_vec())));
-        parts.extend(guard_condition(d, g, &table, &mut member));
+        parts.extend(guard_condition(d, g, n, &table, &mut member));
     }
     if parts.is_empty() { "false".into() } else { parts.join(" AND ") }
 }

@@ -271,12 +271,12 @@ impl Sqlite {
             parts.push(format!("NOT COALESCE({} IN ({}), 0)", sql::quote(d, c), list(vs.len())));
             values.extend(vs.iter().map(|v| Value::Text(v.clone())));
         }
-        for g in &sel.guards {
+        for (n, g) in sel.guards.iter().enumerate() {
             let mut member = |_: &Identifier, v: &[String]| {
                 values.extend(v.iter().map(|s| Value::Text(s.clone())));
                 format!("IN ({})", list(v.len()))
             };
-            parts.extend(sql::guard_condition(d, g, &Self::qualified(&g.table), &mut member));
+            parts.extend(sql::guard_condition(d, g, n, &Self::qualified(&g.table), &mut member));
         }
         Ok((if parts.is_empty() { "0".into() } else { parts.join(" AND ") }, values))
     }
