@@ -43,6 +43,16 @@ async fn main() {
     let limits = Limits { statement_timeout: Duration::from_secs(600), ..Limits::default() };
     let db = Mysql::connect(&server.options(), &limits).await.unwrap();
     let cutoff = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    // Each side starts with the server's purge of old row versions done.
+    let settle = "SET GLOBAL innodb_max_purge_lag_wait = 0";
+    let sel = |name: &str| Selection {
+        table: Table { schema: None, name: Identifier::new(name).unwrap() },
+        older_than: Some((Identifier::new("logged_at").unwrap(), cutoff)),
+        subject: vec![],
+        keep_newer_than: None,
+        held: vec![],
+        guards: vec![],
+    };
     println!("MariaDB retention benchmark: {ROWS} rows per table, half past the cutoff, not in time order");
     println!();
     println!("| time column | single DELETE | Lethe (default) | ratio | `DELETE ... LIMIT n` batches only | ratio |");
@@ -52,22 +62,12 @@ async fn main() {
         for t in ["baseline", "lethe", "limited"] {
             db.execute_batch(&table_of(t, index)).await.unwrap();
         }
-        // Each side starts with the server's purge of old row versions done.
-        let settle = "SET GLOBAL innodb_max_purge_lag_wait = 0";
         db.execute_batch(settle).await.unwrap();
         let start = Instant::now();
         db.execute_batch(&format!("DELETE FROM baseline WHERE logged_at < '{}'", cutoff.format("%Y-%m-%d %H:%M:%S")))
             .await
             .unwrap();
         let single = start.elapsed();
-        let sel = |name: &str| Selection {
-            table: Table { schema: None, name: Identifier::new(name).unwrap() },
-            older_than: Some((Identifier::new("logged_at").unwrap(), cutoff)),
-            subject: vec![],
-            keep_newer_than: None,
-            held: vec![],
-            guards: vec![],
-        };
         let mut took = Vec::new();
         for (t, limits) in
             [("lethe", Limits::default()), ("limited", Limits { block_pass_above: f64::INFINITY, ..Limits::default() })]
@@ -115,18 +115,10 @@ async fn main() {
         ))
         .await
         .unwrap()[0];
-    let sel = |name: &str| Selection {
-        table: Table { schema: None, name: Identifier::new(name).unwrap() },
-        older_than: Some((Identifier::new("logged_at").unwrap(), cutoff)),
-        subject: vec![],
-        keep_newer_than: None,
-        held: vec![],
-        guards: vec![],
-    };
     println!();
     println!("| measure | nothing held | Lethe | ratio |");
     println!("|---|---|---|---|");
-    db.execute_batch("SET GLOBAL innodb_max_purge_lag_wait = 0").await.unwrap();
+    db.execute_batch(settle).await.unwrap();
     let start = Instant::now();
     let open = db.run(&sel("open_copy"), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
     let open_took = start.elapsed();
@@ -146,7 +138,7 @@ async fn main() {
             }],
             ..sel(copy)
         };
-        db.execute_batch("SET GLOBAL innodb_max_purge_lag_wait = 0").await.unwrap();
+        db.execute_batch(settle).await.unwrap();
         let start = Instant::now();
         let out = db.run(&guarded, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
         let took = start.elapsed();
