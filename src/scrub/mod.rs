@@ -109,9 +109,9 @@ pub enum Lookup {
     PerRecord,
     /// The referencing rows read once per statement, for the records to be
     /// compared with (a hash of them on PostgreSQL, a table with an index
-    /// of its own on MariaDB). Where no index
-    /// leads with a referencing column, a lookup per record would read the
-    /// whole referencing table once for every record.
+    /// of its own on MariaDB). Where no index leads with a referencing
+    /// column, a lookup per record would read the whole referencing table
+    /// once for every record.
     Joined,
 }
 
