@@ -470,6 +470,31 @@ pub fn next_batch_size(limits: &Limits, current: i64, took: Duration) -> i64 {
     ideal.clamp(current / 2, current * 2).max(limits.min_batch).min(limits.max_batch)
 }
 
+/// What settling a guard's [`Lookup`] needs of a driver.
+pub(crate) trait Indexes {
+    /// Whether the guard's referencing table has an index the server would
+    /// use to find a record's referencing rows, one whose first column is a
+    /// referencing column (false for a table not found, whose statements
+    /// then fail as they would).
+    async fn leads_an_index(&self, g: &Guard) -> Result<bool, ScrubError>;
+}
+
+/// The selection with each unsettled guard's [`Lookup`] settled: per
+/// record where an index leads with a referencing column, joined otherwise.
+pub(crate) async fn settled<'s, I: Indexes>(
+    i: &I,
+    sel: &'s Selection,
+) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
+    if sel.guards.iter().all(|g| g.lookup != Lookup::Unsettled) {
+        return Ok(std::borrow::Cow::Borrowed(sel));
+    }
+    let mut sel = sel.clone();
+    for g in sel.guards.iter_mut().filter(|g| g.lookup == Lookup::Unsettled) {
+        g.lookup = if i.leads_an_index(g).await? { Lookup::PerRecord } else { Lookup::Joined };
+    }
+    Ok(std::borrow::Cow::Owned(sel))
+}
+
 /// What a dry run needs of a driver: counting a selection and a table.
 pub(crate) trait Counting {
     async fn count(&self, sel: &Selection) -> Result<i64, ScrubError>;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use mysql_async::{Conn, OptsBuilder, Value, prelude::Queryable};
 
 use super::{
-    Action, ConnectOptions, Counts, FieldRule, Limits, Lookup, Outcome, PartitionMode, Probe, Progress, ScrubError,
-    Selection, Table,
+    Action, ConnectOptions, Counts, FieldRule, Limits, Outcome, PartitionMode, Probe, Progress, ScrubError, Selection,
+    Table,
     sql::{self, Anonymization, Dialect},
 };
 use crate::api::{AnonymizeStrategy, Identifier, UnixTimeUnit};
@@ -440,41 +440,10 @@ impl Mysql {
         Ok(rows)
     }
 
-    /// The selection with each guard's [`Lookup`] settled: per record
-    /// where the referencing table has a B-tree index the optimizer may use
-    /// (not ignored, not invisible) whose first column is a referencing
-    /// column; joined otherwise, and for a table not found (whose
-    /// statements then fail as they would).
+    /// The selection with each guard's [`Lookup`] settled
+    /// ([`super::settled`]).
     pub async fn settled<'s>(&self, sel: &'s Selection) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
-        if sel.guards.iter().all(|g| g.lookup != Lookup::Unsettled) {
-            return Ok(std::borrow::Cow::Borrowed(sel));
-        }
-        let mut sel = sel.clone();
-        for g in sel.guards.iter_mut().filter(|g| g.lookup == Lookup::Unsettled) {
-            // Every column, as MariaDB names whether an index is ignored
-            // (`IGNORED`) and MySQL whether it is visible (`IS_VISIBLE`).
-            let indexes: Vec<mysql_async::Row> = self
-                .conn
-                .lock()
-                .await
-                .exec(
-                    "SELECT * FROM information_schema.STATISTICS
-                      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
-                        AND SEQ_IN_INDEX = 1 AND INDEX_TYPE = 'BTREE'",
-                    (g.table.schema.as_ref().map(|s| s.as_str()), g.table.name.as_str()),
-                )
-                .await
-                .map_err(|e| classify(e, "referencing indexes"))?;
-            let usable = |r: &mysql_async::Row| {
-                let text = |name: &str| r.get_opt::<Option<String>, _>(name).and_then(Result::ok).flatten();
-                text("IGNORED").is_none_or(|v| !v.eq_ignore_ascii_case("YES"))
-                    && text("IS_VISIBLE").is_none_or(|v| !v.eq_ignore_ascii_case("NO"))
-                    && text("COLUMN_NAME")
-                        .is_some_and(|c| g.columns.iter().any(|x| x.as_str().eq_ignore_ascii_case(&c)))
-            };
-            g.lookup = if indexes.iter().any(usable) { Lookup::PerRecord } else { Lookup::Joined };
-        }
-        Ok(std::borrow::Cow::Owned(sel))
+        super::settled(self, sel).await
     }
 
     async fn allowed(&self, q: String) -> Result<bool, ScrubError> {
@@ -1129,6 +1098,34 @@ impl Mysql {
     /// For tests and tools: a query's first column as integers.
     pub async fn query_i64(&self, sql: &str) -> Result<Vec<i64>, ScrubError> {
         self.conn.lock().await.query(sql).await.map_err(|e| classify(e, "query"))
+    }
+}
+
+impl super::Indexes for Mysql {
+    /// A B-tree index the optimizer may use: not ignored (MariaDB), not
+    /// invisible (MySQL).
+    async fn leads_an_index(&self, g: &super::Guard) -> Result<bool, ScrubError> {
+        // Every column, as MariaDB names whether an index is ignored
+        // (`IGNORED`) and MySQL whether it is visible (`IS_VISIBLE`).
+        let indexes: Vec<mysql_async::Row> = self
+            .conn
+            .lock()
+            .await
+            .exec(
+                "SELECT * FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+                    AND SEQ_IN_INDEX = 1 AND INDEX_TYPE = 'BTREE'",
+                (g.table.schema.as_ref().map(|s| s.as_str()), g.table.name.as_str()),
+            )
+            .await
+            .map_err(|e| classify(e, "referencing indexes"))?;
+        let usable = |r: &mysql_async::Row| {
+            let text = |name: &str| r.get_opt::<Option<String>, _>(name).and_then(Result::ok).flatten();
+            text("IGNORED").is_none_or(|v| !v.eq_ignore_ascii_case("YES"))
+                && text("IS_VISIBLE").is_none_or(|v| !v.eq_ignore_ascii_case("NO"))
+                && text("COLUMN_NAME").is_some_and(|c| g.columns.iter().any(|x| x.as_str().eq_ignore_ascii_case(&c)))
+        };
+        Ok(indexes.iter().any(usable))
     }
 }
 

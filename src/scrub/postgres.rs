@@ -69,6 +69,28 @@ impl super::Counting for Postgres {
     }
 }
 
+impl super::Indexes for Postgres {
+    /// A valid index, of a kind that finds equal values, which covers
+    /// every row (no condition).
+    async fn leads_an_index(&self, g: &super::Guard) -> Result<bool, ScrubError> {
+        let columns: Vec<&str> = g.columns.iter().map(Identifier::as_str).collect();
+        Ok(self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_index i
+                                  JOIN pg_class c ON c.oid = i.indexrelid
+                                  JOIN pg_am a ON a.oid = c.relam
+                                  JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                                 WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indpred IS NULL
+                                   AND a.amname IN ('btree', 'hash') AND t.attname = ANY($2))",
+                &[&Self::qualified(&g.table), &columns],
+            )
+            .await
+            .map_err(|e| classify(e, "referencing indexes"))?
+            .get(0))
+    }
+}
+
 impl super::BatchSource for Limited<'_> {
     fn sizes(&self, limits: &Limits) -> (i64, i64, i64) {
         (limits.initial_batch, limits.min_batch, limits.max_batch)
@@ -1296,35 +1318,10 @@ impl Postgres {
         TimeReader { column: column.clone(), ty: stmt.columns()[at].type_().clone(), at, unit: self.unix_time }
     }
 
-    /// The selection with each guard's [`Lookup`] settled: per record
-    /// where the referencing table has a valid index, of a kind that finds
-    /// equal values, whose first column is a referencing column and which
-    /// covers every row (no condition); joined otherwise, and for a table
-    /// not found (whose statements then fail as they would).
+    /// The selection with each guard's [`Lookup`] settled
+    /// ([`super::settled`]).
     pub async fn settled<'s>(&self, sel: &'s Selection) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
-        if sel.guards.iter().all(|g| g.lookup != Lookup::Unsettled) {
-            return Ok(std::borrow::Cow::Borrowed(sel));
-        }
-        let mut sel = sel.clone();
-        for g in sel.guards.iter_mut().filter(|g| g.lookup == Lookup::Unsettled) {
-            let columns: Vec<&str> = g.columns.iter().map(Identifier::as_str).collect();
-            let indexed: bool = self
-                .client
-                .query_one(
-                    "SELECT EXISTS (SELECT FROM pg_index i
-                                      JOIN pg_class c ON c.oid = i.indexrelid
-                                      JOIN pg_am a ON a.oid = c.relam
-                                      JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
-                                     WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indpred IS NULL
-                                       AND a.amname IN ('btree', 'hash') AND t.attname = ANY($2))",
-                    &[&Self::qualified(&g.table), &columns],
-                )
-                .await
-                .map_err(|e| classify(e, "referencing indexes"))?
-                .get(0);
-            g.lookup = if indexed { Lookup::PerRecord } else { Lookup::Joined };
-        }
-        Ok(std::borrow::Cow::Owned(sel))
+        super::settled(self, sel).await
     }
 
     /// Records a selection would change now.
@@ -1690,13 +1687,13 @@ impl Postgres {
             }
         }
         // Row ids are per partition: pair them with the partition's oid.
-        // `recheck` is `cond` tested again on each row as it is changed;
-        // where it leaves something of `cond` out, the batch locks its rows
-        // as it finds them (testing each locked row's latest version), so
-        // that nothing changes them before they are.
-        let limited = |what: &str, cond: &str, recheck: &str, limit: &str| {
+        // Each row is tested again as it is changed, against `cond` or, where
+        // given, `recheck`, which leaves something of `cond` out: the batch
+        // then locks its rows as it finds them (testing each locked row's
+        // latest version), so that nothing changes them before they are.
+        let limited = |what: &str, cond: &str, recheck: Option<&str>, limit: &str| {
             if partitioned.is_some() {
-                let lock = if recheck == cond { "" } else { " FOR UPDATE" };
+                let (lock, recheck) = recheck.map_or(("", cond), |r| (" FOR UPDATE", r));
                 format!(
                     "{what} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {table} WHERE {cond} LIMIT {limit}{lock}) AND {recheck}"
                 )
@@ -1745,9 +1742,9 @@ impl Postgres {
                 } else {
                     Outcome { records_done: done_before, ..Outcome::default() }
                 };
-                let recheck = recheck(&mut params).unwrap_or_else(|| pred.clone());
+                let recheck = recheck(&mut params);
                 let limit = format!("${}", params.values.len() + 1);
-                let q = limited(&format!("DELETE FROM {table}"), &pred, &recheck, &limit);
+                let q = limited(&format!("DELETE FROM {table}"), &pred, recheck.as_deref(), &limit);
                 (self.client.prepare(&q).await.map_err(|e| classify(e, "prepare"))?, outcome)
             }
             Action::Anonymize { rules, salt } => {
@@ -1761,10 +1758,14 @@ impl Postgres {
                 let column = column_of(&cols);
                 let a = sql::pg_anonymization(&table, rules, salt, &column, &mut params);
                 let (sets, done) = (a.set_list(sql::Dialect::Postgres).0, a.done);
-                let cond = format!("{pred} AND NOT {done}");
-                let recheck = recheck(&mut params).map_or_else(|| cond.clone(), |r| format!("{r} AND NOT {done}"));
+                let recheck = recheck(&mut params).map(|r| format!("{r} AND NOT {done}"));
                 let limit = format!("${}", params.values.len() + 1);
-                let q = limited(&format!("UPDATE {table} SET {sets}"), &cond, &recheck, &limit);
+                let q = limited(
+                    &format!("UPDATE {table} SET {sets}"),
+                    &format!("{pred} AND NOT {done}"),
+                    recheck.as_deref(),
+                    &limit,
+                );
                 // Each batch also reports what it changed that still does not
                 // read as anonymized, which would otherwise be selected again.
                 let q = format!(
