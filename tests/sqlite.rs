@@ -767,6 +767,92 @@ fn unique_indexes_on_expressions_or_with_conditions_are_checked_before_anonymizi
     });
 }
 
+/// Unique indexes on expressions the check ahead cannot restate: one
+/// reading a number column a `fixed` rule sets (SQLite stores the text as a
+/// number, which the check would compare as text), one reading a generated
+/// column computed from the column a rule changes, and one on a function
+/// only the application that wrote it registers. Each is left to the
+/// batches, so the plan counts the records; the server then refuses the
+/// first batch, the run fails with its message, and every record stays as
+/// it was. A generated unique key on that function is judged by the column
+/// it is computed from, refused ahead where two records would share it.
+#[test]
+fn unique_indexes_the_check_cannot_restate_are_left_to_the_server_and_nothing_changes() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join("data.db")).unwrap();
+            let flags = rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC;
+            c.create_scalar_function("norm", 1, flags, |f| Ok(f.get::<String>(0)?.to_lowercase())).unwrap();
+            c.execute_batch(
+                "CREATE TABLE apps (id INTEGER PRIMARY KEY, email TEXT, left_at TEXT);
+                 CREATE UNIQUE INDEX apps_email ON apps (norm(email));
+                 INSERT INTO apps VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01'), (3, 'C', NULL);
+                 CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT,
+                                     k TEXT GENERATED ALWAYS AS (norm(email)) STORED UNIQUE, left_at TEXT);
+                 INSERT INTO users (id, email, left_at) VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01');",
+            )
+            .unwrap();
+        }
+        let db = database(
+            &dir,
+            "CREATE TABLE codes (id INTEGER PRIMARY KEY, code INTEGER, left_at TEXT);
+             CREATE UNIQUE INDEX codes_abs ON codes (abs(code));
+             INSERT INTO codes VALUES (1, 5, '2020-01-01'), (2, 6, '2020-01-01'), (3, -7, NULL);
+             CREATE TABLE gens (id INTEGER PRIMARY KEY, email TEXT, k TEXT GENERATED ALWAYS AS (lower(email)) VIRTUAL,
+                                left_at TEXT);
+             CREATE UNIQUE INDEX gens_k ON gens (upper(k));
+             INSERT INTO gens (id, email, left_at) VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01'), (3, 'C', NULL);",
+        )
+        .await;
+        let fixed = |field: &str, value: &str| Action::Anonymize {
+            rules: vec![FieldRule { field: id(field), strategy: AnonymizeStrategy::Fixed, value: Some(value.into()) }],
+            salt: "s".into(),
+        };
+        let expired = |name: &str| Selection {
+            table: table(name),
+            older_than: Some((id("left_at"), cutoff())),
+            subject: vec![],
+            keep_newer_than: None,
+            held: vec![],
+            guards: vec![],
+        };
+        // Records 1 and 2 given one value, which also meets record 3's.
+        for (name, action, before, says) in [
+            (
+                "codes",
+                fixed("code", "7"),
+                "SELECT id FROM codes WHERE code IN (5, 6, -7) AND abs(code) = id + 4",
+                "UNIQUE constraint failed: index 'codes_abs'",
+            ),
+            (
+                "gens",
+                fixed("email", "c"),
+                "SELECT id FROM gens WHERE email IN ('a', 'b', 'C') AND k = lower(email)",
+                "UNIQUE constraint failed: index 'gens_k'",
+            ),
+            ("apps", fixed("email", "c"), "SELECT id FROM apps WHERE email IN ('a', 'b', 'C')", "function: norm"),
+        ] {
+            let sel = expired(name);
+            assert_eq!(ids(&db, before).await, BTreeSet::from([1, 2, 3]), "{name} as inserted");
+            assert_eq!(db.pending(&sel, &action).await.unwrap(), 2, "{name}: the plan counts both records");
+            config_error(db.run(&sel, &action, &Limits::default(), 0, |_| {}).await, &["batch", says]);
+            assert_eq!(ids(&db, before).await, BTreeSet::from([1, 2, 3]), "{name}: nothing changed");
+        }
+        // A generated unique key on that function: judged by the column it
+        // is computed from, which two records would share.
+        let users = "SELECT id FROM users WHERE email IN ('a', 'b') AND k = email";
+        for refused in [
+            db.pending(&expired("users"), &fixed("email", "c")).await.map(|_| ()),
+            db.run(&expired("users"), &fixed("email", "c"), &Limits::default(), 0, |_| {}).await.map(|_| ()),
+        ] {
+            config_error(refused, &["email", "unique key"]);
+        }
+        assert_eq!(ids(&db, users).await, BTreeSet::from([1, 2]), "users: nothing changed");
+    });
+}
+
 /// A trigger that writes something else after the update: the records
 /// never read as anonymized, and SQLite counts them changed all the same,
 /// so each batch would select them again. The first batch notices, the

@@ -34,7 +34,7 @@ pub struct Sqlite {
 fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
     use rusqlite::ErrorCode::*;
     let text = format!("{what}: {e}");
-    match e.sqlite_error_code() {
+    match sqlite_error(&e).map(|f| f.code) {
         Some(DatabaseBusy | DatabaseLocked) => ScrubError::Busy(text),
         Some(PermissionDenied | ReadOnly | AuthorizationForStatementDenied) => ScrubError::Access(text),
         Some(CannotOpen | SystemIoFailure | DiskFull) => ScrubError::Unavailable(text),
@@ -54,6 +54,23 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
         )),
         _ => ScrubError::Config(text),
     }
+}
+
+/// SQLite's own error, whichever way it is reported: a statement that does
+/// not prepare comes with the offending token's offset, as an error of its
+/// own kind.
+fn sqlite_error(e: &rusqlite::Error) -> Option<&rusqlite::ffi::Error> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) | rusqlite::Error::SqlInputError { error: f, .. } => Some(f),
+        _ => None,
+    }
+}
+
+/// Whether SQLite refused a check restating the schema's own text
+/// (`SQLITE_ERROR`): a function only the application that wrote the schema
+/// registers, say.
+fn unrestated(e: &rusqlite::Error) -> bool {
+    sqlite_error(e).is_some_and(|f| f.code == rusqlite::ErrorCode::Unknown)
 }
 
 /// The name of the database (`main`, or an attached one) a table is in,
@@ -710,9 +727,7 @@ impl Sqlite {
             let found = self
                 .with(move |c| match c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(())).optional() {
                     Ok(found) => Ok(Some(found.is_some())),
-                    // Text the check cannot restate (a function only the
-                    // application that wrote the index registers, say).
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => Ok(None),
+                    Err(e) if unrestated(&e) => Ok(None),
                     Err(e) => Err(classify(e, "unique key check")),
                 })
                 .await?;
@@ -868,9 +883,7 @@ impl Sqlite {
                     self.with(move |c| {
                         match c.query_row(&q, rusqlite::params_from_iter(params), |_| Ok(())).optional() {
                             Ok(found) => Ok(Some(found.is_some())),
-                            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => {
-                                Ok(None)
-                            }
+                            Err(e) if unrestated(&e) => Ok(None),
                             Err(e) => Err(classify(e, "unique key check")),
                         }
                     })
