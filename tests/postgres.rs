@@ -211,6 +211,65 @@ fn erasure_removes_a_subject_by_any_identifier_and_keeps_what_must_be_kept() {
     });
 }
 
+/// A server message that quotes a record's value does not carry it on.
+/// PostgreSQL quotes the values it cannot take in the messages of its data
+/// exceptions (SQLSTATE class 22): here triggers write each erased record's
+/// address where a number or a time must go, or its number where a smaller
+/// one must. The message keeps its kind, SQLSTATE and the names it gives,
+/// never the value, and nothing is deleted.
+#[test]
+fn messages_quoting_a_records_value_leave_the_value_out() {
+    rt().block_on(async {
+        let db = connect(shared_pg()).await;
+        db.execute_batch(
+            "CREATE TABLE quoted_members (id int PRIMARY KEY, email text, phone bigint, joined_at timestamptz);
+             CREATE TABLE quoted_audit (n int, at timestamptz);
+             INSERT INTO quoted_members VALUES (1, 'o\"hara@example.com', 49301234567, '2015-01-01'),
+                                               (2, 'kim@example.com', 5, '2015-01-01');
+             CREATE FUNCTION quoted_as_number() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO quoted_audit (n) VALUES (OLD.email::int); RETURN OLD; END $$;
+             CREATE FUNCTION quoted_as_time() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO quoted_audit (at) VALUES (OLD.email::timestamptz); RETURN OLD; END $$;
+             CREATE FUNCTION quoted_too_large() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO quoted_audit (n) VALUES (OLD.phone::text::int); RETURN OLD; END $$;",
+        )
+        .await
+        .unwrap();
+        let sel = Selection {
+            table: table("quoted_members"),
+            older_than: None,
+            subject: vec![(id("email"), vec!["o\"hara@example.com".into()])],
+            keep_newer_than: None,
+            held: vec![],
+            guards: vec![],
+        };
+        for (function, says) in [
+            ("quoted_as_number", "invalid input syntax for type integer"),
+            ("quoted_as_time", "invalid input syntax for type timestamp with time zone"),
+            ("quoted_too_large", "out of range for type integer"),
+        ] {
+            db.execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS audit ON quoted_members;
+                 CREATE TRIGGER audit BEFORE DELETE ON quoted_members FOR EACH ROW EXECUTE FUNCTION {function}();"
+            ))
+            .await
+            .unwrap();
+            let outcome = db.run(&sel, &Action::Delete, &Limits::default(), 0, |_| {}).await;
+            let Err(ScrubError::Config(message)) = outcome else {
+                panic!("{function}: a data exception is a configuration error: {outcome:?}");
+            };
+            assert!(
+                message.contains(says) && message.contains("\"…\"") && message.contains("(22"),
+                "{function}: {message}"
+            );
+            for personal in ["hara", "example", "4930"] {
+                assert!(!message.contains(personal), "{function}: {message}");
+            }
+        }
+        assert_eq!(ids(&db, "SELECT id::bigint FROM quoted_members").await, BTreeSet::from([1, 2]), "nothing deleted");
+    });
+}
+
 #[test]
 fn interrupted_runs_resume_to_the_exact_end_state() {
     let pg = PgServer::start();

@@ -547,7 +547,7 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
                 db.code().code()
             )
         }
-        Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
+        Some(db) => format!("{what}: {} ({})", without_values(db.message(), db.code()), db.code().code()),
         None => format!("{what}: {e}"),
     };
     match e.code() {
@@ -586,6 +586,22 @@ fn classify(e: tokio_postgres::Error, what: &str) -> ScrubError {
             ScrubError::Unavailable(text)
         }
         Some(_) => ScrubError::Config(text),
+    }
+}
+
+/// A server message without the values it quotes, which may be a record's
+/// personal data: the messages of data exceptions (SQLSTATE class 22)
+/// quote the value that could not be taken (`invalid input syntax for type
+/// integer: "..."`, `value "..." is out of range`), from the first double
+/// quote to the last (the value is not escaped, and may hold quotes
+/// itself). Other messages quote names only, and keep them; the values of
+/// a key a constraint refuses are in the message's detail, never read.
+fn without_values(message: &str, code: &SqlState) -> String {
+    match (code.code().starts_with("22"), message.find('"'), message.rfind('"')) {
+        (true, Some(first), Some(last)) if first < last => {
+            format!("{}\"…\"{}", &message[..first], &message[last + 1..])
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -1501,7 +1517,8 @@ impl Postgres {
                     if e.code()
                         .is_some_and(|c| c.code().starts_with("42") && *c != SqlState::INSUFFICIENT_PRIVILEGE) =>
                 {
-                    tracing::warn!(index = %index.name, error = %e, "unique key not checked ahead");
+                    let error = classify(e, "unique key check");
+                    tracing::warn!(index = %index.name, %error, "unique key not checked ahead");
                     continue;
                 }
                 Err(e) => return Err(classify(e, "unique key check")),
