@@ -227,6 +227,61 @@ fn erasure_removes_a_subjects_directory_but_not_a_held_one_and_refuses_escapes()
     assert_eq!(files(&t.root), after);
 }
 
+/// A directory nothing can be removed from while this lives: immutable
+/// (`chattr +i`, which binds root too), or where that is refused (a user
+/// other than root), read-only.
+struct Unremovable {
+    dir: PathBuf,
+    immutable: bool,
+}
+
+impl Unremovable {
+    fn new(dir: &Path) -> Unremovable {
+        let immutable = Command::new("chattr").arg("+i").arg(dir).output().is_ok_and(|o| o.status.success());
+        if !immutable {
+            fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        }
+        Unremovable { dir: dir.to_path_buf(), immutable }
+    }
+}
+
+impl Drop for Unremovable {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.dir).output();
+        } else {
+            let _ = fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        }
+    }
+}
+
+/// A file the pass cannot remove stops it with an access error naming the
+/// Dataset's directory, never the file or the subject's directory it is in
+/// (rendered from an identifier, here an address). Once the directory can
+/// be written again, the pass run again ends exact.
+#[test]
+fn a_file_the_pass_cannot_remove_is_reported_without_its_path() {
+    let t = tree();
+    let subject = t.root.join("logs/users/jane@example.com");
+    write(&subject.join("nested/9.json"), 3, 900);
+    let before = files(&t.root);
+    let store = FileStore::open(t.root.to_str().unwrap()).unwrap();
+    let sel = retention(30);
+    let locked = Unremovable::new(&subject.join("nested"));
+    let err = store.run(&sel, 10, |_, _| true).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, lethe::scrub::ScrubError::Access(_)), "{err:?}");
+    assert!(message.contains(&format!("a file or directory in {}", t.root.join("logs").display())), "{message}");
+    for personal in ["jane", "example", "9.json", "nested"] {
+        assert!(!message.contains(personal), "{message}");
+    }
+    assert!(subject.join("nested/9.json").exists());
+    drop(locked);
+    let out = store.run(&sel, 10, |_, _| true).unwrap();
+    assert_eq!(out.remaining, 0);
+    assert_eq!(files(&t.root), expected_after_retention(&before, 30));
+}
+
 #[test]
 fn a_dataset_directory_reached_through_a_link_is_refused() {
     let t = tree();

@@ -58,7 +58,7 @@ impl FilesDriver {
     ) -> Result<Outcome, ScrubError> {
         Self::refuse_anonymize(action)?;
         let fsel = self.selection(sel)?;
-        let mut source = FileBatches { store: &self.store, files: self.store.selected(&fsel)?, next: 0 };
+        let mut source = FileBatches { store: &self.store, files: self.store.selected(&fsel)?, sel: &fsel, next: 0 };
         let mut out = super::drive(&mut source, limits, done_before, on_progress).await?;
         self.store.remove_subject_dirs(&fsel)?;
         out.remaining = self.store.selected(&fsel)?.len() as i64;
@@ -89,6 +89,7 @@ impl std::fmt::Debug for Credentials {
 struct FileBatches<'a> {
     store: &'a super::files::FileStore,
     files: Vec<(std::path::PathBuf, u64)>,
+    sel: &'a super::files::FileSelection,
     next: usize,
 }
 
@@ -104,7 +105,7 @@ impl super::BatchSource for FileBatches<'_> {
         let end = (self.next + size.max(1) as usize).min(self.files.len());
         let mut n = 0;
         for (path, _) in &self.files[self.next..end] {
-            if self.store.remove(path)? {
+            if self.store.remove(self.sel, path)? {
                 n += 1;
             }
         }

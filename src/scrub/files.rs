@@ -202,9 +202,9 @@ impl FileStore {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return Err(ScrubError::Access(format!("{}: {e}", dir.display())));
+                    return Err(ScrubError::Access(format!("{}: {e}", beneath(&base, &dir))));
                 }
-                Err(e) => return Err(ScrubError::Unavailable(format!("{}: {e}", dir.display()))),
+                Err(e) => return Err(ScrubError::Unavailable(format!("{}: {e}", beneath(&base, &dir)))),
             };
             for e in entries.flatten() {
                 let path = e.path();
@@ -293,12 +293,14 @@ impl FileStore {
         Ok(if newest { times.map(|e| e.time).max() } else { times.map(|e| e.time).min() })
     }
 
-    /// Removes one selected file, re-checking it is still a regular file
-    /// under the root (not swapped for a link or a directory). Returns
-    /// whether it was removed.
-    pub fn remove(&self, path: &Path) -> Result<bool, ScrubError> {
+    /// Removes one file `sel` selected, re-checking it is still a regular
+    /// file under the root (not swapped for a link or a directory). Returns
+    /// whether it was removed. A failure names the Dataset's directory, not
+    /// the file.
+    pub fn remove(&self, sel: &FileSelection, path: &Path) -> Result<bool, ScrubError> {
+        let base = self.root.join(&sel.directory);
         if !path.starts_with(&self.root) {
-            return Err(ScrubError::Config(format!("{} is outside the root", path.display())));
+            return Err(ScrubError::Config(format!("a path outside the root {}", self.root.display())));
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_file() => {}
@@ -308,9 +310,9 @@ impl FileStore {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                Err(ScrubError::Access(format!("{}: {err}", path.display())))
+                Err(ScrubError::Access(format!("{}: {err}", beneath(&base, path))))
             }
-            Err(err) => Err(ScrubError::Unavailable(format!("{}: {err}", path.display()))),
+            Err(err) => Err(ScrubError::Unavailable(format!("{}: {err}", beneath(&base, path)))),
         }
     }
 
@@ -337,7 +339,7 @@ impl FileStore {
         let mut out = FileOutcome::default();
         let mut since = Instant::now();
         for (path, bytes) in self.selected(sel)? {
-            if self.remove(&path)? {
+            if self.remove(sel, &path)? {
                 out.files_deleted += 1;
                 out.bytes_freed += bytes;
             }
@@ -352,6 +354,14 @@ impl FileStore {
         out.remaining = self.selected(sel)?.len() as i64;
         Ok(out)
     }
+}
+
+/// How a path under a Dataset's directory is named in a message: by that
+/// directory alone. What lies below it is a subject's directory (rendered
+/// from an identifier) or a file's name, either of which may be personal
+/// data.
+fn beneath(base: &Path, path: &Path) -> String {
+    if path == base { base.display().to_string() } else { format!("a file or directory in {}", base.display()) }
 }
 
 #[derive(Debug, PartialEq)]
