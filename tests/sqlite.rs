@@ -200,6 +200,73 @@ fn erasure_and_anonymization() {
     });
 }
 
+/// Identifier columns declared with no type, or as `BLOB`, convert
+/// nothing: an application may store a user's number there as an integer,
+/// as text, or as a blob of the text's bytes. All are the subject `42`: a
+/// hold on it keeps each, a retention pass deletes the rest, an erasure
+/// takes them all, and spellings that are other text (`042`, `+42`, ` 42`)
+/// match only themselves. Each plan counts as the pass does.
+#[test]
+fn identifiers_in_columns_without_a_type_match_as_stored_either_way() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE visits (id INTEGER PRIMARY KEY, user_id, tag BLOB, at TEXT);
+             INSERT INTO visits VALUES (1, 42, 42, '2020-01-01'), (2, '42', '42', '2020-01-01'),
+                                       (3, 42.0, x'3432', '2020-01-01'), (4, '042', '042', '2020-01-01'),
+                                       (5, '+42', '+42', '2020-01-01'), (6, 7, 7, '2020-01-01'),
+                                       (7, ' 42', ' 42', '2020-01-01'), (8, 42, 42, '2099-01-01');",
+        )
+        .await;
+        let all = "SELECT id FROM visits";
+        let sel = |column: &str, held: &[&str], subject: &[&str]| Selection {
+            table: table("visits"),
+            older_than: subject.is_empty().then(|| (id("at"), cutoff())),
+            subject: if subject.is_empty() {
+                vec![]
+            } else {
+                vec![(id(column), subject.iter().map(|s| s.to_string()).collect())]
+            },
+            keep_newer_than: None,
+            held: vec![(id(column), held.iter().map(|s| s.to_string()).collect())],
+            guards: vec![],
+        };
+        // Held: the integer 42, the text '42' and the real 42.0.
+        let retention = sel("user_id", &["42"], &[]);
+        let plan = db.plan(&retention).await.unwrap();
+        assert_eq!((plan.selected, plan.held), (4, 3));
+        let out = db.run(&retention, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (4, 0));
+        assert_eq!(ids(&db, all).await, BTreeSet::from([1, 2, 3, 8]));
+        // By a BLOB column, the rows deleted put back: the same, the blob
+        // x'3432' (the bytes of '42') held too.
+        db.execute_batch(
+            "INSERT INTO visits VALUES (4, '042', '042', '2020-01-01'), (5, '+42', '+42', '2020-01-01'),
+                                       (6, 7, 7, '2020-01-01'), (7, ' 42', ' 42', '2020-01-01')",
+        )
+        .await
+        .unwrap();
+        let out = db.run(&sel("tag", &["42"], &[]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (4, 0));
+        assert_eq!(ids(&db, all).await, BTreeSet::from([1, 2, 3, 8]));
+        // Erasure of 42 takes the integer, the text and the real, the newer
+        // one too; of '+42', only that text; of '0042' or ' 42', nothing.
+        db.execute_batch("INSERT INTO visits VALUES (4, '042', '042', '2020-01-01'), (5, '+42', '+42', '2020-01-01')")
+            .await
+            .unwrap();
+        for other in ["+42", "0042", " 42"] {
+            let erase = sel("user_id", &[], &[other]);
+            assert_eq!(db.plan(&erase).await.unwrap().selected, i64::from(other == "+42"), "{other:?}");
+        }
+        let erase = sel("user_id", &[], &["42"]);
+        assert_eq!(db.plan(&erase).await.unwrap().selected, 4);
+        let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (4, 0));
+        assert_eq!(ids(&db, all).await, BTreeSet::from([4, 5]));
+    });
+}
+
 #[test]
 fn configuration_errors_name_what_is_wrong() {
     rt().block_on(async {

@@ -56,6 +56,23 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
     }
 }
 
+/// Identifier values as a column of any declared type compares them: the
+/// text, the same bytes as a blob, and the integer where the text is one
+/// as SQLite writes it (`42`, not `042` or `+42`). A column declared with
+/// no type (or `BLOB`) converts nothing, so an integer or a blob stored
+/// there never equals the text `'42'`: a held subject's rows would go
+/// unprotected, a subject's rows unerased. A column that converts
+/// (`INTEGER`, `TEXT`, `NUMERIC`) makes the text and the integer one value,
+/// and holds no blob an application did not write as one.
+fn identifier_values(vs: &[String]) -> Vec<Value> {
+    vs.iter()
+        .flat_map(|v| {
+            let n = v.parse::<i64>().ok().filter(|n| n.to_string() == *v);
+            [Value::Text(v.clone()), Value::Blob(v.as_bytes().to_vec())].into_iter().chain(n.map(Value::Integer))
+        })
+        .collect()
+}
+
 /// SQLite's own error, whichever way it is reported: a statement that does
 /// not prepare comes with the offending token's offset, as an error of its
 /// own kind.
@@ -271,8 +288,9 @@ impl Sqlite {
         let mut any = Vec::new();
         for (c, vs) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
             exists(c)?;
+            let vs = identifier_values(vs);
             any.push(format!("{} IN ({})", sql::quote(d, c), list(vs.len())));
-            values.extend(vs.iter().map(|v| Value::Text(v.clone())));
+            values.extend(vs);
         }
         if !sel.subject.is_empty() {
             // A subject with no usable identifier matches nothing, never everyone.
@@ -285,13 +303,16 @@ impl Sqlite {
         }
         for (c, vs) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
             exists(c)?;
+            let vs = identifier_values(vs);
             parts.push(format!("NOT COALESCE({} IN ({}), 0)", sql::quote(d, c), list(vs.len())));
-            values.extend(vs.iter().map(|v| Value::Text(v.clone())));
+            values.extend(vs);
         }
         for (n, g) in sel.guards.iter().enumerate() {
             let mut member = |_: &Identifier, v: &[String]| {
-                values.extend(v.iter().map(|s| Value::Text(s.clone())));
-                format!("IN ({})", list(v.len()))
+                let v = identifier_values(v);
+                let n = v.len();
+                values.extend(v);
+                format!("IN ({})", list(n))
             };
             parts.extend(sql::guard_condition(d, g, n, &Self::qualified(&g.table), &mut member));
         }
