@@ -684,7 +684,12 @@ fn anonymization_respects_not_null_and_unique_and_is_idempotent() {
         assert_eq!(ids(&db, "SELECT id::bigint FROM addresses WHERE street = 'unknown'").await, BTreeSet::from([1]));
         let bad = vec![FieldRule { field: id("age"), strategy: AnonymizeStrategy::Fixed, value: Some("unknown".into()) }];
         db.execute_batch("UPDATE profiles SET age = 1 WHERE id = 7; UPDATE profiles SET left_at = '2020-01-01' WHERE id = 7").await.unwrap();
-        config_error(db.run(&left, &Action::Anonymize { rules: bad, salt: String::new() }, &Limits::default(), 0, |_| {}).await, &["integer", "unknown"]);
+        // Refused before any change, naming the rule's value and column
+        // (the server's own message leaves the value out).
+        let bad = Action::Anonymize { rules: bad, salt: String::new() };
+        let says = ["for type integer", "fixed value \"unknown\"", "column age"];
+        config_error(db.pending(&left, &bad).await, &says);
+        config_error(db.run(&left, &bad, &Limits::default(), 0, |_| {}).await, &says);
         assert_eq!(ids(&db, "SELECT age::bigint FROM profiles WHERE id = 7").await, BTreeSet::from([1]), "nothing changed");
 
         // A trigger that changes what is written: the records never read as

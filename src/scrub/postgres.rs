@@ -1465,6 +1465,27 @@ impl Postgres {
         let cols = self.check_rules(sel, rules).await?;
         let column = column_of(&cols);
         let table = Self::qualified(&sel.table);
+        // A fixed value its column's type cannot take, refused before any
+        // change and named: a batch's own message would leave it out, as
+        // it leaves out every value the server quotes (a record's may be
+        // personal data).
+        for r in rules.iter().filter(|r| r.strategy == AnonymizeStrategy::Fixed && !column(&r.field).1) {
+            let mut p = Params::new(Dialect::Postgres);
+            let q = format!("SELECT {} IS NULL", sql::pg_fixed(&table, r, false, &mut p));
+            let stmt = self.client.prepare(&q).await.map_err(|e| classify(e, "fixed value"))?;
+            let bound = bind(&stmt, &p.values, &[])?;
+            if let Err(e) = self.client.query_one(&stmt, &as_refs(&bound)).await {
+                let data = e.code().is_some_and(|c| c.code().starts_with("22"));
+                return Err(match classify(e, "fixed value") {
+                    ScrubError::Config(m) if data => ScrubError::Config(format!(
+                        "{m}: the fixed value {:?} of the rule for column {} is not of the column's type",
+                        r.value.as_deref().unwrap_or_default(),
+                        r.field
+                    )),
+                    other => other,
+                });
+            }
+        }
         let mut keys = self.unique_keys(&table).await?;
         // A key of one column is checked with the column's own rule.
         for key in keys.iter().filter(|k| k.columns.len() > 1) {

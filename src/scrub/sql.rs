@@ -343,7 +343,7 @@ pub fn pg_anonymization(
 /// function: the table's row type filled from `{field: value}`, evaluated
 /// once. (Filling the other fields with NULL fails in a table with a NOT
 /// NULL domain column, so text, the usual case, does not go this way.)
-fn pg_fixed(table: &str, rule: &FieldRule, is_text: bool, params: &mut Params) -> String {
+pub fn pg_fixed(table: &str, rule: &FieldRule, is_text: bool, params: &mut Params) -> String {
     let value = params.push(Param::Text(rule.value.clone().unwrap_or_default()));
     if is_text {
         return format!("CAST({value} AS text)");
