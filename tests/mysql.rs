@@ -967,6 +967,77 @@ fn inet6_and_uuid_identifiers_are_matched_as_their_type() {
     });
 }
 
+/// Identifier columns the server would not compare with an identifier's
+/// text exactly are refused, naming the column and its type, before
+/// anything changes: a UUID's bytes in `binary(16)` and text padded in
+/// `binary(8)` (matching nothing, so a held subject's rows would go
+/// unprotected), floating-point and decimal numbers (compared as
+/// floating-point, equal to a neighbouring identifier). So in an erasure,
+/// in a retention pass's hold, and in the held rows of a guard. Bytes of
+/// no fixed length compare exactly and are matched, and a generated column
+/// showing the bytes as text is the way to match the others.
+#[test]
+fn identifier_columns_that_cannot_match_exactly_are_refused_naming_their_type() {
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch(
+            "DROP TABLE IF EXISTS exact_notes, exact_devices;
+             CREATE TABLE exact_devices (id int PRIMARY KEY, uid binary(16), code binary(8), score double,
+                                         amount decimal(20,0), handle varbinary(40),
+                                         uid_hex char(32) AS (lower(hex(uid))) VIRTUAL, seen_at datetime);
+             INSERT INTO exact_devices (id, uid, code, score, amount, handle, seen_at) VALUES
+               (1, unhex('3f2504e04f8911d39a0c0305e82c3301'), '42', 12345678901234567, 12345678901234567, 'h1', '2015-01-01'),
+               (2, unhex('00000000000000000000000000000002'), '43', 2, 2, 'h2', '2015-01-01');
+             CREATE TABLE exact_notes (id int PRIMARY KEY, device_id int, author binary(16));
+             INSERT INTO exact_notes VALUES (1, 1, unhex('3f2504e04f8911d39a0c0305e82c3301'));",
+        )
+        .await
+        .unwrap();
+        let all = "SELECT id FROM exact_devices";
+        let uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+        let sel = |subject: &[(&str, &str)], held: &[(&str, &str)]| Selection {
+            table: table("exact_devices"),
+            older_than: subject.is_empty().then(|| (id("seen_at"), cutoff())),
+            subject: subject.iter().map(|(c, v)| (id(c), vec![v.to_string()])).collect(),
+            keep_newer_than: None,
+            held: held.iter().map(|(c, v)| (id(c), vec![v.to_string()])).collect(),
+            guards: vec![],
+        };
+        for (column, ty, value) in [
+            ("uid", "binary", uuid),
+            ("code", "binary", "42"),
+            ("score", "double", "12345678901234568"),
+            ("amount", "decimal", "12345678901234567"),
+        ] {
+            let says = format!("identifier column {column} of table exact_devices has type {ty}");
+            for s in [sel(&[(column, value)], &[]), sel(&[], &[(column, value)])] {
+                config_error(db.plan(&s).await, &[&says, "generated column"]);
+                config_error(db.run(&s, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[&says]);
+            }
+        }
+        let guarded = Selection {
+            guards: vec![lethe::scrub::Guard {
+                reason: lethe::scrub::GuardReason::Hold,
+                table: table("exact_notes"),
+                columns: vec![id("device_id")],
+                references: vec![id("id")],
+                rows: Some(vec![(id("author"), vec![uuid.to_string()])]),
+                lookup: Default::default(),
+            }],
+            ..sel(&[], &[])
+        };
+        let says = "identifier column author of table exact_notes has type binary";
+        config_error(db.plan(&guarded).await, &[says]);
+        config_error(db.run(&guarded, &Action::Delete, &Limits::default(), 0, |_| {}).await, &[says]);
+        assert_eq!(ids(&db, all).await, BTreeSet::from([1, 2]), "nothing deleted");
+        for (column, value, left) in [("handle", "h2", vec![1]), ("uid_hex", "3f2504e04f8911d39a0c0305e82c3301", vec![])] {
+            let out = db.run(&sel(&[(column, value)], &[]), &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+            assert_eq!((out.records_done, out.remaining), (1, 0), "{column}");
+            assert_eq!(ids(&db, all).await, left.into_iter().collect(), "{column}");
+        }
+    });
+}
+
 /// Generated columns, stored and virtual: an anonymization rule on one is
 /// refused before any change, naming the column; selecting rows by one
 /// works like any other column.

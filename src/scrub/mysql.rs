@@ -69,6 +69,30 @@ impl Column {
         matches!(self.data_type.as_str(), "char" | "varchar" | "text" | "tinytext" | "mediumtext" | "longtext")
     }
 
+    /// Refuses this column as one an identifier is matched in unless the
+    /// server compares it with an identifier's text exactly: integers
+    /// (parsed first), text, `enum` and `set` members, bytes of no fixed
+    /// length, and MariaDB's `uuid`, `inet4` and `inet6` (read from text).
+    /// Elsewhere a value bound as text would match nothing (`binary(16)`
+    /// holding a UUID's bytes, `binary(n)` padded with zero bytes), so a
+    /// held subject's rows would go unprotected and an erased one's stay; or
+    /// it would be compared as a floating-point number, equal to
+    /// neighbouring identifiers (`float`, `double`, and `decimal` on MySQL).
+    fn identifies(&self, table: &Table) -> Result<(), ScrubError> {
+        let t = self.data_type.as_str();
+        let bytes = matches!(t, "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob");
+        if self.is_integer() || self.is_text() || bytes || matches!(t, "enum" | "set" | "uuid" | "inet4" | "inet6") {
+            return Ok(());
+        }
+        Err(ScrubError::Config(format!(
+            "identifier column {} of table {} has type {t}, which Lethe cannot match an identifier in exactly; supported: integer \
+             types, char, varchar, text, enum, set, varbinary, blob, uuid, inet4, inet6. Name a generated column \
+             showing the identifier as text instead (BIN_TO_UUID({0}) or HEX({0}) for bytes, CAST({0} AS SIGNED) \
+             for a whole decimal)",
+            self.name, table.name
+        )))
+    }
+
     /// A value computed for this column (a hash, in the connection's
     /// character set) in the column's own character set and collation: so
     /// it compares with the column's values through the column's indexes,
@@ -305,12 +329,13 @@ impl Mysql {
                 .ok_or_else(|| ScrubError::Config(format!("column {c} does not exist")))
         };
         // Values that cannot be of the column's type cannot match a row: dropped.
-        let typed = |c: &Column, values: &[String]| -> Vec<Value> {
-            if c.is_integer() {
+        let typed = |c: &Column, values: &[String]| -> Result<Vec<Value>, ScrubError> {
+            c.identifies(&sel.table)?;
+            Ok(if c.is_integer() {
                 values.iter().filter_map(|v| v.trim().parse::<i64>().ok()).map(Value::from).collect()
             } else {
                 values.iter().map(|v| Value::from(v.as_str())).collect()
-            }
+            })
         };
         // An instant as the column compares it. Anything else would be
         // compared as text or as a number, and match by accident or not at all.
@@ -333,7 +358,7 @@ impl Mysql {
         }
         let mut any = Vec::new();
         for (c, values) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
-            let vals = typed(column(c)?, values);
+            let vals = typed(column(c)?, values)?;
             if !vals.is_empty() {
                 any.push(format!("{} IN ({})", sql::quote(d, c), list(vals.len())));
                 b.values.extend(vals);
@@ -349,7 +374,7 @@ impl Mysql {
             b.sql.push(format!("{} < ?", sql::quote(d, c)));
         }
         for (c, values) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
-            let vals = typed(column(c)?, values);
+            let vals = typed(column(c)?, values)?;
             if !vals.is_empty() {
                 b.sql.push(format!("NOT COALESCE({} IN ({}), FALSE)", sql::quote(d, c), list(vals.len())));
                 b.values.extend(vals);
@@ -441,8 +466,21 @@ impl Mysql {
     }
 
     /// The selection with each guard's [`Lookup`] settled
-    /// ([`super::settled`]).
+    /// ([`super::settled`]), once each column a guard matches held
+    /// subjects' identifiers in is known to compare them exactly (see
+    /// [`Column::identifies`]): a guard that matched none would keep none.
     pub async fn settled<'s>(&self, sel: &'s Selection) -> Result<std::borrow::Cow<'s, Selection>, ScrubError> {
+        for g in &sel.guards {
+            let Some(rows) = &g.rows else { continue };
+            let cols = self.columns(&g.table).await?;
+            for (c, _) in rows {
+                let col = cols
+                    .iter()
+                    .find(|x| x.name.eq_ignore_ascii_case(c.as_str()))
+                    .ok_or_else(|| ScrubError::Config(format!("column {c} of {} does not exist", g.table.name)))?;
+                col.identifies(&g.table)?;
+            }
+        }
         super::settled(self, sel).await
     }
 
