@@ -267,6 +267,40 @@ fn identifiers_in_columns_without_a_type_match_as_stored_either_way() {
     });
 }
 
+/// A time column holding values SQLite reads as no time (a date written
+/// another way, a word, a blob) is refused in the plan and in the run,
+/// with how many there are and nothing changed: those records would never
+/// expire. NULL is an unknown time, kept and not refused. Once the values
+/// read as times, the pass runs.
+#[test]
+fn a_time_column_holding_values_that_read_as_no_time_is_refused_with_their_count() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(
+            &dir,
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY, ended_at TEXT, started BLOB);
+             INSERT INTO sessions VALUES (1, '2020-01-01', '2020-01-01'), (2, '01/02/2020', '2020-01-01'),
+                                         (3, 'yesterday', x'00'), (4, NULL, '2020-01-01'), (5, '2099-01-01', NULL);",
+        )
+        .await;
+        let all = "SELECT id FROM sessions";
+        let ended = older_than("sessions", "ended_at");
+        let started = older_than("sessions", "started");
+        for (sel, says) in [(&ended, ["ended_at", ": 2 records hold a value"]), (&started, ["started", ": 1 records hold"])] {
+            let says = [says[0], says[1], "reads as no time", "nothing was changed"];
+            config_error(db.plan(sel).await, &says);
+            config_error(db.run(sel, &Action::Delete, &Limits::default(), 0, |_| {}).await, &says);
+        }
+        assert_eq!(ids(&db, all).await, BTreeSet::from([1, 2, 3, 4, 5]));
+        db.execute_batch("UPDATE sessions SET ended_at = '2020-01-02' WHERE id = 2; UPDATE sessions SET ended_at = '2021-05-06T07:08:09+02:00' WHERE id = 3")
+            .await
+            .unwrap();
+        let out = db.run(&ended, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (3, 0));
+        assert_eq!(ids(&db, all).await, BTreeSet::from([4, 5]));
+    });
+}
+
 #[test]
 fn configuration_errors_name_what_is_wrong() {
     rt().block_on(async {

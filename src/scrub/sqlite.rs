@@ -436,21 +436,34 @@ impl Sqlite {
     }
 
     /// Refuses a time column whose numbers, read in the unit, say the unit
-    /// is wrong.
+    /// is wrong, or that holds values SQLite reads as no time at all (text
+    /// that is not ISO 8601, a blob): those records would never expire, and
+    /// a column of such values is likely not the records' time.
     async fn check_unix_times(&self, sel: &Selection) -> Result<(), ScrubError> {
         for (col, _) in sel.older_than.iter().chain(&sel.keep_newer_than) {
             let c = sql::quote(Dialect::Sqlite, col);
             let number = format!("CASE WHEN typeof({c}) IN ('integer', 'real') THEN {c} END");
             let ceiling = super::unix_time_ceiling(self.unix_time);
             let q = format!(
-                "SELECT CAST(min({number}) AS INTEGER), CAST(max(CASE WHEN {number} <= {ceiling} THEN {number} END) AS INTEGER) FROM {}",
+                "SELECT CAST(min({number}) AS INTEGER), CAST(max(CASE WHEN {number} <= {ceiling} THEN {number} END) AS INTEGER),
+                        count(CASE WHEN {c} IS NOT NULL AND {} IS NULL THEN 1 END) FROM {}",
+                time_expr(&c, self.unix_time),
                 Self::qualified(&sel.table)
             );
-            let range = self
+            let (range, unreadable) = self
                 .with(move |c| {
-                    c.query_row(&q, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| classify(e, "time range"))
+                    c.query_row(&q, [], |r| Ok(((r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?)))
+                        .map_err(|e| classify(e, "time range"))
                 })
                 .await?;
+            if unreadable > 0 {
+                return Err(ScrubError::Config(format!(
+                    "time column {col}: {unreadable} records hold a value SQLite reads as no time (times are ISO 8601 text, \
+                     such as 2024-05-01 or 2024-05-01T10:00:00Z, or numbers counting the Dataset's \
+                     timestamps.unixTimeUnit since 1970); their records would never expire: correct them, or name \
+                     the column that holds the records' times; nothing was changed"
+                )));
+            }
             super::check_unix_time_range(col, range, self.unix_time)?;
         }
         Ok(())
