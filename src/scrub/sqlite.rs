@@ -63,7 +63,9 @@ fn classify(e: rusqlite::Error, what: &str) -> ScrubError {
 /// there never equals the text `'42'`: a held subject's rows would go
 /// unprotected, a subject's rows unerased. A column that converts
 /// (`INTEGER`, `TEXT`, `NUMERIC`) makes the text and the integer one value,
-/// and holds no blob an application did not write as one.
+/// and holds no blob an application did not write as one, so its values
+/// are bound as text alone (SQLite takes at most 32,766 values a
+/// statement).
 fn identifier_values(vs: &[String]) -> Vec<Value> {
     vs.iter()
         .flat_map(|v| {
@@ -135,6 +137,13 @@ impl Column {
     /// without a type).
     fn keeps_text(&self) -> bool {
         ["CHAR", "TEXT", "CLOB"].iter().any(|t| self.decl.contains(t)) || self.decl.is_empty()
+    }
+
+    /// The column converts nothing it is compared with (blob affinity:
+    /// declared with no type, or a type naming `BLOB` and no `INT`).
+    fn converts_nothing(&self) -> bool {
+        let d = &self.decl;
+        !d.contains("INT") && (d.is_empty() || d.contains("BLOB"))
     }
 }
 
@@ -274,9 +283,16 @@ impl Sqlite {
         let d = Dialect::Sqlite;
         let exists = |c: &Identifier| {
             cols.iter()
-                .any(|x| x.name.eq_ignore_ascii_case(c.as_str()))
-                .then_some(())
+                .find(|x| x.name.eq_ignore_ascii_case(c.as_str()))
                 .ok_or_else(|| ScrubError::Config(format!("column {c} does not exist")))
+        };
+        // Identifier values as the column compares them.
+        let identifiers = |c: &Identifier, vs: &[String]| -> Result<Vec<Value>, ScrubError> {
+            Ok(if exists(c)?.converts_nothing() {
+                identifier_values(vs)
+            } else {
+                vs.iter().map(|v| Value::Text(v.clone())).collect()
+            })
         };
         let list = |n: usize| vec!["?"; n].join(", ");
         let (mut parts, mut values) = (Vec::new(), Vec::new());
@@ -287,8 +303,7 @@ impl Sqlite {
         }
         let mut any = Vec::new();
         for (c, vs) in sel.subject.iter().filter(|(_, v)| !v.is_empty()) {
-            exists(c)?;
-            let vs = identifier_values(vs);
+            let vs = identifiers(c, vs)?;
             any.push(format!("{} IN ({})", sql::quote(d, c), list(vs.len())));
             values.extend(vs);
         }
@@ -302,12 +317,12 @@ impl Sqlite {
             values.push(seconds(*t));
         }
         for (c, vs) in sel.held.iter().filter(|(_, v)| !v.is_empty()) {
-            exists(c)?;
-            let vs = identifier_values(vs);
+            let vs = identifiers(c, vs)?;
             parts.push(format!("NOT COALESCE({} IN ({}), 0)", sql::quote(d, c), list(vs.len())));
             values.extend(vs);
         }
         for (n, g) in sel.guards.iter().enumerate() {
+            // The referencing table's columns are not at hand: every form.
             let mut member = |_: &Identifier, v: &[String]| {
                 let v = identifier_values(v);
                 let n = v.len();
