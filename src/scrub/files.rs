@@ -298,7 +298,7 @@ impl FileStore {
     /// whether it was removed. A failure names the Dataset's directory, not
     /// the file.
     pub fn remove(&self, sel: &FileSelection, path: &Path) -> Result<bool, ScrubError> {
-        let base = self.root.join(&sel.directory);
+        let shown = || beneath(&self.root.join(&sel.directory), path);
         if !path.starts_with(&self.root) {
             return Err(ScrubError::Config(format!("a path outside the root {}", self.root.display())));
         }
@@ -310,9 +310,9 @@ impl FileStore {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                Err(ScrubError::Access(format!("{}: {err}", beneath(&base, path))))
+                Err(ScrubError::Access(format!("{}: {err}", shown())))
             }
-            Err(err) => Err(ScrubError::Unavailable(format!("{}: {err}", beneath(&base, path)))),
+            Err(err) => Err(ScrubError::Unavailable(format!("{}: {err}", shown()))),
         }
     }
 
