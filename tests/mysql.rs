@@ -215,6 +215,44 @@ fn erasure_binds_values_by_column_type() {
     });
 }
 
+/// Identifiers in an unsigned `bigint` column beyond the largest signed
+/// 64-bit integer are numbers all the same: a hold on one keeps its rows,
+/// an erasure of one takes them, and the plan counts as the pass does.
+#[test]
+fn unsigned_identifiers_past_the_signed_range_are_matched() {
+    rt().block_on(async {
+        let db = connect(shared()).await;
+        db.execute_batch(
+            "DROP TABLE IF EXISTS wide_ids;
+             CREATE TABLE wide_ids (id int PRIMARY KEY, account bigint unsigned NOT NULL, seen_at datetime);
+             INSERT INTO wide_ids VALUES (1, 18446744073709551615, '2015-01-01'), (2, 9223372036854775808, '2015-01-01'),
+                                         (3, 42, '2015-01-01'), (4, 18446744073709551615, '2099-01-01');",
+        )
+        .await
+        .unwrap();
+        let all = "SELECT id FROM wide_ids";
+        let held = Selection {
+            held: vec![(id("account"), vec!["18446744073709551615".into()])],
+            ..older_than("wide_ids", "seen_at")
+        };
+        let plan = db.plan(&held).await.unwrap();
+        assert_eq!((plan.selected, plan.held), (2, 1));
+        let out = db.run(&held, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert_eq!(ids(&db, all).await, BTreeSet::from([1, 4]), "the held account's rows stay");
+        let erase = Selection {
+            older_than: None,
+            subject: vec![(id("account"), vec!["18446744073709551615".into(), "18446744073709551616".into()])],
+            held: vec![],
+            ..held
+        };
+        assert_eq!(db.plan(&erase).await.unwrap().selected, 2);
+        let out = db.run(&erase, &Action::Delete, &Limits::default(), 0, |_| {}).await.unwrap();
+        assert_eq!((out.records_done, out.remaining), (2, 0));
+        assert!(ids(&db, all).await.is_empty());
+    });
+}
+
 /// A server message that quotes a record's value does not carry it on:
 /// here an audit trigger copies each erased address into a table that
 /// already holds it, and the duplicate-entry message would quote it.

@@ -332,7 +332,9 @@ impl Mysql {
         let typed = |c: &Column, values: &[String]| -> Result<Vec<Value>, ScrubError> {
             c.identifies(&sel.table)?;
             Ok(if c.is_integer() {
-                values.iter().filter_map(|v| v.trim().parse::<i64>().ok()).map(Value::from).collect()
+                // An unsigned `bigint` holds numbers past the signed range.
+                let number = |v: &str| v.parse::<i64>().map(Value::from).or_else(|_| v.parse::<u64>().map(Value::from));
+                values.iter().filter_map(|v| number(v.trim()).ok()).collect()
             } else {
                 values.iter().map(|v| Value::from(v.as_str())).collect()
             })
