@@ -289,7 +289,16 @@ async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         let token = ds.annotations().get(RUN_NOW).cloned();
         if token.is_some() && token != prev.run_now_token {
-            create.push((at, "RunNow"));
+            // A run is named by the second it is for: asked for in the
+            // second of the last run (one just asked for, or just
+            // scheduled), it takes the next second, or its name would be
+            // taken and the request lost.
+            let second = |t: DateTime<Utc>| chrono::SubsecRound::trunc_subsecs(t, 0);
+            let t = match status.last_schedule_time {
+                Some(last) if second(last) >= second(at) => second(last) + chrono::Duration::seconds(1),
+                _ => at,
+            };
+            create.push((t, "RunNow"));
             status.run_now_token = token;
         }
         status.next_schedule_time = parsed.next_after(at);
