@@ -753,6 +753,30 @@ fn holds_on_subjects_by_digest_and_by_secret() {
     assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 10);
     assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 7"), 0);
 
+    // Named by Secret, but only by an identifier type the Dataset does not
+    // map (it maps user_id): retention cannot tell the subject's rows
+    // apart, and refuses, naming the type and never a value.
+    let refused_first = refused["metadata"]["name"].clone();
+    c.apply_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: litigation-subjects}\nstringData: {email: \"five@example.com\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: litigation}\nspec:\n  reason: Litigation involving one customer\n  datasets: [visits]\n  subjects: {secretRef: {name: litigation-subjects}}\n",
+        &["-n", &ns],
+    );
+    c.ok(&["-n", &ns, "annotate", "dataset/visits", "lethe.dev/run-now=after-email-hold"]);
+    let t = std::time::Instant::now();
+    let unmapped = loop {
+        let r = run_of(&c, &ns, "visits");
+        if r["metadata"]["name"] != refused_first && r["status"]["phase"] == "Failed" {
+            break r;
+        }
+        assert!(t.elapsed() < LIMIT, "no refused run after the email hold: {}", r["status"]);
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let condition = &unmapped["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "HeldSubjectsUnresolvable", "{:#}", unmapped["status"]);
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains("names subjects by email") && !message.contains("five@"), "{message}");
+    assert_eq!(sql.count("SELECT count(*) FROM visits"), 990, "nothing deleted");
+
     // Named by Secret instead, retention skips exactly the held subject's rows.
     c.apply_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: litigation-subjects}\nstringData: {user_id: \"5\"}\n---\napiVersion: lethe.dev/v1alpha1\nkind: LegalHold\nmetadata: {name: litigation}\nspec:\n  reason: Litigation involving one customer\n  datasets: [visits]\n  subjects: {secretRef: {name: litigation-subjects}}\n",
@@ -760,7 +784,7 @@ fn holds_on_subjects_by_digest_and_by_secret() {
     );
     let held = sql.count("SELECT count(*) FROM visits WHERE user_id = 5 AND created_at < now() - interval '30 days'");
     assert!(held > 0);
-    c.ok(&["-n", &ns, "annotate", "dataset/visits", "lethe.dev/run-now=after-secret-hold"]);
+    c.ok(&["-n", &ns, "annotate", "--overwrite", "dataset/visits", "lethe.dev/run-now=after-secret-hold"]);
     let done = wait_phase(&c, &ns, "visits", "Succeeded");
     assert_eq!(done["status"]["plan"]["heldRecords"], held, "{:#}", done["status"]);
     assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 10);

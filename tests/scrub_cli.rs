@@ -211,6 +211,18 @@ fn subject_holds_need_the_held_identifiers_and_keep_exactly_their_rows() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LETHE_HELD_0_NAME=vip"));
     assert_eq!(count(&db, EXPIRED), expired);
+    // Named only by a type the Dataset does not map: it does not run either,
+    // naming the type, not the value.
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .env("LETHE_HELD_0_NAME", "vip")
+        .env("LETHE_HELD_0_EMAIL", "seven@example.com\n")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("names subjects by email") && !stderr.contains("seven@"), "{stderr}");
+    assert_eq!(count(&db, EXPIRED), expired);
     // With them, exactly the held subjects' expired rows stay.
     let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args(args)

@@ -504,6 +504,22 @@ async fn execute_with(
                         .await;
                 }
                 let by_secret = inputs.held.get(&name).cloned().unwrap_or_default();
+                // A retention pass keeps a held subject's records only by the
+                // identifiers the hold gives that the Dataset maps: none of
+                // them, and it cannot tell those records apart.
+                let named = by_secret.values().any(|v| !v.is_empty());
+                let held_before: usize = held_cols.values().map(Vec::len).sum();
+                let unmapped = |held_cols: &BTreeMap<crate::api::Identifier, Vec<String>>| {
+                    purpose == RunPurpose::Retention
+                        && named
+                        && held_cols.values().map(Vec::len).sum::<usize>() == held_before
+                };
+                let unmapped_reason = format!(
+                    "LegalHold {name:?} names subjects by {}, none of which this Dataset maps to its records; a \
+                     retention pass cannot tell their records apart, so it does not run. Give the hold's Secret \
+                     the identifier types the Dataset maps (subjectFields, or its key or path template)",
+                    by_secret.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                );
                 let named_by_value = inputs
                     .identifiers
                     .as_ref()
@@ -547,6 +563,9 @@ async fn execute_with(
                             }
                         }
                     }
+                    if unmapped(&held_cols) {
+                        return w.fail("HeldSubjectsUnresolvable", unmapped_reason).await;
+                    }
                     continue;
                 }
                 for (t, values) in by_secret {
@@ -562,6 +581,14 @@ async fn execute_with(
                     if let Some(col) = ds.spec.subject_fields.get(&t) {
                         held_cols.entry(col.clone()).or_default().extend(values);
                     }
+                }
+                // A Dataset that maps no identifier at all ties no record to
+                // a subject: there is nothing of theirs to tell apart.
+                let identifies = !ds.spec.subject_fields.is_empty()
+                    || ds.spec.keys.as_ref().is_some_and(|k| k.subject_key_template.is_some())
+                    || ds.spec.objects.as_ref().is_some_and(|o| o.subject_key_template.is_some());
+                if identifies && unmapped(&held_cols) {
+                    return w.fail("HeldSubjectsUnresolvable", unmapped_reason).await;
                 }
             }
         }

@@ -124,6 +124,7 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
                 "LegalHold {name:?} holds subjects in Dataset {dataset:?}; a local pass needs their identifiers (LETHE_HELD_0_NAME={name} and LETHE_HELD_0_<TYPE>) and cannot match digests, so it does not run"
             )));
         };
+        let found = held.iter().map(|h| h.1.len()).sum::<usize>() + held_paths.len();
         for (t, v) in values {
             if let Some(col) = ds.spec.subject_fields.get(t) {
                 held.push((col.clone(), v.clone()));
@@ -142,6 +143,21 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
                     }
                 }
             }
+        }
+        // Named only by identifier types the Dataset does not map (where it
+        // maps any): their records cannot be told apart.
+        let identifies = !ds.spec.subject_fields.is_empty()
+            || template.is_some()
+            || ds.spec.keys.as_ref().is_some_and(|k| k.subject_key_template.is_some())
+            || ds.spec.objects.as_ref().is_some_and(|o| o.subject_key_template.is_some());
+        let named = values.values().any(|v| !v.is_empty());
+        if identifies && named && held.iter().map(|h| h.1.len()).sum::<usize>() + held_paths.len() == found {
+            let types: Vec<&str> = values.keys().map(String::as_str).collect();
+            return Err(ScrubError::Config(format!(
+                "LegalHold {name:?} names subjects by {}, none of which Dataset {dataset:?} maps to its records; a \
+                 retention pass cannot tell their records apart, so it does not run",
+                types.join(", ")
+            )));
         }
     }
     let applying: Vec<(String, &crate::api::RetentionPolicySpec)> = policies
