@@ -989,7 +989,7 @@ fn guards(
         }
         let rows = held_rows(on_it, &r.dataset.spec.subject_fields, inputs, subject_digests);
         if rows.as_ref().is_some_and(|l| l.is_empty()) {
-            // Held subjects none of whose identifiers this Dataset has a field for: no row of it is theirs.
+            // No held subject's row: the Dataset ties no row to a subject, or the holds name no one.
             continue;
         }
         out.push(crate::scrub::Guard {
@@ -1035,7 +1035,15 @@ fn held_rows(
             }
         }
         if s.secret_ref.is_some() {
-            rows.extend(by_field(inputs.held.get(&h.name_any())?));
+            let by_type = inputs.held.get(&h.name_any())?;
+            let own = by_field(by_type);
+            // Named only by types this Dataset has no field for, where it
+            // has any: their rows are here, under identifiers the hold did
+            // not give, and cannot be told apart, so all are kept.
+            if own.is_empty() && !fields.is_empty() && by_type.values().any(|v| !v.is_empty()) {
+                return None;
+            }
+            rows.extend(own);
         }
     }
     Some(rows)
@@ -1197,9 +1205,10 @@ spec: {{reason: r, datasets: [orders]{subjects}}}"
         let inputs = Inputs { held: held("fraud", "email", "a@example.com"), ..Inputs::default() };
         let rows = vec![(id("buyer_email"), vec!["a@example.com".to_string()])];
         assert_eq!(kept(vec![by_secret.clone()], &delete, &inputs, &[]).0, vec![Some(rows.clone())]);
-        // Identifiers it has no field for are no row of it; a Secret not given keeps all.
+        // Identifiers it has no field for: the subject's rows are here under
+        // others, so all are kept; so does a Secret not given.
         let phone = Inputs { held: held("fraud", "phone", "555"), ..Inputs::default() };
-        assert_eq!(kept(vec![by_secret.clone()], &delete, &phone, &[]), (vec![], vec![]));
+        assert_eq!(kept(vec![by_secret.clone()], &delete, &phone, &[]), (vec![None], vec!["fraud".into()]));
         assert_eq!(kept(vec![by_secret.clone()], &delete, &none, &[]).0, vec![None]);
         // By digest: a retention pass cannot tell the rows apart, so keeps all.
         let by_digest = hold("case", &format!(", subjects: {{digests: [\"{D}\"]}}"));
