@@ -776,6 +776,28 @@ fn holds_on_subjects_by_digest_and_by_secret() {
     let message = condition["message"].as_str().unwrap();
     assert!(message.contains("names subjects by email") && !message.contains("five@"), "{message}");
     assert_eq!(sql.count("SELECT count(*) FROM visits"), 990, "nothing deleted");
+    // An erasure giving no identifier type the hold names cannot tell
+    // whether its subject is held: it keeps the rows, saying why. One that
+    // gives the hold's type, with another value, goes ahead.
+    c.apply_text(
+        &format!(
+            "{}---\napiVersion: lethe.dev/v1alpha1\nkind: DeletionRequest\nmetadata: {{name: other-by-email}}\nspec:\n  subject: {{identifiers: {{user_id: \"9\", email: \"nine@example.com\"}}}}\n  regime: GDPR\n",
+            request("maybe-held", "5")
+        ),
+        &["-n", &ns],
+    );
+    for r in ["maybe-held", "other-by-email"] {
+        c.ok(&["-n", &ns, "wait", "--for=condition=Complete", &format!("deletionrequest/{r}"), "--timeout=120s"]);
+    }
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/maybe-held", "{.status.phase}"), "Blocked");
+    let reason = jsonpath(&c, &ns, "deletionrequest/maybe-held", "{.status.datasets[0].remainingReason}");
+    assert!(
+        reason.contains("litigation names subjects only by email") && reason.contains("may be among them"),
+        "{reason}"
+    );
+    assert_eq!(jsonpath(&c, &ns, "deletionrequest/other-by-email", "{.status.phase}"), "Completed");
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 5"), 10);
+    assert_eq!(sql.count("SELECT count(*) FROM visits WHERE user_id = 9"), 0);
 
     // Named by Secret instead, retention skips exactly the held subject's rows.
     c.apply_text(

@@ -484,6 +484,8 @@ async fn execute_with(
     let subject_digests: Vec<String> =
         inputs.identifiers.as_ref().map(|ids| crate::digest::all(digest_salt, ids)).unwrap_or_default();
     let mut whole = Vec::new();
+    // Why a hold was taken to hold this subject without naming it.
+    let mut uncertain: Vec<String> = Vec::new();
     let mut held_cols: BTreeMap<crate::api::Identifier, Vec<String>> = BTreeMap::new();
     for h in &holds {
         let name = h.name_any();
@@ -526,6 +528,21 @@ async fn execute_with(
                     .is_some_and(|ids| ids.iter().any(|(t, v)| by_secret.get(t).is_some_and(|vals| vals.contains(v))));
                 if named_by_digest || named_by_value {
                     // This very subject is held.
+                    whole.push(name);
+                    continue;
+                }
+                let shares_a_type = inputs
+                    .identifiers
+                    .as_ref()
+                    .is_some_and(|ids| ids.keys().any(|t| by_secret.get(t).is_some_and(|v| !v.is_empty())));
+                if purpose == RunPurpose::Erasure && named && !shares_a_type {
+                    // The hold and the request name subjects by different
+                    // types: this subject may be one the hold names.
+                    uncertain.push(format!(
+                        "{name} names subjects only by {}, which this request does not give, so this subject may \
+                         be among them",
+                        by_secret.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    ));
                     whole.push(name);
                     continue;
                 }
@@ -701,7 +718,13 @@ async fn execute_with(
         let oldest = past_window(&db, &sel, run).await?;
         w.st.verification = Some(Verification {
             remaining: n,
-            reason: Some(format!("held by LegalHold {}", whole.join(", "))),
+            reason: Some(
+                [format!("held by LegalHold {}", whole.join(", "))]
+                    .into_iter()
+                    .chain(uncertain)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             verified_at: at,
             oldest_remaining: oldest,
             newest_kept: None,
