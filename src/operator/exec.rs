@@ -601,10 +601,7 @@ async fn execute_with(
                 }
                 // A Dataset that maps no identifier at all ties no record to
                 // a subject: there is nothing of theirs to tell apart.
-                let identifies = !ds.spec.subject_fields.is_empty()
-                    || ds.spec.keys.as_ref().is_some_and(|k| k.subject_key_template.is_some())
-                    || ds.spec.objects.as_ref().is_some_and(|o| o.subject_key_template.is_some());
-                if identifies && unmapped(&held_cols) {
+                if !ds.spec.subject_types().is_empty() && unmapped(&held_cols) {
                     return w.fail("HeldSubjectsUnresolvable", unmapped_reason).await;
                 }
             }

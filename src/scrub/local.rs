@@ -146,12 +146,11 @@ pub async fn run(dir: &Path, dataset: &str, dry_run: bool, now: DateTime<Utc>) -
         }
         // Named only by identifier types the Dataset does not map (where it
         // maps any): their records cannot be told apart.
-        let identifies = !ds.spec.subject_fields.is_empty()
-            || template.is_some()
-            || ds.spec.keys.as_ref().is_some_and(|k| k.subject_key_template.is_some())
-            || ds.spec.objects.as_ref().is_some_and(|o| o.subject_key_template.is_some());
         let named = values.values().any(|v| !v.is_empty());
-        if identifies && named && held.iter().map(|h| h.1.len()).sum::<usize>() + held_paths.len() == found {
+        if !ds.spec.subject_types().is_empty()
+            && named
+            && held.iter().map(|h| h.1.len()).sum::<usize>() + held_paths.len() == found
+        {
             let types: Vec<&str> = values.keys().map(String::as_str).collect();
             return Err(ScrubError::Config(format!(
                 "LegalHold {name:?} names subjects by {}, none of which Dataset {dataset:?} maps to its records; a \
