@@ -516,11 +516,11 @@ async fn execute_with(
                         && named
                         && held_cols.values().map(Vec::len).sum::<usize>() == held_before
                 };
+                let held_types = by_secret.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
                 let unmapped_reason = format!(
-                    "LegalHold {name:?} names subjects by {}, none of which this Dataset maps to its records; a \
+                    "LegalHold {name:?} names subjects by {held_types}, none of which this Dataset maps to its records; a \
                      retention pass cannot tell their records apart, so it does not run. Give the hold's Secret \
-                     the identifier types the Dataset maps (subjectFields, or its key or path template)",
-                    by_secret.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                     the identifier types the Dataset maps (subjectFields, or its key or path template)"
                 );
                 let named_by_value = inputs
                     .identifiers
@@ -539,9 +539,8 @@ async fn execute_with(
                     // The hold and the request name subjects by different
                     // types: this subject may be one the hold names.
                     uncertain.push(format!(
-                        "{name} names subjects only by {}, which this request does not give, so this subject may \
-                         be among them",
-                        by_secret.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                        "{name} names subjects only by {held_types}, which this request does not give, so this subject may \
+                         be among them"
                     ));
                     whole.push(name);
                     continue;
